@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs every build, test and tooling dependency of catserve that is missing.
+# Idempotent: a second run installs nothing and takes seconds.
+#   deploy/install-deps.sh            build + test dependencies (Debian packages, small PyPI set)
+#   deploy/install-deps.sh --torch    also PyTorch, for tools/ (fixtures, training); not needed by tests
+set -euo pipefail
+
+want_torch=0
+for arg in "$@"; do
+  case "$arg" in
+    --torch) want_torch=1 ;;
+    *) echo "usage: $0 [--torch]" >&2; exit 2 ;;
+  esac
+done
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+debs=(
+  build-essential cmake pkg-config git ca-certificates
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev libcivetweb-dev libsentencepiece-dev sentencepiece
+  libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev
+  prometheus python3 python3-pip python3-venv
+)
+missing=()
+for p in "${debs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-deps: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: Debian packages already installed"
+fi
+
+# Python packages for the end-to-end tests and tools. A pyenv or venv python is used as found;
+# Debian's system python refuses global pip installs, so fall back to --break-system-packages.
+PY=${PYTHON:-python3}
+pip_pkgs=(numpy safetensors sentencepiece grpcio grpcio-tools protobuf kubernetes-validate pyyaml)
+if [ "$want_torch" -eq 1 ]; then pip_pkgs+=(torch); fi
+need_pip=()
+for p in "${pip_pkgs[@]}"; do
+  mod="$p"
+  case "$p" in
+    grpcio) mod=grpc ;; grpcio-tools) mod=grpc_tools ;; protobuf) mod=google.protobuf ;;
+    kubernetes-validate) mod=kubernetes_validate ;; pyyaml) mod=yaml ;;
+  esac
+  if ! "$PY" -c "import $mod" >/dev/null 2>&1; then need_pip+=("$p"); fi
+done
+if [ "${#need_pip[@]}" -gt 0 ]; then
+  echo "install-deps: installing Python packages: ${need_pip[*]}"
+  if ! "$PY" -m pip install -q "${need_pip[@]}" 2>/dev/null; then
+    "$PY" -m pip install -q --break-system-packages "${need_pip[@]}"
+  fi
+else
+  echo "install-deps: Python packages already installed"
+fi
