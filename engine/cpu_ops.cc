@@ -1,0 +1,84 @@
+#include "engine/cpu_ops.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace catserve::engine {
+
+void Linear(const float* x, int rows, int in, const float* w, int out, float* y) {
+  if (rows == 0) return;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, w, in, 0.0f, y,
+              out);
+}
+
+void RmsNorm(const float* x, const float* w, int rows, int dim, float eps, float* y) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<size_t>(r) * dim;
+    float* yr = y + static_cast<size_t>(r) * dim;
+    double ss = 0;
+    for (int i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float inv = 1.0f / std::sqrt(static_cast<float>(ss / dim) + eps);
+    for (int i = 0; i < dim; ++i) yr[i] = xr[i] * inv * w[i];
+  }
+}
+
+RopeTable::RopeTable(int head_dim, double theta, int max_pos)
+    : head_dim_(head_dim), max_pos_(max_pos) {
+  const int half = head_dim / 2;
+  cos_.resize(static_cast<size_t>(max_pos) * half);
+  sin_.resize(cos_.size());
+  for (int k = 0; k < half; ++k) {
+    // As PyTorch computes it: inv_freq in fp32, angle = pos * inv_freq in fp32.
+    const float inv_freq =
+        1.0f / static_cast<float>(std::pow(theta, static_cast<double>(2 * k) / head_dim));
+    for (int p = 0; p < max_pos; ++p) {
+      const float angle = static_cast<float>(p) * inv_freq;
+      cos_[p * half + k] = std::cos(angle);
+      sin_[p * half + k] = std::sin(angle);
+    }
+  }
+}
+
+void RopeTable::Apply(float* v, int heads, int pos) const {
+  const int half = head_dim_ / 2;
+  const float* c = cos_.data() + static_cast<size_t>(pos) * half;
+  const float* s = sin_.data() + static_cast<size_t>(pos) * half;
+  for (int h = 0; h < heads; ++h) {
+    float* x = v + static_cast<size_t>(h) * head_dim_;
+    for (int k = 0; k < half; ++k) {
+      const float a = x[k], b = x[k + half];
+      x[k] = a * c[k] - b * s[k];
+      x[k + half] = b * c[k] + a * s[k];
+    }
+  }
+}
+
+void SiluMul(const float* gate_up, int rows, int inter, float* out) {
+  for (int r = 0; r < rows; ++r) {
+    const float* g = gate_up + static_cast<size_t>(r) * 2 * inter;
+    const float* u = g + inter;
+    float* o = out + static_cast<size_t>(r) * inter;
+    for (int i = 0; i < inter; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  }
+}
+
+void Softmax(float* x, int n) {
+  float mx = *std::max_element(x, x + n);
+  float sum = 0;
+  for (int i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = 1.0f / sum;
+  for (int i = 0; i < n; ++i) x[i] *= inv;
+}
+
+float Dot(const float* a, const float* b, int n) {
+  float s = 0;
+  for (int i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+}  // namespace catserve::engine

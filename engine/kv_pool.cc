@@ -1,0 +1,92 @@
+#include "engine/kv_pool.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace catserve::engine {
+namespace {
+
+// A page reference bug would corrupt other sequences' KV silently; stop instead.
+[[noreturn]] void Die(const char* what, int32_t page) {
+  std::fprintf(stderr, "KvPool: %s (page %d)\n", what, page);
+  std::abort();
+}
+
+}  // namespace
+
+absl::StatusOr<KvPool> KvPool::Create(const KvGeometry& geometry, int num_pages) {
+  if (num_pages <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV pool needs at least one page, got ", num_pages));
+  }
+  if (geometry.layers <= 0 || geometry.kv_heads <= 0 || geometry.head_dim <= 0 ||
+      geometry.page_entries <= 0) {
+    return absl::InvalidArgumentError("KV pool geometry has a non-positive dimension");
+  }
+  try {
+    return KvPool(geometry, num_pages);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate a KV pool of ", num_pages, " pages (",
+                     static_cast<double>(num_pages) * geometry.page_bytes() / (1 << 20), " MiB)"));
+  }
+}
+
+KvPool::KvPool(const KvGeometry& geometry, int num_pages)
+    : geometry_(geometry),
+      arena_(static_cast<size_t>(num_pages) * geometry.floats_per_page()),
+      refcount_(num_pages, 0) {
+  free_list_.reserve(num_pages);
+  for (int32_t p = num_pages - 1; p >= 0; --p) free_list_.push_back(p);
+}
+
+int32_t KvPool::Allocate() {
+  if (free_list_.empty()) return -1;
+  int32_t page = free_list_.back();
+  free_list_.pop_back();
+  refcount_[page] = 1;
+  ++used_pages_;
+  return page;
+}
+
+void KvPool::AddRef(int32_t page) {
+  if (refcount_[page] <= 0) Die("AddRef on a free page", page);
+  ++refcount_[page];
+}
+
+void KvPool::Release(int32_t page) {
+  if (refcount_[page] <= 0) Die("release of a free page", page);
+  if (--refcount_[page] == 0) {
+    free_list_.push_back(page);
+    --used_pages_;
+  }
+}
+
+void KvPool::ReleaseAll(SequencePages& pages) {
+  for (int32_t p : pages.compressed) Release(p);
+  for (int32_t p : pages.local) Release(p);
+  pages.compressed.clear();
+  pages.local.clear();
+}
+
+bool KvPool::Reserve(std::vector<int32_t>& region, int entries) {
+  int need = PagesFor(entries) - static_cast<int>(region.size());
+  if (need <= 0) return true;
+  if (need > static_cast<int>(free_list_.size())) return false;
+  for (int i = 0; i < need; ++i) region.push_back(Allocate());
+  return true;
+}
+
+void KvPool::Trim(std::vector<int32_t>& region, int entries) {
+  size_t keep = PagesFor(entries);
+  while (region.size() > keep) {
+    Release(region.back());
+    region.pop_back();
+  }
+}
+
+}  // namespace catserve::engine

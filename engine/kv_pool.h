@@ -1,0 +1,93 @@
+#ifndef CATSERVE_ENGINE_KV_POOL_H_
+#define CATSERVE_ENGINE_KV_POOL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace catserve::engine {
+
+// Shape of one page of compressed-KV storage. An entry is the K and V of one decoder position for
+// every layer; a page holds `page_entries` entries. Within a page the floats are laid out as
+// [layer][k or v][slot][kv_heads * head_dim], so one layer's keys of a page are contiguous.
+struct KvGeometry {
+  int layers = 0;
+  int kv_heads = 0;
+  int head_dim = 0;
+  int page_entries = 16;
+
+  size_t entry_width() const { return static_cast<size_t>(kv_heads) * head_dim; }
+  size_t floats_per_page() const {
+    return static_cast<size_t>(layers) * 2 * page_entries * entry_width();
+  }
+  // Bytes one entry takes for all layers, at `bytes_per_value` (4 for fp32, 2 for bf16).
+  size_t entry_bytes(size_t bytes_per_value = sizeof(float)) const {
+    return static_cast<size_t>(layers) * 2 * entry_width() * bytes_per_value;
+  }
+  size_t page_bytes() const { return floats_per_page() * sizeof(float); }
+};
+
+// The pages of one sequence: compressed entries (F_0, fx_0, fx_1, ...) live in `compressed`
+// pages, the current chunk's S and fed tokens in `local` pages. Entry i of a region is in page
+// pages[i / page_entries], slot i % page_entries.
+struct SequencePages {
+  std::vector<int32_t> compressed;
+  std::vector<int32_t> local;
+};
+
+// One preallocated arena of KV pages with exact accounting. Not thread-safe: it is owned by the
+// single thread that plans and runs engine steps.
+class KvPool {
+ public:
+  // Allocates `num_pages` pages up front; fails if that is zero or the arena cannot be allocated.
+  static absl::StatusOr<KvPool> Create(const KvGeometry& geometry, int num_pages);
+
+  KvPool(KvPool&&) = default;
+  KvPool& operator=(KvPool&&) = default;
+
+  const KvGeometry& geometry() const { return geometry_; }
+  int total_pages() const { return static_cast<int>(refcount_.size()); }
+  int used_pages() const { return used_pages_; }
+  int free_pages() const { return total_pages() - used_pages_; }
+  size_t used_bytes() const { return static_cast<size_t>(used_pages_) * geometry_.page_bytes(); }
+  size_t total_bytes() const { return static_cast<size_t>(total_pages()) * geometry_.page_bytes(); }
+
+  // Takes one free page (refcount 1), or returns -1 when none is free.
+  int32_t Allocate();
+  // Adds a reference to a page in use (for shared prefixes).
+  void AddRef(int32_t page);
+  // Drops one reference; the page is free again when the last one goes.
+  void Release(int32_t page);
+  // Releases every page of `pages` and clears both lists.
+  void ReleaseAll(SequencePages& pages);
+
+  // Grows `region` to cover `entries` entries, allocating pages as needed. On failure (pool
+  // exhausted) allocates nothing and returns false.
+  bool Reserve(std::vector<int32_t>& region, int entries);
+  // Shrinks `region` to the pages that `entries` entries need, releasing the rest.
+  void Trim(std::vector<int32_t>& region, int entries);
+  // Pages that `entries` entries occupy.
+  int PagesFor(int entries) const {
+    return (entries + geometry_.page_entries - 1) / geometry_.page_entries;
+  }
+
+  float* page_data(int32_t page) { return arena_.data() + page * geometry_.floats_per_page(); }
+  const float* page_data(int32_t page) const {
+    return arena_.data() + page * geometry_.floats_per_page();
+  }
+
+ private:
+  KvPool(const KvGeometry& geometry, int num_pages);
+
+  KvGeometry geometry_;
+  std::vector<float> arena_;
+  std::vector<int32_t> refcount_;
+  std::vector<int32_t> free_list_;
+  int used_pages_ = 0;
+};
+
+}  // namespace catserve::engine
+
+#endif  // CATSERVE_ENGINE_KV_POOL_H_

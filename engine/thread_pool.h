@@ -1,0 +1,44 @@
+#ifndef CATSERVE_ENGINE_THREAD_POOL_H_
+#define CATSERVE_ENGINE_THREAD_POOL_H_
+
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+
+namespace catserve::engine {
+
+// A fixed set of compute threads that run one data-parallel loop at a time. The calling thread
+// takes part, so a pool of size 1 runs everything inline. ParallelFor is not reentrant and must be
+// called from one thread at a time (the engine's step thread).
+class ThreadPool {
+ public:
+  // `threads` <= 0 means one per hardware thread.
+  explicit ThreadPool(int threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Calls fn(begin, end) over disjoint ranges covering [0, n) and returns when all are done.
+  void ParallelFor(int n, const std::function<void(int begin, int end)>& fn);
+
+ private:
+  void WorkerLoop(int index);
+
+  std::vector<std::thread> workers_;
+  absl::Mutex mu_;
+  const std::function<void(int, int)>* job_ ABSL_GUARDED_BY(mu_) = nullptr;
+  int job_n_ ABSL_GUARDED_BY(mu_) = 0;
+  int next_ ABSL_GUARDED_BY(mu_) = 0;
+  int chunk_ ABSL_GUARDED_BY(mu_) = 1;
+  int active_ ABSL_GUARDED_BY(mu_) = 0;
+  long generation_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace catserve::engine
+
+#endif  // CATSERVE_ENGINE_THREAD_POOL_H_

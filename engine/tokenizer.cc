@@ -1,0 +1,85 @@
+#include "engine/tokenizer.h"
+
+#include <algorithm>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace catserve::engine {
+namespace {
+
+constexpr absl::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+constexpr size_t kContextTokens = 5;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path)) {
+    return absl::NotFoundError(absl::StrCat("tokenizer file ", path.string(), " does not exist"));
+  }
+  std::unique_ptr<Tokenizer> tokenizer(new Tokenizer());
+  if (std::string error = tokenizer->sp_.Load(path.string()); !error.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot load tokenizer ", path.string(), ": ", error));
+  }
+  return tokenizer;
+}
+
+int Tokenizer::vocab_size() const { return sp_.size(); }
+
+absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text) const {
+  std::vector<int> ids;
+  if (std::string error = sp_.Encode(std::string(text), &ids); !error.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot tokenize: ", error));
+  }
+  return std::vector<int32_t>(ids.begin(), ids.end());
+}
+
+absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids) const {
+  const int n = vocab_size();
+  for (int32_t id : ids) {
+    if (id < 0 || id >= n) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", id, " is outside the tokenizer's vocabulary [0, ", n, ")"));
+    }
+  }
+  std::string text;
+  if (std::string error = sp_.Decode(std::vector<int>(ids.begin(), ids.end()), &text);
+      !error.empty()) {
+    return absl::InternalError(absl::StrCat("cannot decode: ", error));
+  }
+  return text;
+}
+
+StreamDecoder::StreamDecoder(const Tokenizer* tokenizer, absl::Span<const int32_t> prompt)
+    : tokenizer_(tokenizer), ids_(prompt.begin(), prompt.end()) {
+  read_offset_ = ids_.size();
+  prefix_offset_ = read_offset_ - std::min(read_offset_, kContextTokens);
+}
+
+std::string StreamDecoder::Add(int32_t id) {
+  ids_.push_back(id);
+  if (tokenizer_ == nullptr) return "";
+  absl::Span<const int32_t> all(ids_);
+  auto prefix = tokenizer_->Decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_));
+  auto text = tokenizer_->Decode(all.subspan(prefix_offset_));
+  if (!prefix.ok() || !text.ok()) return "";
+  if (text->size() <= prefix->size() || absl::EndsWith(*text, kReplacement)) return "";
+  std::string piece = text->substr(prefix->size());
+  prefix_offset_ = read_offset_;
+  read_offset_ = ids_.size();
+  return piece;
+}
+
+std::string StreamDecoder::Flush() {
+  if (tokenizer_ == nullptr || read_offset_ == ids_.size()) return "";
+  absl::Span<const int32_t> all(ids_);
+  auto prefix = tokenizer_->Decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_));
+  auto text = tokenizer_->Decode(all.subspan(prefix_offset_));
+  read_offset_ = prefix_offset_ = ids_.size();
+  if (!prefix.ok() || !text.ok() || text->size() <= prefix->size()) return "";
+  return text->substr(prefix->size());
+}
+
+}  // namespace catserve::engine

@@ -1,0 +1,71 @@
+#ifndef CATSERVE_ENGINE_WEIGHTS_H_
+#define CATSERVE_ENGINE_WEIGHTS_H_
+
+#include <map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/config.h"
+#include "engine/safetensors.h"
+
+namespace catserve::engine {
+
+// One pre-norm transformer block in fp32. Linear weights are [out, in] (y = W x). For speed the
+// q/k/v projections are stacked into `qkv` ([(H + 2*Hkv) * head_dim, width]) and gate/up into
+// `gate_up` ([2 * intermediate, width]); the math is unchanged.
+struct BlockWeights {
+  int width = 0;
+  int heads = 0;
+  int kv_heads = 0;
+  int head_dim = 0;
+  int intermediate = 0;
+  std::vector<float> attn_norm;  // [width]
+  std::vector<float> qkv;        // [(heads + 2 * kv_heads) * head_dim, width]
+  std::vector<float> qkv_bias;   // same rows as qkv, or empty
+  std::vector<float> q_norm;     // [head_dim], or empty without qk_norm
+  std::vector<float> k_norm;     // [head_dim], or empty without qk_norm
+  std::vector<float> o;          // [width, heads * head_dim]
+  std::vector<float> mlp_norm;   // [width]
+  std::vector<float> gate_up;    // [2 * intermediate, width]
+  std::vector<float> down;       // [width, intermediate]
+
+  int qkv_rows() const { return (heads + 2 * kv_heads) * head_dim; }
+};
+
+struct CompressorWeights {
+  std::vector<float> wte;              // [V, Dc]
+  std::vector<float> pos_tokens;       // [P, Dc]
+  std::vector<float> adaptive_tokens;  // [M + 1, Dc], row = chunk size
+  std::vector<BlockWeights> layers;
+  std::vector<float> norm;  // [Dc]
+  // proj_fx resized for each served chunk size l: [D, l * Dc] (cat-model.md, bilinear,
+  // align_corners=false), computed once at load.
+  std::map<int, std::vector<float>> proj_fx;
+};
+
+struct DecoderWeights {
+  std::vector<float> embeddings;      // [V, D]
+  std::vector<float> separator;       // [D]
+  std::vector<float> adaptive_token;  // [M + 1, D], row = chunk size
+  std::vector<BlockWeights> layers;
+  std::vector<float> norm;     // [D]
+  std::vector<float> lm_head;  // [V, D]; a copy of embeddings when tied
+};
+
+struct ModelWeights {
+  CompressorWeights compressor;
+  DecoderWeights decoder;
+};
+
+// Loads every tensor the config implies, checking each by name, shape and dtype, and rejects
+// tensors the config does not imply. All float dtypes are converted to fp32.
+absl::StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& config, const TensorSet& tensors);
+
+// proj_fx ([D, M * Dc]) resized to [D, l * Dc] by bilinear interpolation with
+// align_corners=false along columns only (rows keep their size).
+std::vector<float> ResizeProjFx(const std::vector<float>& proj_fx, int rows, int src_cols,
+                                int dst_cols);
+
+}  // namespace catserve::engine
+
+#endif  // CATSERVE_ENGINE_WEIGHTS_H_
