@@ -1,0 +1,139 @@
+#ifndef CATSERVE_SERVER_METRICS_SERVING_METRICS_H_
+#define CATSERVE_SERVER_METRICS_SERVING_METRICS_H_
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "server/metrics/counter.h"
+#include "server/metrics/family.h"
+#include "server/metrics/gauge.h"
+#include "server/metrics/histogram.h"
+#include "server/metrics/registry.h"
+
+namespace catserve::metrics {
+
+// How a request ended; the "outcome" label of catserve_requests_finished_total.
+enum class RequestOutcome {
+  kStop,              // "stop": a stop string, stop id or end-of-sequence token
+  kLength,            // "length": max_tokens or the context limit reached
+  kCancelled,         // "cancelled": the client went away or cancelled
+  kDeadlineExceeded,  // "deadline_exceeded": the gRPC deadline passed
+  kError,             // "error": an internal error ended it
+  kRejected,          // "rejected": refused at admission (invalid, pool exhausted, draining)
+};
+inline constexpr int kNumRequestOutcomes = 6;
+
+// The label value of `outcome`, e.g. "deadline_exceeded".
+absl::string_view RequestOutcomeLabel(RequestOutcome outcome);
+
+// Labels of catserve_build_info.
+struct BuildInfo {
+  std::string version;
+  std::string model;
+  std::string backend;
+};
+
+// The series of every per-chunk-size metric for one chunk size. All pointers are non-null and
+// owned by the Registry.
+struct ChunkSizeMetrics {
+  Gauge* requests_running;
+  Gauge* requests_waiting;
+  std::array<Counter*, kNumRequestOutcomes> requests_finished;  // indexed by RequestOutcome
+  Counter* prompt_tokens;
+  Counter* generation_tokens;
+  Counter* compressor_calls;
+  Histogram* time_to_first_token;    // seconds
+  Histogram* time_per_output_token;  // seconds
+  Histogram* e2e_request_latency;    // seconds
+  Histogram* request_queue_time;     // seconds
+
+  Counter& finished(RequestOutcome outcome) const {
+    return *requests_finished[static_cast<int>(outcome)];
+  }
+};
+
+// catserve's whole metric set (see docs/METRICS.md), registered on one Registry, with typed
+// handles for the scheduler and the server to update.
+//
+// Thread-safe. Per-chunk-size series are created on the first ForChunkSize() of each size, all at
+// zero (every outcome included), so rates start from a known point. After that, for chunk sizes
+// that are powers of two below 2^16, ForChunkSize() is one atomic load from a fixed array: no
+// lock, no allocation. Other sizes are looked up under a mutex (they are legal but unusual).
+class ServingMetrics {
+ public:
+  // Registers every catserve_* family, catserve_build_info (set to 1 with `build`'s labels) and
+  // the process_* metrics on `registry`, which must outlive the result. Fails if any of those
+  // names is already registered there.
+  static absl::StatusOr<std::unique_ptr<ServingMetrics>> Create(Registry* registry,
+                                                                const BuildInfo& build);
+
+  ServingMetrics(const ServingMetrics&) = delete;
+  ServingMetrics& operator=(const ServingMetrics&) = delete;
+
+  // The series labelled chunk_size="<chunk_size>". The reference stays valid for the life of
+  // this object.
+  const ChunkSizeMetrics& ForChunkSize(int chunk_size);
+
+  // KV pool accounting. catserve_kv_pool_usage_ratio is computed from the two page gauges at
+  // scrape (0 while the total is 0).
+  Gauge& kv_pages_used() { return *kv_pages_used_; }
+  Gauge& kv_pages_total() { return *kv_pages_total_; }
+  Gauge& kv_bytes_used() { return *kv_bytes_used_; }
+  Gauge& kv_bytes_total() { return *kv_bytes_total_; }
+
+  // Memory-pressure decisions.
+  Counter& preemptions() { return *preemptions_; }
+  Counter& degrades() { return *degrades_; }
+
+  // One observation per engine step.
+  Histogram& step_duration() { return *step_duration_; }      // seconds
+  Histogram& step_tokens() { return *step_tokens_; }          // positions processed
+  Histogram& step_batch_size() { return *step_batch_size_; }  // sequences in the batch
+
+ private:
+  struct ChunkSizeFamilies {
+    GaugeFamily* requests_running;
+    GaugeFamily* requests_waiting;
+    CounterFamily* requests_finished;
+    CounterFamily* prompt_tokens;
+    CounterFamily* generation_tokens;
+    CounterFamily* compressor_calls;
+    HistogramFamily* time_to_first_token;
+    HistogramFamily* time_per_output_token;
+    HistogramFamily* e2e_request_latency;
+    HistogramFamily* request_queue_time;
+  };
+  // Power-of-two chunk sizes 1 .. 2^(kFastChunkSizes-1) take the lock-free path.
+  static constexpr int kFastChunkSizes = 16;
+
+  ServingMetrics() = default;
+  absl::Status Register(Registry* registry, const BuildInfo& build);
+  std::unique_ptr<ChunkSizeMetrics> MakeChunkSizeMetrics(int chunk_size) const;
+
+  ChunkSizeFamilies families_{};
+  Gauge* kv_pages_used_ = nullptr;
+  Gauge* kv_pages_total_ = nullptr;
+  Gauge* kv_bytes_used_ = nullptr;
+  Gauge* kv_bytes_total_ = nullptr;
+  Counter* preemptions_ = nullptr;
+  Counter* degrades_ = nullptr;
+  Histogram* step_duration_ = nullptr;
+  Histogram* step_tokens_ = nullptr;
+  Histogram* step_batch_size_ = nullptr;
+
+  // by_log2_[k] caches chunk size 2^k once created; written once under mu_, read without it.
+  std::array<std::atomic<const ChunkSizeMetrics*>, kFastChunkSizes> by_log2_{};
+  absl::Mutex mu_;
+  absl::flat_hash_map<int, std::unique_ptr<ChunkSizeMetrics>> by_chunk_size_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace catserve::metrics
+
+#endif  // CATSERVE_SERVER_METRICS_SERVING_METRICS_H_
