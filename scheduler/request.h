@@ -1,0 +1,61 @@
+#ifndef CATSERVE_SCHEDULER_REQUEST_H_
+#define CATSERVE_SCHEDULER_REQUEST_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "engine/sampler.h"
+
+namespace catserve::scheduler {
+
+// One generation as the scheduler sees it: token ids in, token ids out. Text, tiers and stop
+// strings are the server's business.
+struct GenerationRequest {
+  std::vector<int32_t> prompt;  // non-empty, every id inside the vocabulary
+  int max_new_tokens = 16;      // >= 1
+  engine::SamplingParams sampling;
+  // Generation finishes (reason kStop) right after emitting one of these ids. The model's EOS
+  // id is added by the scheduler unless ignore_eos.
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  int chunk_size = 0;  // must be served by the model
+  int priority = 0;    // higher is admitted first; FIFO within a priority
+  absl::Time deadline = absl::InfiniteFuture();
+  bool want_logprobs = false;
+};
+
+enum class FinishReason { kStop, kLength, kCancelled, kDeadlineExceeded, kError };
+const char* FinishReasonName(FinishReason reason);  // "stop", "length", "cancelled", ...
+
+struct GeneratedToken {
+  int32_t id = 0;
+  float logprob = 0.0f;  // log-probability under the model's raw distribution (if asked for)
+};
+
+struct FinishInfo {
+  FinishReason reason = FinishReason::kStop;
+  absl::Status error;  // set when reason is kError
+  int prompt_tokens = 0;
+  int generated_tokens = 0;
+  int chunk_size = 0;
+  // Compressed-KV bytes the sequence held when it finished (before they were freed).
+  size_t kv_bytes_at_end = 0;
+};
+
+// Receives one request's results. Called on the scheduler's thread, in order: OnAdmitted once
+// (unless finished while queued), OnToken per generated token, then OnFinish exactly once; no
+// call follows OnFinish. Implementations must not block (queue the work and return).
+class GenerationSink {
+ public:
+  virtual ~GenerationSink() = default;
+  virtual void OnAdmitted() {}
+  virtual void OnToken(const GeneratedToken& token) = 0;
+  virtual void OnFinish(const FinishInfo& info) = 0;
+};
+
+}  // namespace catserve::scheduler
+
+#endif  // CATSERVE_SCHEDULER_REQUEST_H_

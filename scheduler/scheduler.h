@@ -1,0 +1,117 @@
+#ifndef CATSERVE_SCHEDULER_SCHEDULER_H_
+#define CATSERVE_SCHEDULER_SCHEDULER_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/engine.h"
+#include "engine/kv_pool.h"
+#include "scheduler/admission_policy.h"
+#include "scheduler/request.h"
+
+namespace catserve::scheduler {
+
+struct SchedulerOptions {
+  int max_queued = 1024;           // waiting requests beyond this are refused
+  int max_running = 256;           // sequences in one step at most
+  int max_tokens_per_step = 2048;  // prompt tokens + decode tokens one step processes at most
+  int kv_pool_pages = 0;           // pages of the compressed-KV pool (> 0)
+  int kv_page_entries = 16;        // entries a page holds
+};
+
+// What one engine step did; handed to the observer after every step.
+struct StepReport {
+  absl::Duration duration;        // engine step + sampling
+  absl::Duration engine_time;     // inside Engine::Step
+  int batch_size = 0;             // sequences in the step
+  int tokens = 0;                 // tokens the step consumed (prefill + decode)
+  int decoder_positions = 0;
+  std::map<int, int> compressed_chunks;  // by chunk size
+};
+
+// A consistent view of the scheduler's state.
+struct SchedulerSnapshot {
+  std::map<int, int> running;  // by chunk size
+  std::map<int, int> waiting;  // by chunk size
+  int kv_pages_used = 0;
+  int kv_pages_total = 0;
+  size_t kv_bytes_used = 0;
+  size_t kv_bytes_total = 0;
+  bool accepting = true;
+};
+
+// Step-level hooks for metrics. Called on the scheduler thread; must not block.
+class SchedulerObserver {
+ public:
+  virtual ~SchedulerObserver() = default;
+  virtual void OnStep(const StepReport& report, const SchedulerSnapshot& after) = 0;
+};
+
+// Continuous batching over one Engine and one KvPool. A single scheduler thread owns the engine
+// and the pool; every public method is thread-safe and returns without waiting for a step.
+//
+// Each iteration: drop cancelled and expired requests (their pages are freed at once), admit
+// waiting requests whose prompt pages fit (AdmissionPolicy decides the order and what happens
+// when they do not), then run one engine step over every running sequence: one token for each
+// decoding sequence plus bounded pieces of prompts, within max_tokens_per_step, with any mix of
+// chunk sizes. Sampled tokens go to each request's sink.
+class Scheduler {
+ public:
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(
+      engine::Engine* engine, const SchedulerOptions& options,
+      std::unique_ptr<AdmissionPolicy> policy = nullptr, SchedulerObserver* observer = nullptr);
+  ~Scheduler();  // Shutdown()
+
+  // Validates and queues a request. INVALID_ARGUMENT for a bad request (the message says what to
+  // fix), RESOURCE_EXHAUSTED when the queue is full or the request can never fit the pool,
+  // UNAVAILABLE once draining. On success the sink receives every later event.
+  absl::StatusOr<uint64_t> Submit(GenerationRequest request, std::shared_ptr<GenerationSink> sink);
+  // Finishes the request with kCancelled at the next iteration (no-op if already finished).
+  void Cancel(uint64_t id);
+  // Refuses new requests from now on (UNAVAILABLE); queued and running ones carry on.
+  void StopAccepting();
+  // True when nothing is queued or running.
+  bool Idle() const;
+  // Cancels everything still queued or running, then stops the thread. Idempotent.
+  void Shutdown();
+
+  SchedulerSnapshot Snapshot() const;
+  const engine::Engine& engine() const { return *engine_; }
+
+ private:
+  struct Sequence;
+  Scheduler(engine::Engine* engine, engine::KvPool pool, const SchedulerOptions& options,
+            std::unique_ptr<AdmissionPolicy> policy, SchedulerObserver* observer);
+
+  absl::Status Validate(const GenerationRequest& request) const;
+  void Loop();
+  // One iteration; returns false when there was nothing to do.
+  bool Iterate();
+  void Finish(Sequence& seq, FinishReason reason, absl::Status error = absl::OkStatus());
+  SchedulerSnapshot SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  engine::Engine* engine_;
+  const SchedulerOptions options_;
+  std::unique_ptr<AdmissionPolicy> policy_;
+  SchedulerObserver* observer_;
+
+  mutable absl::Mutex mu_;
+  engine::KvPool pool_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  std::vector<std::unique_ptr<Sequence>> waiting_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Sequence>> running_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> cancelled_ ABSL_GUARDED_BY(mu_);
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+  std::vector<float> logits_;  // scheduler thread only
+};
+
+}  // namespace catserve::scheduler
+
+#endif  // CATSERVE_SCHEDULER_SCHEDULER_H_
