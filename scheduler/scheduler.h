@@ -26,10 +26,10 @@ struct SchedulerOptions {
 
 // What one engine step did; handed to the observer after every step.
 struct StepReport {
-  absl::Duration duration;        // engine step + sampling
-  absl::Duration engine_time;     // inside Engine::Step
-  int batch_size = 0;             // sequences in the step
-  int tokens = 0;                 // tokens the step consumed (prefill + decode)
+  absl::Duration duration;     // engine step + sampling
+  absl::Duration engine_time;  // inside Engine::Step
+  int batch_size = 0;          // sequences in the step
+  int tokens = 0;              // tokens the step consumed (prefill + decode)
   int decoder_positions = 0;
   std::map<int, int> compressed_chunks;  // by chunk size
 };
@@ -88,11 +88,22 @@ class Scheduler {
   Scheduler(engine::Engine* engine, engine::KvPool pool, const SchedulerOptions& options,
             std::unique_ptr<AdmissionPolicy> policy, SchedulerObserver* observer);
 
+  // Sink calls gathered under the lock and made after it is released, so a sink may call back
+  // into the scheduler (Cancel from OnToken, say).
+  struct Outbox;
+
   absl::Status Validate(const GenerationRequest& request) const;
+  // Pages a sequence of this request may hold at most over its whole life.
+  int WorstCasePages(const GenerationRequest& request) const;
   void Loop();
-  // One iteration; returns false when there was nothing to do.
-  bool Iterate();
-  void Finish(Sequence& seq, FinishReason reason, absl::Status error = absl::OkStatus());
+  void Iterate();
+  // Drops cancelled and expired requests and admits waiting ones; returns the step's items.
+  void UpdateQueues(Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Admit(Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends `seq` (frees its pages at once) and queues its OnFinish.
+  void Finish(Sequence& seq, FinishReason reason, absl::Status error, Outbox& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunStep(Outbox& out);
   SchedulerSnapshot SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   engine::Engine* engine_;
@@ -100,8 +111,11 @@ class Scheduler {
   std::unique_ptr<AdmissionPolicy> policy_;
   SchedulerObserver* observer_;
 
+  // The pool is touched only by the scheduler thread; `pages_used_` mirrors it for Snapshot.
+  engine::KvPool pool_;
+
   mutable absl::Mutex mu_;
-  engine::KvPool pool_ ABSL_GUARDED_BY(mu_);
+  int pages_used_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<std::unique_ptr<Sequence>> waiting_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Sequence>> running_ ABSL_GUARDED_BY(mu_);

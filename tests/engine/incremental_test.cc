@@ -9,29 +9,12 @@
 #include "engine/random_model.h"
 #include "engine/reference_forward.h"
 #include "gtest/gtest.h"
+#include "tests/common/test_models.h"
 
 namespace catserve::engine {
 namespace {
 
-ModelConfig TinyConfig(bool gqa) {
-  ModelConfig c;
-  c.vocab_size = 97;
-  c.hidden_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = gqa ? 2 : 4;
-  c.compressor_hidden_size = 32;
-  c.compressor_num_layers = gqa ? 2 : 1;
-  c.compressor_num_heads = 2;
-  c.max_chunk_size = 16;
-  c.min_train_chunk_size = 1;
-  c.max_position_embeddings = 128;
-  c.qk_norm = gqa;
-  c.qkv_bias = gqa;
-  c.tie_word_embeddings = gqa;
-  if (gqa) c.intermediate_size = 96;
-  return c;
-}
+using ::catserve::testing::TinyConfig;
 
 struct Case {
   int chunk_size;

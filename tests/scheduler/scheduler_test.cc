@@ -1,0 +1,219 @@
+// The scheduler with a real engine (random weights): batching changes no output, pages return to
+// zero, and every refusal has its status code.
+#include "scheduler/scheduler.h"
+
+#include <memory>
+#include <random>
+
+#include "absl/synchronization/notification.h"
+#include "engine/generate.h"
+#include "engine/random_model.h"
+#include "gtest/gtest.h"
+#include "tests/common/test_models.h"
+
+namespace catserve::scheduler {
+namespace {
+
+// Collects one request's events; Wait() returns once OnFinish came.
+class CollectingSink : public GenerationSink {
+ public:
+  void OnAdmitted() override { admitted = true; }
+  void OnToken(const GeneratedToken& t) override {
+    tokens.push_back(t.id);
+    if (on_token) on_token(static_cast<int>(tokens.size()));
+  }
+  void OnFinish(const FinishInfo& f) override {
+    info = f;
+    done.Notify();
+  }
+  FinishInfo Wait() {
+    done.WaitForNotification();
+    return info;
+  }
+
+  bool admitted = false;
+  std::vector<int32_t> tokens;
+  std::function<void(int)> on_token;
+  FinishInfo info;
+  absl::Notification done;
+};
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  SchedulerTest()
+      : config_(testing::TinyConfig(true)),
+        engine_(config_, engine::RandomModelWeights(config_, 21), {.threads = 2}) {}
+
+  std::unique_ptr<Scheduler> Make(int pages, int max_queued = 1024, int max_tokens = 64) {
+    auto s = Scheduler::Create(&engine_, {.max_queued = max_queued,
+                                          .max_running = 64,
+                                          .max_tokens_per_step = max_tokens,
+                                          .kv_pool_pages = pages,
+                                          .kv_page_entries = 4});
+    EXPECT_TRUE(s.ok()) << s.status();
+    return *std::move(s);
+  }
+
+  GenerationRequest Request(int prompt_len, int max_new, int chunk, uint64_t seed) {
+    std::mt19937 rng(seed);
+    GenerationRequest r;
+    for (int i = 0; i < prompt_len; ++i) r.prompt.push_back(3 + rng() % (config_.vocab_size - 3));
+    r.max_new_tokens = max_new;
+    r.chunk_size = chunk;
+    r.ignore_eos = true;
+    r.sampling.temperature = seed % 2 == 0 ? 0.0f : 0.8f;
+    r.sampling.top_p = 0.9f;
+    r.sampling.seed = seed;
+    return r;
+  }
+
+  std::vector<int32_t> Alone(const GenerationRequest& r) {
+    auto out = engine::GenerateAlone(engine_, r.prompt, r.chunk_size, r.max_new_tokens, r.sampling);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return *out;
+  }
+
+  engine::ModelConfig config_;
+  engine::Engine engine_;
+};
+
+TEST_F(SchedulerTest, BatchingChangesNoOutputAndPagesReturnToZero) {
+  // The engine serves one thread at a time: compute the solo outputs before the scheduler runs.
+  const int chunks[] = {1, 2, 4, 8, 16};
+  std::vector<GenerationRequest> requests;
+  std::vector<std::vector<int32_t>> expected;
+  for (int i = 0; i < 24; ++i) {
+    requests.push_back(Request(1 + (i * 7) % 60, 5 + (i * 5) % 40, chunks[i % 5], i));
+    expected.push_back(Alone(requests.back()));
+  }
+  auto sched = Make(/*pages=*/2048);
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < 24; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(sched->Submit(requests[i], sinks.back()).ok());
+  }
+  for (int i = 0; i < 24; ++i) {
+    FinishInfo info = sinks[i]->Wait();
+    EXPECT_EQ(info.reason, FinishReason::kLength);
+    EXPECT_EQ(info.generated_tokens, requests[i].max_new_tokens);
+    EXPECT_EQ(sinks[i]->tokens, expected[i]) << "request " << i;
+  }
+  EXPECT_TRUE(sched->Idle());
+  EXPECT_EQ(sched->Snapshot().kv_pages_used, 0);
+}
+
+TEST_F(SchedulerTest, SmallPoolQueuesButFinishesEverything) {
+  // Room for about three requests at once: the rest wait for pages and still come out the same.
+  std::vector<GenerationRequest> requests;
+  std::vector<std::vector<int32_t>> expected;
+  for (int i = 0; i < 10; ++i) {
+    requests.push_back(Request(20, 20, i % 2 == 0 ? 2 : 8, 100 + i));
+    expected.push_back(Alone(requests.back()));
+  }
+  auto sched = Make(/*pages=*/30);
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < 10; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(sched->Submit(requests[i], sinks.back()).ok());
+  }
+  for (int i = 0; i < 10; ++i) {
+    sinks[i]->Wait();
+    EXPECT_EQ(sinks[i]->tokens, expected[i]);
+  }
+  EXPECT_EQ(sched->Snapshot().kv_pages_used, 0);
+}
+
+TEST_F(SchedulerTest, CancelMidStreamFreesPages) {
+  auto sched = Make(2048);
+  auto sink = std::make_shared<CollectingSink>();
+  absl::Notification third;
+  sink->on_token = [&](int n) {
+    if (n == 3) third.Notify();
+  };
+  absl::StatusOr<uint64_t> id = sched->Submit(Request(10, 100, 4, 2), sink);
+  ASSERT_TRUE(id.ok());
+  third.WaitForNotification();
+  sched->Cancel(*id);
+  FinishInfo info = sink->Wait();
+  EXPECT_EQ(info.reason, FinishReason::kCancelled);
+  EXPECT_LT(info.generated_tokens, 100);
+  EXPECT_GT(info.kv_bytes_at_end, 0u);
+  EXPECT_EQ(sched->Snapshot().kv_pages_used, 0);
+}
+
+TEST_F(SchedulerTest, ExpiredDeadlineFinishesAndFreesPages) {
+  auto sched = Make(2048);
+  auto sink = std::make_shared<CollectingSink>();
+  // A slow consumer (the sink runs on the scheduler thread) makes the deadline certain to pass.
+  sink->on_token = [](int) { absl::SleepFor(absl::Milliseconds(5)); };
+  GenerationRequest r = Request(10, 110, 1, 4);
+  r.deadline = absl::Now() + absl::Milliseconds(30);
+  ASSERT_TRUE(sched->Submit(r, sink).ok());
+  EXPECT_EQ(sink->Wait().reason, FinishReason::kDeadlineExceeded);
+  EXPECT_EQ(sched->Snapshot().kv_pages_used, 0);
+}
+
+TEST_F(SchedulerTest, StopTokenFinishesWithStop) {
+  GenerationRequest r = Request(10, 30, 4, 6);
+  const std::vector<int32_t> alone = Alone(r);
+  auto sched = Make(2048);
+  r.stop_token_ids = {alone[4]};
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(sched->Submit(r, sink).ok());
+  EXPECT_EQ(sink->Wait().reason, FinishReason::kStop);
+  const auto first = std::find(alone.begin(), alone.end(), alone[4]);
+  EXPECT_EQ(sink->tokens, std::vector<int32_t>(alone.begin(), first + 1));
+}
+
+TEST_F(SchedulerTest, RefusalsHaveClearStatuses) {
+  auto sched = Make(20, /*max_queued=*/2);
+  auto sink = std::make_shared<CollectingSink>();
+  auto code = [&](GenerationRequest r) { return sched->Submit(r, sink).status().code(); };
+  using absl::StatusCode;
+  GenerationRequest r = Request(5, 5, 4, 0);
+  r.prompt.clear();
+  EXPECT_EQ(code(r), StatusCode::kInvalidArgument);
+  r = Request(5, 5, 4, 0);
+  r.prompt[1] = config_.vocab_size;
+  EXPECT_EQ(code(r), StatusCode::kInvalidArgument);
+  r = Request(5, 0, 4, 0);
+  EXPECT_EQ(code(r), StatusCode::kInvalidArgument);
+  r = Request(100, 29, 4, 0);
+  absl::Status too_long = sched->Submit(r, sink).status();
+  EXPECT_EQ(too_long.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(too_long.message().find("context of 128"), std::string::npos) << too_long;
+  r = Request(5, 5, 3, 0);
+  absl::Status unserved = sched->Submit(r, sink).status();
+  EXPECT_EQ(unserved.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(unserved.message().find("1, 2, 4, 8, 16"), std::string::npos) << unserved;
+  r = Request(5, 5, 4, 0);
+  r.sampling.temperature = -1;
+  EXPECT_EQ(code(r), StatusCode::kInvalidArgument);
+  r.sampling.temperature = 1;
+  r.sampling.top_p = 0;
+  EXPECT_EQ(code(r), StatusCode::kInvalidArgument);
+  // Needs more pages than the whole pool: can never run.
+  r = Request(120, 8, 1, 0);
+  EXPECT_EQ(code(r), StatusCode::kResourceExhausted);
+  sched->StopAccepting();
+  EXPECT_EQ(code(Request(5, 5, 4, 0)), StatusCode::kUnavailable);
+  EXPECT_EQ(sched->Snapshot().kv_pages_used, 0);
+}
+
+TEST_F(SchedulerTest, FullQueueIsResourceExhausted) {
+  auto sched = Make(64, /*max_queued=*/2, /*max_tokens=*/1);
+  // One long request occupies the engine; the queue behind it fills up.
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  int refused = 0;
+  for (int i = 0; i < 8; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    absl::Status s = sched->Submit(Request(60, 60, 16, i), sinks.back()).status();
+    if (s.code() == absl::StatusCode::kResourceExhausted) ++refused;
+  }
+  EXPECT_GT(refused, 0);
+  sched->Shutdown();
+  EXPECT_EQ(sched->Snapshot().kv_pages_used, 0);
+}
+
+}  // namespace
+}  // namespace catserve::scheduler
