@@ -47,7 +47,7 @@ class Registry {
   absl::Status AddCallbackGauge(absl::string_view name, absl::string_view help,
                                 std::function<double()> callback);
 
-  // Registers a custom collector (e.g. NewProcessCollector()), checking its names.
+  // Registers a custom collector (e.g. a ProcessCollector), checking its names.
   absl::Status AddCollector(std::unique_ptr<Collector> collector);
 
   // Snapshots every family, in registration order.
