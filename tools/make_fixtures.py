@@ -232,7 +232,8 @@ class Checks:
 
 
 def prefill_lengths(n: int, l: int) -> list[int]:
-    return sorted({p for p in (0, 1, l - 1, l, l + 1, 2 * l + 1, n // 2, n - 1, n) if 0 <= p <= n})
+    """Empty prompt, one chunk plus one token, a middle split, one short of and exactly n."""
+    return sorted({p for p in (0, l + 1, n // 2, n - 1, n) if 0 <= p <= n})
 
 
 def check_incremental(checks: Checks, model, seqs, tol: float, label: str) -> float:
@@ -326,7 +327,7 @@ def self_check(model, seqs, model_proto: bytes) -> list[str]:
     checks = Checks()
     worst32 = check_incremental(checks, model, seqs, 1e-5, "fp32")
     model64 = copy.deepcopy(model).double()
-    subset = {k: seqs[k] for k in ("short", "odd", "exact")}
+    subset = {k: seqs[k] for k in ("short", "odd")}
     worst64 = check_incremental(checks, model64, subset, 1e-9, "fp64")
     check_padding(checks, model, seqs)
     check_batched_forward(checks, model, seqs)
@@ -363,6 +364,8 @@ def regenerate(skip_checks: bool) -> int:
         seqs = sequence_tokens(spec["seed"])
         save_file(golden_tensors(model, seqs), os.path.join(directory, "golden.safetensors"),
                   metadata=golden_metadata(name, model, seqs))
+        for file in os.listdir(directory):
+            os.chmod(os.path.join(directory, file), 0o644)  # safetensors writes 0600
         if not skip_checks:
             failures += [f"{name}: {f}" for f in self_check(model, seqs, model_proto)]
     return report(failures)
