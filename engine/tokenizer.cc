@@ -1,6 +1,10 @@
 #include "engine/tokenizer.h"
 
+#include <dlfcn.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -11,6 +15,51 @@ namespace {
 
 constexpr absl::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 constexpr size_t kContextTokens = 5;
+constexpr char kModuleName[] = "libcatserve_sentencepiece.so";
+
+std::vector<std::filesystem::path> ModuleCandidates() {
+  std::vector<std::filesystem::path> paths;
+  if (const char* env = std::getenv("CATSERVE_SENTENCEPIECE_MODULE"); env && *env) {
+    paths.emplace_back(env);
+  }
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    paths.push_back(exe.parent_path() / kModuleName);
+    paths.push_back(exe.parent_path() / ".." / "lib" / "catserve" / kModuleName);
+  }
+  paths.emplace_back(CATSERVE_SENTENCEPIECE_MODULE_PATH);
+  return paths;
+}
+
+// Opens the module once per process; the handle stays open for the process's life.
+absl::StatusOr<SentencePieceFactory> LoadFactory() {
+  static const absl::StatusOr<SentencePieceFactory> factory =
+      []() -> absl::StatusOr<SentencePieceFactory> {
+    std::string tried;
+    for (const std::filesystem::path& path : ModuleCandidates()) {
+      if (!std::filesystem::exists(path)) {
+        absl::StrAppend(&tried, " ", path.string());
+        continue;
+      }
+      void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      if (handle == nullptr) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("cannot load the SentencePiece module ", path.string(), ": ", dlerror()));
+      }
+      void* symbol = dlsym(handle, kSentencePieceFactory);
+      if (symbol == nullptr) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(path.string(), " has no ", kSentencePieceFactory));
+      }
+      return reinterpret_cast<SentencePieceFactory>(symbol);
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("the SentencePiece module ", kModuleName,
+                     " was not found (set CATSERVE_SENTENCEPIECE_MODULE); looked at:", tried));
+  }();
+  return factory;
+}
 
 }  // namespace
 
@@ -18,19 +67,22 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::filesystem
   if (!std::filesystem::exists(path)) {
     return absl::NotFoundError(absl::StrCat("tokenizer file ", path.string(), " does not exist"));
   }
-  std::unique_ptr<Tokenizer> tokenizer(new Tokenizer());
-  if (std::string error = tokenizer->sp_.Load(path.string()); !error.empty()) {
+  absl::StatusOr<SentencePieceFactory> factory = LoadFactory();
+  if (!factory.ok()) return factory.status();
+  std::unique_ptr<Tokenizer> tokenizer(
+      new Tokenizer(std::unique_ptr<SentencePieceApi>((*factory)())));
+  if (std::string error = tokenizer->sp_->Load(path.string()); !error.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot load tokenizer ", path.string(), ": ", error));
   }
   return tokenizer;
 }
 
-int Tokenizer::vocab_size() const { return sp_.size(); }
+int Tokenizer::vocab_size() const { return sp_->size(); }
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text) const {
   std::vector<int> ids;
-  if (std::string error = sp_.Encode(std::string(text), &ids); !error.empty()) {
+  if (std::string error = sp_->Encode(std::string(text), &ids); !error.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("cannot tokenize: ", error));
   }
   return std::vector<int32_t>(ids.begin(), ids.end());
@@ -45,7 +97,7 @@ absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids) con
     }
   }
   std::string text;
-  if (std::string error = sp_.Decode(std::vector<int>(ids.begin(), ids.end()), &text);
+  if (std::string error = sp_->Decode(std::vector<int>(ids.begin(), ids.end()), &text);
       !error.empty()) {
     return absl::InternalError(absl::StrCat("cannot decode: ", error));
   }

@@ -9,11 +9,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "engine/sentencepiece_shim.h"
+#include "engine/sentencepiece_api.h"
 
 namespace catserve::engine {
 
-// SentencePiece tokenizer of a model (tokenizer.model). Thread-safe for concurrent const calls.
+// SentencePiece tokenizer of a model (tokenizer.model), through libsentencepiece loaded as a
+// module (see sentencepiece_api.h). Thread-safe for concurrent const calls.
 class Tokenizer {
  public:
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::filesystem::path& path);
@@ -26,8 +27,8 @@ class Tokenizer {
   absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids) const;
 
  private:
-  Tokenizer() = default;
-  SentencePieceShim sp_;
+  explicit Tokenizer(std::unique_ptr<SentencePieceApi> sp) : sp_(std::move(sp)) {}
+  std::unique_ptr<SentencePieceApi> sp_;
 };
 
 // Turns a stream of generated ids into text pieces that are always valid UTF-8: a character
