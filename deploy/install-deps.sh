@@ -40,7 +40,7 @@ fi
 # Python packages for the end-to-end tests and tools. A pyenv or venv python is used as found;
 # Debian's system python refuses global pip installs, so fall back to --break-system-packages.
 PY=${PYTHON:-python3}
-pip_pkgs=(numpy safetensors sentencepiece grpcio grpcio-tools protobuf kubernetes-validate pyyaml helm-python-sdk)
+pip_pkgs=(numpy safetensors sentencepiece grpcio grpcio-tools protobuf pytest jsonschema kubernetes-validate pyyaml helm-python-sdk)
 if [ "$want_torch" -eq 1 ]; then pip_pkgs+=(torch); fi
 need_pip=()
 for p in "${pip_pkgs[@]}"; do
@@ -48,6 +48,7 @@ for p in "${pip_pkgs[@]}"; do
   case "$p" in
     grpcio) mod=grpc ;; grpcio-tools) mod=grpc_tools ;; protobuf) mod=google.protobuf ;;
     kubernetes-validate) mod=kubernetes_validate ;; pyyaml) mod=yaml ;;
+    helm-python-sdk) mod=helm_python ;; jsonschema) mod=jsonschema ;;
   esac
   if ! "$PY" -c "import $mod" >/dev/null 2>&1; then need_pip+=("$p"); fi
 done
