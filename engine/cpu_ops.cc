@@ -5,12 +5,34 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/thread_pool.h"
+
 namespace catserve::engine {
 
 void Linear(const float* x, int rows, int in, const float* w, int out, float* y) {
   if (rows == 0) return;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, w, in, 0.0f, y,
               out);
+}
+
+void ParallelLinear(ThreadPool& pool, const float* x, int rows, int in, const float* w, int out,
+                    float* y) {
+  if (rows == 0) return;
+  // Slices of at least 64 columns; small layers stay on one thread.
+  const int slices = std::max(1, std::min(pool.size(), out / 64));
+  if (slices == 1) {
+    Linear(x, rows, in, w, out, y);
+    return;
+  }
+  const int step = (out + slices - 1) / slices;
+  pool.ParallelFor(slices, [&](int begin, int end) {
+    for (int s = begin; s < end; ++s) {
+      const int o0 = s * step, n = std::min(out, o0 + step) - o0;
+      if (n <= 0) continue;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, in, 1.0f, x, in,
+                  w + static_cast<size_t>(o0) * in, in, 0.0f, y + o0, out);
+    }
+  });
 }
 
 void RmsNorm(const float* x, const float* w, int rows, int dim, float eps, float* y) {
@@ -76,8 +98,15 @@ void Softmax(float* x, int n) {
 }
 
 float Dot(const float* a, const float* b, int n) {
-  float s = 0;
-  for (int i = 0; i < n; ++i) s += a[i] * b[i];
+  // Eight independent partial sums let the compiler keep a vector register busy; one running
+  // sum would serialise every add.
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) acc[k] += a[i + k] * b[i + k];
+  }
+  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
 

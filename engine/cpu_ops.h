@@ -10,6 +10,12 @@ namespace catserve::engine {
 // y[rows, out] = x[rows, in] * W^T with W [out, in] (a linear layer), through BLAS.
 void Linear(const float* x, int rows, int in, const float* w, int out, float* y);
 
+class ThreadPool;
+// Linear split over the pool by output columns, each slice a single-threaded BLAS call: the
+// engine keeps one set of compute threads (BLAS's own threads would spin against them).
+void ParallelLinear(ThreadPool& pool, const float* x, int rows, int in, const float* w, int out,
+                    float* y);
+
 // y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, for `rows` rows of `dim`. y may alias x.
 void RmsNorm(const float* x, const float* w, int rows, int dim, float eps, float* y);
 

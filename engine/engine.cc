@@ -40,7 +40,8 @@ Engine::Engine(ModelConfig config, ModelWeights weights, const EngineOptions& op
       decoder_rope_(config_.head_dim(), config_.rope_theta, config_.max_chunk_size + 2),
       compressor_rope_(config_.compressor_head_dim(), config_.rope_theta,
                        config_.max_chunk_size + 2) {
-  openblas_set_num_threads(compute_.size());
+  // GEMMs are split over compute_ by ParallelLinear; BLAS itself stays single-threaded.
+  openblas_set_num_threads(1);
 }
 
 KvGeometry Engine::kv_geometry(int page_entries) const {
@@ -125,6 +126,11 @@ void Engine::Plan(absl::Span<const StepItem> items) {
   for (size_t r = 0; r < rows_.size(); ++r) row_positions_[r] = rows_[r].pos;
 }
 
+void Engine::Gemm(const float* x, int rows, int in, const float* w, int out, float* y) {
+  ParallelLinear(compute_, x, rows, in, w, out, y);
+  if (gemm_log_ != nullptr) gemm_log_->push_back({rows, in, out});
+}
+
 void Engine::AttentionInputs(const BlockWeights& b, const RopeTable& rope, int rows,
                              const std::vector<int>& positions) {
   const int W = b.width, qkv_rows = b.qkv_rows();
@@ -132,7 +138,7 @@ void Engine::AttentionInputs(const BlockWeights& b, const RopeTable& rope, int r
   RmsNorm(x_.data(), b.attn_norm.data(), rows, W, static_cast<float>(config_.norm_eps),
           norm_.data());
   qkv_.resize(static_cast<size_t>(rows) * qkv_rows);
-  Linear(norm_.data(), rows, W, b.qkv.data(), qkv_rows, qkv_.data());
+  Gemm(norm_.data(), rows, W, b.qkv.data(), qkv_rows, qkv_.data());
   compute_.ParallelFor(rows, [&](int begin, int end) {
     for (int t = begin; t < end; ++t) {
       float* row = qkv_.data() + static_cast<size_t>(t) * qkv_rows;
@@ -153,14 +159,14 @@ void Engine::FinishBlock(const BlockWeights& b, int rows, std::vector<float>& x)
   const int W = b.width, I = b.intermediate;
   const float eps = static_cast<float>(config_.norm_eps);
   proj_.resize(static_cast<size_t>(rows) * W);
-  Linear(attn_.data(), rows, b.heads * b.head_dim, b.o.data(), W, proj_.data());
+  Gemm(attn_.data(), rows, b.heads * b.head_dim, b.o.data(), W, proj_.data());
   for (size_t i = 0; i < proj_.size(); ++i) x[i] += proj_[i];
   RmsNorm(x.data(), b.mlp_norm.data(), rows, W, eps, norm_.data());
   gate_up_.resize(static_cast<size_t>(rows) * 2 * I);
-  Linear(norm_.data(), rows, W, b.gate_up.data(), 2 * I, gate_up_.data());
+  Gemm(norm_.data(), rows, W, b.gate_up.data(), 2 * I, gate_up_.data());
   act_.resize(static_cast<size_t>(rows) * I);
   SiluMul(gate_up_.data(), rows, I, act_.data());
-  Linear(act_.data(), rows, I, b.down.data(), W, proj_.data());
+  Gemm(act_.data(), rows, I, b.down.data(), W, proj_.data());
   for (size_t i = 0; i < proj_.size(); ++i) x[i] += proj_[i];
 }
 
@@ -227,7 +233,7 @@ void Engine::RunCompressor(absl::Span<const StepItem> items) {
                   l * Dc, gathered.data() + static_cast<size_t>(i) * l * Dc);
     }
     out.resize(static_cast<size_t>(m) * D);
-    Linear(gathered.data(), m, l * Dc, w.data(), D, out.data());
+    Gemm(gathered.data(), m, l * Dc, w.data(), D, out.data());
     for (int i = 0; i < m; ++i) {
       std::copy_n(out.data() + static_cast<size_t>(i) * D, D,
                   cx_.data() + static_cast<size_t>(members[i]) * D);
@@ -322,7 +328,7 @@ void Engine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl::Sp
             static_cast<float>(config_.norm_eps), h.data() + static_cast<size_t>(k) * D);
   }
   std::vector<float> out(static_cast<size_t>(n) * V);
-  Linear(h.data(), n, D, dw.lm_head.data(), V, out.data());
+  Gemm(h.data(), n, D, dw.lm_head.data(), V, out.data());
   for (int k = 0; k < n; ++k) {
     std::copy_n(out.data() + static_cast<size_t>(k) * V, V,
                 logits.data() + static_cast<size_t>(want[k]) * V);
@@ -336,6 +342,8 @@ absl::Status Engine::Step(absl::Span<const StepItem> items, KvPool& pool, absl::
     return absl::InvalidArgumentError("logits buffer is smaller than items * vocab_size");
   }
   if (absl::Status s = Validate(items, pool); !s.ok()) return s;
+  gemm_log_ = stats != nullptr ? &stats->gemms : nullptr;
+  if (gemm_log_ != nullptr) gemm_log_->clear();
   Plan(items);
   RunCompressor(items);
   RunDecoder(items, pool, logits);

@@ -31,11 +31,19 @@ struct StepItem {
   bool want_logits = true;  // false for a prefill piece that is not the prompt's last
 };
 
+// A linear layer's shape: y[rows, out] = x[rows, in] W^T.
+struct GemmShape {
+  int rows;
+  int in;
+  int out;
+};
+
 // Counts of the work a step did, for metrics and benchmarks.
 struct StepStats {
   int decoder_positions = 0;
   int compressed_chunks = 0;
   int compressor_positions = 0;
+  std::vector<GemmShape> gemms;  // every GEMM of the step, in order (to time them alone)
 };
 
 // The CAT model on the CPU in fp32: the incremental, batched decoding of cat-model.md. Thread
@@ -82,6 +90,8 @@ class Engine {
   void Plan(absl::Span<const StepItem> items);
   void RunCompressor(absl::Span<const StepItem> items);
   void RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits);
+  // A linear layer through BLAS, logged in gemm_log_ when a caller asked for stats.
+  void Gemm(const float* x, int rows, int in, const float* w, int out, float* y);
   void AttentionInputs(const BlockWeights& b, const RopeTable& rope, int rows,
                        const std::vector<int>& positions);
   void FinishBlock(const BlockWeights& b, int rows, std::vector<float>& x);
@@ -98,6 +108,7 @@ class Engine {
   std::vector<Chunk> chunks_;
   std::vector<int> chunk_positions_;
   std::vector<int> logit_row_;  // per item: its last decoder row
+  std::vector<GemmShape>* gemm_log_ = nullptr;
   std::vector<float> x_, norm_, qkv_, attn_, proj_, gate_up_, act_, cx_;
 };
 

@@ -1,0 +1,226 @@
+// Times the CPU engine's decode step on a random model of realistic shape and prints a markdown
+// table: tokens/s by context, batch and chunk size, each chunk size's ratio to chunk size 1, KV
+// bytes per sequence, and the step's time over the time its GEMMs alone take with the same BLAS.
+//
+//   build/benchmarks/engine_step_bench [--contexts=512,2048,4096] [--batches=1,8,32]
+//       [--chunks=1,2,4,8,16] [--steps=16] [--kv_cap_gb=8] [--threads=0]
+//
+// The KV cache of each sequence is laid out as for a real context of that length (pages
+// reserved, entries present) without running the prefill: a step's cost depends on the number
+// of entries it reads, not on their values. Sequences are staggered so chunk boundaries (the
+// [fx, S] pair and the compressor call) fall on different steps, as they do in serving.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "engine/cpu_ops.h"
+#include "engine/engine.h"
+#include "engine/random_model.h"
+
+namespace catserve::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::vector<int> contexts = {512, 2048, 4096};
+  std::vector<int> batches = {1, 8, 32};
+  std::vector<int> chunks = {1, 2, 4, 8, 16};
+  int steps = 16;
+  double kv_cap_gb = 8;
+  int threads = 0;
+};
+
+std::vector<int> ParseList(const std::string& s) {
+  std::vector<int> out;
+  for (absl::string_view part : absl::StrSplit(s, ',')) {
+    int v;
+    if (!absl::SimpleAtoi(part, &v)) {
+      std::fprintf(stderr, "not a number list: %s\n", s.c_str());
+      std::exit(2);
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+Options ParseArgs(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](const char* name) -> const char* {
+      const std::string prefix = std::string("--") + name + "=";
+      return a.rfind(prefix, 0) == 0 ? argv[i] + prefix.size() : nullptr;
+    };
+    if (const char* v = value("contexts")) o.contexts = ParseList(v);
+    else if (const char* v = value("batches")) o.batches = ParseList(v);
+    else if (const char* v = value("chunks")) o.chunks = ParseList(v);
+    else if (const char* v = value("steps")) o.steps = std::atoi(v);
+    else if (const char* v = value("kv_cap_gb")) o.kv_cap_gb = std::atof(v);
+    else if (const char* v = value("threads")) o.threads = std::atoi(v);
+    else {
+      std::fprintf(stderr, "unknown argument %s\n", argv[i]);
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+// The shape the engine issue names: decoder 1024 wide, 12 layers; compressor 512 wide, 3 layers.
+ModelConfig BenchConfig(int max_context) {
+  ModelConfig c;
+  c.vocab_size = 32000;
+  c.hidden_size = 1024;
+  c.num_hidden_layers = 12;
+  c.num_heads = 16;
+  c.num_kv_heads = 16;
+  c.compressor_hidden_size = 512;
+  c.compressor_num_layers = 3;
+  c.compressor_num_heads = 8;
+  c.max_chunk_size = 16;
+  c.min_train_chunk_size = 1;
+  c.max_position_embeddings = max_context;
+  return c;
+}
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Runs the recorded GEMMs alone, each on its own weight buffer of the same size and split over
+// threads the way the engine splits them, and returns the seconds they take.
+double TimeGemmsAlone(ThreadPool& pool, const std::vector<std::vector<GemmShape>>& steps) {
+  std::map<std::pair<int, int>, std::vector<std::vector<float>>> weights;
+  size_t max_x = 0, max_y = 0;
+  for (const auto& step : steps) {
+    std::map<std::pair<int, int>, size_t> seen;
+    for (const GemmShape& g : step) {
+      auto& list = weights[{g.in, g.out}];
+      if (list.size() <= seen[{g.in, g.out}]) {
+        list.emplace_back(static_cast<size_t>(g.in) * g.out, 0.01f);
+      }
+      ++seen[{g.in, g.out}];
+      max_x = std::max(max_x, static_cast<size_t>(g.rows) * g.in);
+      max_y = std::max(max_y, static_cast<size_t>(g.rows) * g.out);
+    }
+  }
+  std::vector<float> x(max_x, 0.5f), y(max_y);
+  const auto start = Clock::now();
+  for (const auto& step : steps) {
+    std::map<std::pair<int, int>, size_t> seen;
+    for (const GemmShape& g : step) {
+      const std::vector<float>& w = weights[{g.in, g.out}][seen[{g.in, g.out}]++];
+      ParallelLinear(pool, x.data(), g.rows, g.in, w.data(), g.out, y.data());
+    }
+  }
+  return Seconds(Clock::now() - start);
+}
+
+struct Result {
+  double tokens_per_s = 0;
+  double step_ms = 0;
+  double gemm_ratio = 0;
+  size_t kv_bytes_per_seq = 0;
+  bool skipped = false;
+};
+
+Result Run(Engine& engine, int context, int batch, int l, const Options& o) {
+  Result r;
+  const KvGeometry geometry = engine.kv_geometry(16);
+  const KvEntries e = KvEntriesAfter(context, l);
+  r.kv_bytes_per_seq = (e.compressed + e.local) * geometry.entry_bytes();
+  const int final_len = context + o.steps + 2;
+  const int pages_per_seq = (1 + final_len / l + 15) / 16 + (std::min(l, 1 + final_len) + 15) / 16;
+  const double pool_bytes = static_cast<double>(pages_per_seq) * batch * geometry.page_bytes();
+  if (pool_bytes > o.kv_cap_gb * (1 << 30)) {
+    r.skipped = true;
+    return r;
+  }
+  auto pool = KvPool::Create(geometry, pages_per_seq * batch);
+  if (!pool.ok()) {
+    r.skipped = true;
+    return r;
+  }
+  std::mt19937 rng(context * 131 + batch * 7 + l);
+  std::vector<SequenceState> seqs(batch);
+  for (int i = 0; i < batch; ++i) {
+    SequenceState& s = seqs[i];
+    s.chunk_size = l;
+    for (int t = 0; t < final_len; ++t) s.tokens.push_back(3 + rng() % 31000);
+    s.cached = context - (i % 16);
+    ReservePages(*pool, s, s.cached);
+  }
+  std::vector<float> logits(static_cast<size_t>(batch) * engine.config().vocab_size);
+  std::vector<StepItem> items(batch);
+  std::vector<std::vector<GemmShape>> gemm_steps;
+  StepStats stats;
+  Clock::duration total{};
+  for (int step = 0; step < o.steps + 2; ++step) {
+    for (int i = 0; i < batch; ++i) {
+      ReservePages(*pool, seqs[i], seqs[i].cached + 1);
+      items[i] = {&seqs[i], 1, true};
+    }
+    const auto start = Clock::now();
+    const absl::Status s = engine.Step(items, *pool, absl::MakeSpan(logits), &stats);
+    const auto took = Clock::now() - start;
+    if (!s.ok()) {
+      std::fprintf(stderr, "step failed: %s\n", std::string(s.message()).c_str());
+      std::exit(1);
+    }
+    for (SequenceState& q : seqs) TrimPages(*pool, q);
+    if (step < 2) continue;  // warm-up
+    total += took;
+    gemm_steps.push_back(stats.gemms);
+  }
+  const double seconds = Seconds(total);
+  r.tokens_per_s = static_cast<double>(batch) * o.steps / seconds;
+  r.step_ms = seconds / o.steps * 1e3;
+  ThreadPool gemm_threads(engine.threads());
+  r.gemm_ratio = seconds / TimeGemmsAlone(gemm_threads, gemm_steps);
+  for (SequenceState& q : seqs) pool->ReleaseAll(q.pages);
+  return r;
+}
+
+int Main(int argc, char** argv) {
+  const Options o = ParseArgs(argc, argv);
+  int max_context = 0;
+  for (int c : o.contexts) max_context = std::max(max_context, c);
+  const ModelConfig config = BenchConfig(max_context + o.steps + 16);
+  std::fprintf(stderr, "building a random model (D=1024, L=12, Dc=512, Lc=3, V=32000)...\n");
+  Engine engine(config, RandomModelWeights(config, 1), {.threads = o.threads});
+  std::printf("CPU engine decode step, fp32, %d compute threads, %d timed steps per cell\n\n",
+              engine.threads(), o.steps);
+  std::printf(
+      "| context | batch | chunk | tokens/s | step ms | ratio to chunk 1 | KV bytes/seq | step / "
+      "GEMMs |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (int context : o.contexts) {
+    for (int batch : o.batches) {
+      double base = 0;
+      for (int l : o.chunks) {
+        const Result r = Run(engine, context, batch, l, o);
+        if (r.skipped) {
+          std::printf("| %d | %d | %d | skipped: KV pool over %.0f GiB | | | %zu | |\n", context,
+                      batch, l, o.kv_cap_gb, r.kv_bytes_per_seq);
+          std::fflush(stdout);
+          continue;
+        }
+        if (l == 1) base = r.tokens_per_s;
+        char ratio[32] = "n/a";
+        if (base > 0) std::snprintf(ratio, sizeof ratio, "%.2fx", r.tokens_per_s / base);
+        std::printf("| %d | %d | %d | %.1f | %.2f | %s | %zu | %.2f |\n", context, batch, l,
+                    r.tokens_per_s, r.step_ms, ratio, r.kv_bytes_per_seq, r.gemm_ratio);
+        std::fflush(stdout);
+      }
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace catserve::engine
+
+int main(int argc, char** argv) { return catserve::engine::Main(argc, argv); }
