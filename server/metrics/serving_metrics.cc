@@ -164,7 +164,7 @@ absl::Status ServingMetrics::Register(Registry* registry, const BuildInfo& build
       },
       [&] {
         return Assign(
-            registry->AddGauge("catserve_kv_pages_total", "Compressed-KV pool pages in the arena."),
+            registry->AddGauge("catserve_kv_pages_capacity", "Compressed-KV pool pages in the arena."),
             &kv_pages_total);
       },
       [&] {
@@ -174,7 +174,7 @@ absl::Status ServingMetrics::Register(Registry* registry, const BuildInfo& build
       },
       [&] {
         return Assign(
-            registry->AddGauge("catserve_kv_bytes_total", "Bytes of the compressed-KV pool arena."),
+            registry->AddGauge("catserve_kv_bytes_capacity", "Bytes of the compressed-KV pool arena."),
             &kv_bytes_total);
       },
       [&] {

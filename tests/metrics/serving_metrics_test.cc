@@ -31,9 +31,9 @@ TEST(ServingMetricsTest, RegistersTheWholeContract) {
                        "catserve_e2e_request_latency_seconds",
                        "catserve_request_queue_time_seconds",
                        "catserve_kv_pages_used",
-                       "catserve_kv_pages_total",
+                       "catserve_kv_pages_capacity",
                        "catserve_kv_bytes_used",
-                       "catserve_kv_bytes_total",
+                       "catserve_kv_bytes_capacity",
                        "catserve_kv_pool_usage_ratio",
                        "catserve_compressor_calls_total",
                        "catserve_preemptions_total",
@@ -107,7 +107,7 @@ TEST(ServingMetricsTest, PoolUsageRatioFollowsPageGauges) {
   metrics->kv_pages_used().Set(256);
   metrics->kv_bytes_total().Set(17179869184.0);
   EXPECT_THAT(registry.Scrape(), HasSubstr("catserve_kv_pool_usage_ratio 0.25\n"));
-  EXPECT_THAT(registry.Scrape(), HasSubstr("catserve_kv_bytes_total 17179869184\n"));
+  EXPECT_THAT(registry.Scrape(), HasSubstr("catserve_kv_bytes_capacity 17179869184\n"));
 }
 
 TEST(ServingMetricsTest, StepHistogramsUseTheirBuckets) {
