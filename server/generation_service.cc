@@ -1,0 +1,73 @@
+#include "server/generation_service.h"
+
+#include <chrono>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/time/clock.h"
+#include "server/grpc_status.h"
+#include "server/utf8.h"
+
+namespace catserve::server {
+namespace {
+
+// gRPC reports "no deadline" as a time point centuries away.
+absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
+  const auto deadline = context.deadline();
+  if (deadline >= std::chrono::system_clock::now() + std::chrono::hours(24 * 365 * 100)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
+}  // namespace
+
+GenerationService::GenerationService(const GenerateStream::Shared& shared,
+                                     const RequestParser* parser, v1::ModelInfo model_info)
+    : shared_(shared), parser_(parser), model_info_(std::move(model_info)) {}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  const absl::Time arrival = absl::Now();
+  absl::StatusOr<ParsedGeneration> parsed =
+      parser_->Parse(*request, DeadlineOf(*context), absl::Uniform<uint64_t>(absl::BitGen()));
+  if (!parsed.ok()) {
+    // Counted under the chunk size asked for, or the default one when that is what is wrong.
+    absl::StatusOr<int> chunk_size = parser_->ResolveChunkSize(*request);
+    shared_.metrics->ForChunkSize(chunk_size.ok() ? *chunk_size : parser_->default_chunk_size())
+        .finished(metrics::RequestOutcome::kRejected)
+        .Increment();
+    return GenerateStream::Reject(ToGrpcStatus(parsed.status()));
+  }
+  return GenerateStream::Start(context, shared_, *std::move(parsed), arrival);
+}
+
+grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContext* context,
+                                                      const v1::TokenizeRequest* request,
+                                                      v1::TokenizeResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::vector<int32_t>> ids = shared_.tokenizer->Encode(request->text());
+  if (!ids.ok()) {
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(ids.status().message())));
+    return reactor;
+  }
+  for (int32_t id : *ids) {
+    response->add_token_ids(id);
+    absl::StatusOr<std::string> piece = shared_.tokenizer->Decode({&id, 1});
+    response->add_pieces(piece.ok() ? CoerceToUtf8(*piece) : std::string());
+  }
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerContext* context,
+                                                          const v1::GetModelInfoRequest* request,
+                                                          v1::ModelInfo* response) {
+  *response = model_info_;
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace catserve::server

@@ -1,0 +1,111 @@
+// catserve: serves a CAT language model over gRPC. See docs/API.md and docs/DEPLOY.md.
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "server/log.h"
+#include "server/server_options.h"
+#include "server/serving_daemon.h"
+#include "server/termination_signals.h"
+
+ABSL_FLAG(std::string, model_dir, "models/cat-small-en",
+          "Model directory: config.json, model.safetensors, tokenizer.model");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC address HOST:PORT (port 0: any free port)");
+ABSL_FLAG(std::string, http_listen, "0.0.0.0:8000",
+          "HTTP address HOST:PORT of /metrics, /healthz, /readyz (port 0: any free port)");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
+ABSL_FLAG(int, threads, 0, "Compute threads; 0 = one per core");
+ABSL_FLAG(int, kv_pool_mb, 512, "Size of the compressed-KV pool in MiB");
+ABSL_FLAG(int, kv_page_entries, 16, "Compressed KV entries per page");
+ABSL_FLAG(int, default_chunk_size, 8,
+          "Chunk size of requests that name neither chunk_size nor tier");
+ABSL_FLAG(std::string, tiers, "quality=2,balanced=8,throughput=16",
+          "Named chunk sizes: name=size,...; every size must be served by the model");
+ABSL_FLAG(int, max_queued, 1024, "Waiting requests beyond this get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_running, 256, "Sequences decoded concurrently at most");
+ABSL_FLAG(int, max_tokens_per_step, 2048, "Prompt + decode tokens one engine step processes");
+ABSL_FLAG(int, max_prompt_tokens, 0, "Longest prompt accepted; 0 = the model's limit");
+ABSL_FLAG(int, max_new_tokens, 0, "Most tokens one request generates; 0 = the model's limit");
+ABSL_FLAG(int, drain_grace_seconds, 30,
+          "After SIGTERM/SIGINT, seconds in-flight requests get to finish");
+
+namespace catserve::server {
+namespace {
+
+absl::StatusOr<ServerOptions> OptionsFromFlags() {
+  ServerOptions o;
+  o.model_dir = absl::GetFlag(FLAGS_model_dir);
+  o.listen = absl::GetFlag(FLAGS_listen);
+  o.http_listen = absl::GetFlag(FLAGS_http_listen);
+  o.device = absl::GetFlag(FLAGS_device);
+  o.threads = absl::GetFlag(FLAGS_threads);
+  o.kv_pool_mb = absl::GetFlag(FLAGS_kv_pool_mb);
+  o.kv_page_entries = absl::GetFlag(FLAGS_kv_page_entries);
+  o.default_chunk_size = absl::GetFlag(FLAGS_default_chunk_size);
+  absl::StatusOr<std::map<std::string, int>> tiers = ParseTiers(absl::GetFlag(FLAGS_tiers));
+  if (!tiers.ok()) return tiers.status();
+  o.tiers = *std::move(tiers);
+  o.max_queued = absl::GetFlag(FLAGS_max_queued);
+  o.max_running = absl::GetFlag(FLAGS_max_running);
+  o.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);
+  o.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  o.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  o.drain_grace_seconds = absl::GetFlag(FLAGS_drain_grace_seconds);
+  return o;
+}
+
+int Run(const ServerOptions& options) {
+  absl::StatusOr<std::unique_ptr<ServingDaemon>> daemon = ServingDaemon::Start(options);
+  if (!daemon.ok()) {
+    Log("error: %s", daemon.status().ToString());
+    return EXIT_FAILURE;
+  }
+  int signal = 0;
+  while ((signal = WaitForTerminationSignal(absl::Milliseconds(250))) == 0) {
+    (*daemon)->RefreshMetrics();
+  }
+  Log("signal %d: draining (up to %ds for in-flight requests)", signal,
+      options.drain_grace_seconds);
+  (*daemon)->BeginDrain();
+  const absl::Time give_up = absl::Now() + absl::Seconds(options.drain_grace_seconds);
+  while (!(*daemon)->Idle()) {
+    if (absl::Now() >= give_up) {
+      Log("drain grace period over: cancelling what is left");
+      break;
+    }
+    if (WaitForTerminationSignal(absl::Milliseconds(50)) != 0) {
+      Log("second signal: cancelling what is left");
+      break;
+    }
+    (*daemon)->RefreshMetrics();
+  }
+  (*daemon)->Shutdown();
+  Log("stopped");
+  return EXIT_SUCCESS;
+}
+
+}  // namespace
+}  // namespace catserve::server
+
+int main(int argc, char** argv) {
+  // Before any thread exists, so that every thread inherits the mask.
+  catserve::server::BlockTerminationSignals();
+  absl::SetProgramUsageMessage(
+      "Serves a CAT language model over gRPC.\nUsage: catserve --model_dir=DIR [--flags]");
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) {
+    catserve::server::Log("error: unexpected argument '%s' (flags are --name=value)", rest[1]);
+    return EXIT_FAILURE;
+  }
+  absl::StatusOr<catserve::server::ServerOptions> options = catserve::server::OptionsFromFlags();
+  if (!options.ok()) {
+    catserve::server::Log("error: %s", options.status().message());
+    return EXIT_FAILURE;
+  }
+  return catserve::server::Run(*options);
+}

@@ -1,0 +1,43 @@
+#include "server/scheduler_metrics.h"
+
+#include <utility>
+
+namespace catserve::server {
+namespace {
+
+int CountFor(const std::map<int, int>& by_chunk_size, int chunk_size) {
+  auto it = by_chunk_size.find(chunk_size);
+  return it == by_chunk_size.end() ? 0 : it->second;
+}
+
+}  // namespace
+
+SchedulerMetrics::SchedulerMetrics(metrics::ServingMetrics* metrics, std::vector<int> chunk_sizes)
+    : metrics_(metrics), chunk_sizes_(std::move(chunk_sizes)) {
+  for (int l : chunk_sizes_) metrics_->ForChunkSize(l);  // every series exists from the start
+}
+
+void SchedulerMetrics::OnStep(const scheduler::StepReport& report,
+                              const scheduler::SchedulerSnapshot& after) {
+  metrics_->step_duration().Observe(absl::ToDoubleSeconds(report.duration));
+  metrics_->step_tokens().Observe(report.tokens);
+  metrics_->step_batch_size().Observe(report.batch_size);
+  for (const auto& [chunk_size, chunks] : report.compressed_chunks) {
+    if (chunks > 0) metrics_->ForChunkSize(chunk_size).compressor_calls->Increment(chunks);
+  }
+  Update(after);
+}
+
+void SchedulerMetrics::Update(const scheduler::SchedulerSnapshot& snapshot) {
+  for (int l : chunk_sizes_) {
+    const metrics::ChunkSizeMetrics& series = metrics_->ForChunkSize(l);
+    series.requests_running->Set(CountFor(snapshot.running, l));
+    series.requests_waiting->Set(CountFor(snapshot.waiting, l));
+  }
+  metrics_->kv_pages_used().Set(snapshot.kv_pages_used);
+  metrics_->kv_pages_total().Set(snapshot.kv_pages_total);
+  metrics_->kv_bytes_used().Set(static_cast<double>(snapshot.kv_bytes_used));
+  metrics_->kv_bytes_total().Set(static_cast<double>(snapshot.kv_bytes_total));
+}
+
+}  // namespace catserve::server

@@ -1,0 +1,33 @@
+// SchedulerMetrics: the scheduler's step-level and pool-level series.
+#ifndef CATSERVE_SERVER_SCHEDULER_METRICS_H_
+#define CATSERVE_SERVER_SCHEDULER_METRICS_H_
+
+#include <vector>
+
+#include "scheduler/scheduler.h"
+#include "server/metrics/serving_metrics.h"
+
+namespace catserve::server {
+
+// Feeds ServingMetrics from the scheduler: step duration, tokens and batch size and compressor
+// calls per step (OnStep), and the gauges that mirror a SchedulerSnapshot (requests running and
+// waiting by chunk size, KV pages and bytes). The gauges are also refreshed from outside the
+// steps by Update(), since an idle scheduler reports no steps. Thread-safe.
+class SchedulerMetrics : public scheduler::SchedulerObserver {
+ public:
+  // `metrics` must outlive this object; `chunk_sizes` are every chunk size served, so that a
+  // size with no requests reads 0 rather than its last value.
+  SchedulerMetrics(metrics::ServingMetrics* metrics, std::vector<int> chunk_sizes);
+
+  void OnStep(const scheduler::StepReport& report,
+              const scheduler::SchedulerSnapshot& after) override;
+  void Update(const scheduler::SchedulerSnapshot& snapshot);
+
+ private:
+  metrics::ServingMetrics* metrics_;
+  const std::vector<int> chunk_sizes_;
+};
+
+}  // namespace catserve::server
+
+#endif  // CATSERVE_SERVER_SCHEDULER_METRICS_H_

@@ -1,0 +1,219 @@
+#include "server/serving_daemon.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/log.h"
+
+#ifndef CATSERVE_VERSION
+#define CATSERVE_VERSION "0.0.0"
+#endif
+
+namespace catserve::server {
+namespace {
+
+constexpr char kServiceName[] = "catserve.v1.Generation";
+
+// "cat-small-en" for "models/cat-small-en/".
+std::string ModelName(const std::filesystem::path& dir) {
+  std::filesystem::path p = std::filesystem::absolute(dir).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
+}
+
+// A flag's limit when set (> 0) and tighter than the model's, else the model's.
+int Limit(int flag, int model) { return flag > 0 ? std::min(flag, model) : model; }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServingDaemon>> ServingDaemon::Start(const ServerOptions& options) {
+  if (absl::Status s = ValidateServerOptions(options); !s.ok()) return s;
+  std::unique_ptr<ServingDaemon> daemon(new ServingDaemon(options));
+  if (absl::Status s = daemon->Init(); !s.ok()) return s;
+  return daemon;
+}
+
+absl::Status ServingDaemon::Init() {
+  namespace fs = std::filesystem;
+  const fs::path model_dir(options_.model_dir);
+  std::error_code error;
+  if (!fs::is_directory(model_dir, error)) {
+    return absl::NotFoundError(
+        absl::StrCat("model directory '", options_.model_dir,
+                     "' does not exist (relative paths start at ", fs::current_path(error).string(),
+                     "); pass --model_dir=DIR, a directory with config.json, model.safetensors and "
+                     "tokenizer.model (tests/fixtures/tiny is a small test model)"));
+  }
+  const std::string model_name = ModelName(model_dir);
+
+  absl::StatusOr<std::unique_ptr<engine::Engine>> engine =
+      engine::Engine::Load(model_dir, engine::EngineOptions{.threads = options_.threads});
+  if (!engine.ok()) {
+    return absl::Status(engine.status().code(),
+                        absl::StrCat("loading the model from '", options_.model_dir,
+                                     "': ", engine.status().message()));
+  }
+  engine_ = *std::move(engine);
+  const engine::ModelConfig& config = engine_->config();
+  absl::StatusOr<std::unique_ptr<engine::Tokenizer>> tokenizer =
+      engine::Tokenizer::Load(model_dir / "tokenizer.model");
+  if (!tokenizer.ok()) {
+    return absl::Status(tokenizer.status().code(),
+                        absl::StrCat("loading the tokenizer: ", tokenizer.status().message()));
+  }
+  tokenizer_ = *std::move(tokenizer);
+  if (absl::Status s = ValidateChunkSizes(options_, config); !s.ok()) return s;
+
+  // Pool: as many whole pages as --kv_pool_mb holds.
+  const engine::KvGeometry geometry = engine_->kv_geometry(options_.kv_page_entries);
+  const size_t pool_bytes = static_cast<size_t>(options_.kv_pool_mb) << 20;
+  const size_t pages = pool_bytes / geometry.page_bytes();
+  if (pages == 0 || pages > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv_pool_mb=", options_.kv_pool_mb, " does not hold a usable page count (",
+                     pages, " pages of ", geometry.page_bytes(), " bytes); raise or lower it"));
+  }
+
+  absl::StatusOr<std::unique_ptr<metrics::ServingMetrics>> serving_metrics =
+      metrics::ServingMetrics::Create(&registry_, {CATSERVE_VERSION, model_name, options_.device});
+  if (!serving_metrics.ok()) return serving_metrics.status();
+  serving_metrics_ = *std::move(serving_metrics);
+  scheduler_metrics_ =
+      std::make_unique<SchedulerMetrics>(serving_metrics_.get(), config.chunk_sizes());
+
+  scheduler::SchedulerOptions scheduler_options;
+  scheduler_options.max_queued = options_.max_queued;
+  scheduler_options.max_running = options_.max_running;
+  scheduler_options.max_tokens_per_step = options_.max_tokens_per_step;
+  scheduler_options.kv_pool_pages = static_cast<int>(pages);
+  scheduler_options.kv_page_entries = options_.kv_page_entries;
+  absl::StatusOr<std::unique_ptr<scheduler::Scheduler>> scheduler = scheduler::Scheduler::Create(
+      engine_.get(), scheduler_options, scheduler::MakeQueuePolicy(), scheduler_metrics_.get());
+  if (!scheduler.ok()) return scheduler.status();
+  scheduler_ = *std::move(scheduler);
+  RefreshMetrics();
+
+  const int context = config.max_position_embeddings;
+  const ServingLimits limits{.max_prompt_tokens = Limit(options_.max_prompt_tokens, context - 1),
+                             .max_new_tokens = Limit(options_.max_new_tokens, context - 1),
+                             .max_context = context};
+  parser_ = std::make_unique<RequestParser>(tokenizer_.get(), config, limits,
+                                            options_.default_chunk_size, options_.tiers);
+  service_ = std::make_unique<GenerationService>(
+      GenerateStream::Shared{scheduler_.get(), tokenizer_.get(), serving_metrics_.get()},
+      parser_.get(), BuildModelInfo(model_name, static_cast<int>(pages)));
+
+  absl::StatusOr<std::unique_ptr<metrics::MetricsHttpServer>> http =
+      metrics::MetricsHttpServer::Start(options_.http_listen, &registry_,
+                                        [this] { return ready_.load(); });
+  if (!http.ok()) {
+    return absl::Status(http.status().code(), absl::StrCat("--http_listen=", options_.http_listen,
+                                                           ": ", http.status().message()));
+  }
+  http_server_ = *std::move(http);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.RegisterService(service_.get());
+  grpc_server_ = builder.BuildAndStart();
+  if (grpc_server_ == nullptr || grpc_port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("--listen=", options_.listen,
+                                               ": cannot listen there (in use, or not a local "
+                                               "address)"));
+  }
+  grpc::HealthCheckServiceInterface* health = grpc_server_->GetHealthCheckService();
+  health->SetServingStatus("", true);
+  health->SetServingStatus(kServiceName, true);
+  ready_ = true;
+
+  const HostPort grpc_address = *ParseHostPort(options_.listen, "listen");
+  const HostPort http_address = *ParseHostPort(options_.http_listen, "http_listen");
+  Log("model %s (%s): vocab %d, %d layers, context %d; chunk sizes %s, default %d, tiers %s",
+      model_name, options_.model_dir, config.vocab_size, config.num_hidden_layers, context,
+      absl::StrJoin(config.chunk_sizes(), ","), options_.default_chunk_size,
+      FormatTiers(options_.tiers));
+  Log("kv pool: %d pages x %d entries x %d bytes = %.1f MiB (%d bytes per entry); backend %s, "
+      "%d compute threads",
+      pages, options_.kv_page_entries, geometry.page_bytes() / options_.kv_page_entries,
+      static_cast<double>(pages * geometry.page_bytes()) / (1 << 20), geometry.entry_bytes(),
+      options_.device, engine_->threads());
+  Log("limits: prompt %d, new tokens %d, queued %d, running %d, tokens per step %d",
+      limits.max_prompt_tokens, limits.max_new_tokens, options_.max_queued, options_.max_running,
+      options_.max_tokens_per_step);
+  Log("listening on %s:%d", grpc_address.host, grpc_port_);
+  Log("metrics on http://%s:%d/metrics", http_address.host, http_server_->port());
+  Log("ready");
+  return absl::OkStatus();
+}
+
+v1::ModelInfo ServingDaemon::BuildModelInfo(const std::string& model_name, int pool_pages) const {
+  const engine::ModelConfig& config = engine_->config();
+  const engine::KvGeometry geometry = engine_->kv_geometry(options_.kv_page_entries);
+  v1::ModelInfo info;
+  info.set_model(model_name);
+  for (int l : config.chunk_sizes()) info.add_chunk_sizes(l);
+  info.set_default_chunk_size(options_.default_chunk_size);
+  for (const auto& [name, size] : options_.tiers) (*info.mutable_tiers())[name] = size;
+  v1::Limits* limits = info.mutable_limits();
+  const ServingLimits& serving = parser_->limits();
+  limits->set_max_prompt_tokens(serving.max_prompt_tokens);
+  limits->set_max_new_tokens(serving.max_new_tokens);
+  limits->set_max_context(serving.max_context);
+  limits->set_max_queued(options_.max_queued);
+  limits->set_max_running(options_.max_running);
+  limits->set_max_tokens_per_step(options_.max_tokens_per_step);
+  info.set_vocab_size(config.vocab_size);
+  info.set_eos_token_id(config.eos_token_id);
+  info.set_bos_token_id(config.bos_token_id);
+  info.set_kv_bytes_per_entry(static_cast<int64_t>(geometry.entry_bytes()));
+  v1::KvPoolInfo* pool = info.mutable_kv_pool();
+  pool->set_total_pages(pool_pages);
+  pool->set_page_entries(options_.kv_page_entries);
+  pool->set_page_bytes(static_cast<int64_t>(geometry.page_bytes()));
+  pool->set_total_bytes(static_cast<int64_t>(geometry.page_bytes()) * pool_pages);
+  info.set_backend(options_.device);
+  info.set_version(CATSERVE_VERSION);
+  return info;
+}
+
+ServingDaemon::~ServingDaemon() { Shutdown(); }
+
+void ServingDaemon::RefreshMetrics() {
+  if (scheduler_ != nullptr) scheduler_metrics_->Update(scheduler_->Snapshot());
+}
+
+void ServingDaemon::BeginDrain() {
+  ready_ = false;
+  if (grpc_server_ != nullptr) {
+    grpc_server_->GetHealthCheckService()->SetServingStatus(kServiceName, false);
+  }
+  if (scheduler_ != nullptr) scheduler_->StopAccepting();
+}
+
+bool ServingDaemon::Idle() const { return scheduler_ == nullptr || scheduler_->Idle(); }
+
+void ServingDaemon::Shutdown() {
+  if (shut_down_.exchange(true)) return;
+  BeginDrain();
+  // The scheduler first: it finishes every remaining stream, so the gRPC server has nothing
+  // left to wait for.
+  if (scheduler_ != nullptr) scheduler_->Shutdown();
+  if (grpc_server_ != nullptr) {
+    grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    grpc_server_->Wait();
+  }
+  RefreshMetrics();
+  http_server_.reset();
+}
+
+}  // namespace catserve::server

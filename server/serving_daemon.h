@@ -1,0 +1,81 @@
+// ServingDaemon: the whole catserve process minus main(): model, scheduler, gRPC server, metrics.
+#ifndef CATSERVE_SERVER_SERVING_DAEMON_H_
+#define CATSERVE_SERVER_SERVING_DAEMON_H_
+
+#include <atomic>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "engine/engine.h"
+#include "engine/tokenizer.h"
+#include "grpcpp/grpcpp.h"
+#include "scheduler/scheduler.h"
+#include "server/generation_service.h"
+#include "server/metrics/metrics_http_server.h"
+#include "server/metrics/registry.h"
+#include "server/metrics/serving_metrics.h"
+#include "server/request_parser.h"
+#include "server/scheduler_metrics.h"
+#include "server/server_options.h"
+
+namespace catserve::server {
+
+// Start() loads the model, sizes the compressed-KV pool, starts the scheduler, the metrics HTTP
+// endpoint and the gRPC server (catserve.v1.Generation, grpc.health.v1.Health, reflection), and
+// logs to stderr, among others, the two lines scripts and tests parse:
+//   catserve: listening on HOST:PORT          (gRPC; the bound port when --listen asks for 0)
+//   catserve: metrics on http://HOST:PORT/metrics
+// followed by "catserve: ready".
+//
+// Shutting down gracefully is BeginDrain(), waiting until Idle() (or a grace period), then
+// Shutdown(). Thread-safe.
+class ServingDaemon {
+ public:
+  // Errors name the flag or file to fix: a missing model directory (NOT_FOUND), a chunk size the
+  // model does not serve (INVALID_ARGUMENT), an address that cannot be bound (UNAVAILABLE), ...
+  static absl::StatusOr<std::unique_ptr<ServingDaemon>> Start(const ServerOptions& options);
+  ~ServingDaemon();  // Shutdown()
+
+  ServingDaemon(const ServingDaemon&) = delete;
+  ServingDaemon& operator=(const ServingDaemon&) = delete;
+
+  int grpc_port() const { return grpc_port_; }
+  int http_port() const { return http_server_->port(); }
+
+  // Copies the scheduler's state into the gauges (the scheduler updates them itself after each
+  // step; this covers changes without a step, e.g. a request cancelled while queued).
+  void RefreshMetrics();
+  // Stops taking requests: health of "catserve.v1.Generation" NOT_SERVING ("" stays SERVING: the
+  // process is alive), /readyz 503, new Generate calls UNAVAILABLE. Running and queued requests
+  // carry on.
+  void BeginDrain();
+  // True when no request is queued or running.
+  bool Idle() const;
+  // Ends whatever is still running (those calls get UNAVAILABLE), stops the gRPC server, the
+  // scheduler and the HTTP endpoint. Idempotent.
+  void Shutdown();
+
+ private:
+  explicit ServingDaemon(const ServerOptions& options) : options_(options) {}
+  absl::Status Init();
+  v1::ModelInfo BuildModelInfo(const std::string& model_name, int pool_pages) const;
+
+  const ServerOptions options_;
+  metrics::Registry registry_;
+  std::unique_ptr<metrics::ServingMetrics> serving_metrics_;
+  std::unique_ptr<SchedulerMetrics> scheduler_metrics_;
+  std::unique_ptr<engine::Engine> engine_;
+  std::unique_ptr<engine::Tokenizer> tokenizer_;
+  std::unique_ptr<RequestParser> parser_;
+  std::unique_ptr<scheduler::Scheduler> scheduler_;
+  std::unique_ptr<GenerationService> service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  std::unique_ptr<metrics::MetricsHttpServer> http_server_;
+  int grpc_port_ = 0;
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> shut_down_{false};
+};
+
+}  // namespace catserve::server
+
+#endif  // CATSERVE_SERVER_SERVING_DAEMON_H_

@@ -1,0 +1,272 @@
+// Cancellation, deadlines, bad input, back-pressure and draining, as a client sees them.
+#include <signal.h>
+
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
+#include "gtest/gtest.h"
+#include "tests/server/server_process.h"
+
+namespace catserve::testing {
+namespace {
+
+std::vector<int32_t> Prompt(int n) {
+  std::vector<int32_t> ids;
+  for (int i = 0; i < n; ++i) ids.push_back(5 + (i * 11) % 300);
+  return ids;
+}
+
+TEST(LifecycleTest, CancelMidStreamFreesPages) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start();
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = (*server)->NewStub();
+
+  v1::GenerateRequest request = GreedyRequest(Prompt(8), 119, 1);
+  request.set_ignore_eos(true);
+  grpc::ClientContext context;
+  auto reader = stub->Generate(&context, request);
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  context.TryCancel();
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ((*server)->AwaitMetric("catserve_kv_pages_used", 0, absl::Seconds(5)).value_or(-1), 0);
+  // The server goes on serving.
+  Generation after = Generate(*stub, GreedyRequest(Prompt(4), 4, 2));
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+}
+
+TEST(LifecycleTest, ExpiredDeadlineEndsStreamsAndFreesPages) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start({"--max_running=2"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = (*server)->NewStub();
+
+  // More work than the deadline allows: the queued ones expire waiting, the running ones
+  // mid-stream.
+  std::vector<Generation> results(8);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&, i] {
+      v1::GenerateRequest request = GreedyRequest(Prompt(60), 67, 1);
+      request.set_ignore_eos(true);
+      results[i] = Generate(*stub, request, absl::Milliseconds(30));
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  int expired = 0;
+  for (const Generation& g : results) {
+    if (!g.status.ok()) {
+      EXPECT_EQ(g.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+      ++expired;
+    }
+  }
+  EXPECT_GT(expired, 0);
+  EXPECT_EQ((*server)->AwaitMetric("catserve_kv_pages_used", 0, absl::Seconds(5)).value_or(-1), 0);
+}
+
+struct BadCase {
+  const char* name;
+  v1::GenerateRequest request;
+  grpc::StatusCode code;
+  const char* message_part;
+};
+
+TEST(LifecycleTest, BadInputGetsAClearStatus) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start({"--max_new_tokens=100"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = (*server)->NewStub();
+
+  auto base = [] { return GreedyRequest(Prompt(10), 8, 0); };
+  std::vector<BadCase> cases;
+  {
+    v1::GenerateRequest r = base();
+    r.clear_token_ids();
+    cases.push_back({"no prompt", r, grpc::StatusCode::INVALID_ARGUMENT, "prompt is empty"});
+    r.set_text("");
+    cases.push_back({"empty text", r, grpc::StatusCode::INVALID_ARGUMENT, "prompt is empty"});
+  }
+  {
+    v1::GenerateRequest r = base();
+    r.mutable_token_ids()->add_ids(384);
+    cases.push_back({"unknown id", r, grpc::StatusCode::INVALID_ARGUMENT, "= 384"});
+  }
+  {
+    v1::GenerateRequest r = base();
+    r.set_max_tokens(0);
+    cases.push_back({"max_tokens 0", r, grpc::StatusCode::INVALID_ARGUMENT, "max_tokens"});
+    r.set_max_tokens(-3);
+    cases.push_back({"max_tokens < 0", r, grpc::StatusCode::INVALID_ARGUMENT, "max_tokens"});
+    r.set_max_tokens(101);
+    cases.push_back({"past --max_new_tokens", r, grpc::StatusCode::INVALID_ARGUMENT, "100"});
+  }
+  {
+    v1::GenerateRequest r = GreedyRequest(Prompt(100), 29, 0);
+    cases.push_back({"past the context", r, grpc::StatusCode::INVALID_ARGUMENT, "128"});
+  }
+  {
+    v1::GenerateRequest r = base();
+    r.mutable_sampling()->set_temperature(-0.5f);
+    cases.push_back({"temperature < 0", r, grpc::StatusCode::INVALID_ARGUMENT, "temperature"});
+  }
+  {
+    v1::GenerateRequest r = base();
+    r.mutable_sampling()->set_top_p(0.0f);
+    cases.push_back({"top_p 0", r, grpc::StatusCode::INVALID_ARGUMENT, "top_p"});
+    r.mutable_sampling()->set_top_p(1.5f);
+    cases.push_back({"top_p > 1", r, grpc::StatusCode::INVALID_ARGUMENT, "top_p"});
+  }
+  {
+    v1::GenerateRequest r = base();
+    r.set_chunk_size(3);
+    cases.push_back({"chunk size not served", r, grpc::StatusCode::INVALID_ARGUMENT,
+                     "served chunk sizes: 1, 2, 4, 8, 16"});
+  }
+  {
+    v1::GenerateRequest r = base();
+    r.set_tier("fastest");
+    cases.push_back({"unknown tier", r, grpc::StatusCode::INVALID_ARGUMENT,
+                     "tiers: balanced=8, quality=2, throughput=16"});
+    r.set_tier("quality");
+    r.set_chunk_size(4);
+    cases.push_back({"chunk size and tier", r, grpc::StatusCode::INVALID_ARGUMENT, "not both"});
+  }
+  {
+    v1::GenerateRequest r = base();
+    r.add_stop("");
+    cases.push_back({"empty stop string", r, grpc::StatusCode::INVALID_ARGUMENT, "stop[0]"});
+  }
+  for (const BadCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    Generation g = Generate(*stub, c.request);
+    EXPECT_EQ(g.status.error_code(), c.code) << g.status.error_message();
+    EXPECT_TRUE(absl::StrContains(g.status.error_message(), c.message_part))
+        << g.status.error_message();
+    EXPECT_EQ(g.messages, 0);
+  }
+  EXPECT_EQ((*server)
+                ->Metric("catserve_requests_finished_total{outcome=\"rejected\",chunk_size=\"8\"}")
+                .value_or(-1),
+            static_cast<double>(cases.size()));
+}
+
+TEST(LifecycleTest, FullQueueIsResourceExhausted) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start({"--max_running=1", "--max_queued=1"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = (*server)->NewStub();
+  constexpr int kClients = 12;
+  std::vector<Generation> results(kClients);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.emplace_back([&, i] {
+      v1::GenerateRequest request = GreedyRequest(Prompt(20), 100, 1);
+      request.set_ignore_eos(true);
+      results[i] = Generate(*stub, request);
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  int ok = 0, exhausted = 0;
+  for (const Generation& g : results) {
+    if (g.status.ok()) {
+      ++ok;
+    } else {
+      EXPECT_EQ(g.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+          << g.status.error_message();
+      EXPECT_TRUE(absl::StrContains(g.status.error_message(), "queue is full"));
+      ++exhausted;
+    }
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(exhausted, 1);
+}
+
+TEST(LifecycleTest, SigtermDrainsInFlightStreamsThenExitsZero) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start({"--max_running=1", "--drain_grace_seconds=60"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ServerProcess& s = **server;
+  auto stub = s.NewStub();
+
+  // Queued behind each other (one runs at a time), so the drain has work to wait for.
+  constexpr int kStreams = 24;
+  std::vector<Generation> results(kStreams);
+  std::vector<std::thread> clients;
+  absl::Mutex mu;
+  int started = 0;
+  for (int i = 0; i < kStreams; ++i) {
+    clients.emplace_back([&, i] {
+      v1::GenerateRequest request = GreedyRequest(Prompt(40), 87, 1);
+      request.set_ignore_eos(true);
+      grpc::ClientContext context;
+      auto reader = stub->Generate(&context, request);
+      {
+        absl::MutexLock lock(&mu);
+        ++started;
+      }
+      v1::GenerateResponse response;
+      Generation& out = results[i];
+      while (reader->Read(&response)) {
+        out.ids.insert(out.ids.end(), response.token_ids().begin(), response.token_ids().end());
+        if (!response.finish_reason().empty()) out.finish_reason = response.finish_reason();
+      }
+      out.status = reader->Finish();
+    });
+  }
+  {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(
+        +[](int* n) { return *n == kStreams; }, &started));
+  }
+  // Wait until the server has them all (one running, the rest waiting).
+  ASSERT_TRUE(
+      s.AwaitMetric("catserve_requests_waiting{chunk_size=\"1\"}", kStreams - 1, absl::Seconds(10))
+          .ok());
+  EXPECT_EQ(CheckHealth(s.address(), "catserve.v1.Generation").value_or(-1), 1);
+
+  s.Signal(SIGTERM);
+  absl::StatusOr<int> health;
+  for (int i = 0; i < 200; ++i) {
+    health = CheckHealth(s.address(), "catserve.v1.Generation");
+    if (!health.ok() || *health != 1) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(health.value_or(-1), 2) << "NOT_SERVING while draining";
+  EXPECT_EQ(CheckHealth(s.address(), "").value_or(-1), 1) << "the process itself stays SERVING";
+  Generation refused = Generate(*stub, GreedyRequest(Prompt(4), 4, 1));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+
+  for (std::thread& t : clients) t.join();
+  for (const Generation& g : results) {
+    EXPECT_TRUE(g.status.ok()) << g.status.error_message();
+    EXPECT_EQ(g.ids.size(), 87u);
+    EXPECT_EQ(g.finish_reason, "length");
+  }
+  EXPECT_EQ(s.WaitForExit(absl::Seconds(30)), 0) << s.log();
+  EXPECT_TRUE(absl::StrContains(s.log(), "draining")) << s.log();
+}
+
+TEST(LifecycleTest, StartupErrorsNameTheFlag) {
+  struct Case {
+    std::vector<std::string> flags;
+    const char* message_part;
+  };
+  const std::vector<Case> cases = {
+      {{"--device=cuda"}, "this build has no CUDA backend"},
+      {{"--tiers=quality=3"}, "served chunk sizes: 1, 2, 4, 8, 16"},
+      {{"--default_chunk_size=32"}, "--default_chunk_size=32"},
+      {{"--model_dir=/no/such/model"}, "model directory '/no/such/model' does not exist"},
+      {{"--listen=nonsense"}, "--listen=nonsense"},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(c.flags);
+    ASSERT_FALSE(server.ok());
+    EXPECT_TRUE(absl::StrContains(server.status().message(), c.message_part)) << server.status();
+  }
+}
+
+}  // namespace
+}  // namespace catserve::testing

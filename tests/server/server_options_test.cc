@@ -1,0 +1,52 @@
+#include "server/server_options.h"
+
+#include "gtest/gtest.h"
+
+namespace catserve::server {
+namespace {
+
+TEST(ServerOptionsTest, ParsesTiers) {
+  absl::StatusOr<std::map<std::string, int>> tiers =
+      ParseTiers("quality=2, balanced=8,throughput=16");
+  ASSERT_TRUE(tiers.ok()) << tiers.status();
+  EXPECT_EQ(*tiers,
+            (std::map<std::string, int>{{"quality", 2}, {"balanced", 8}, {"throughput", 16}}));
+  EXPECT_EQ(FormatTiers(*tiers), "balanced=8,quality=2,throughput=16");
+  EXPECT_TRUE(ParseTiers("")->empty());
+}
+
+TEST(ServerOptionsTest, RejectsBadTiers) {
+  for (const char* bad :
+       {"quality", "quality=", "=2", "quality=0", "quality=x", "a b=2", "quality=2,quality=4"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(ParseTiers(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+TEST(ServerOptionsTest, ValidatesFlags) {
+  ServerOptions o;
+  EXPECT_TRUE(ValidateServerOptions(o).ok());
+  o.device = "cuda";
+  EXPECT_EQ(ValidateServerOptions(o).code(), absl::StatusCode::kFailedPrecondition);
+  o.device = "tpu";
+  EXPECT_EQ(ValidateServerOptions(o).code(), absl::StatusCode::kInvalidArgument);
+  o = ServerOptions();
+  o.kv_pool_mb = 0;
+  EXPECT_NE(ValidateServerOptions(o).message().find("--kv_pool_mb=0"), std::string::npos);
+  o = ServerOptions();
+  o.http_listen = "0.0.0.0:99999";
+  EXPECT_EQ(ValidateServerOptions(o).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ServerOptionsTest, ChunkSizesMustBeServed) {
+  engine::ModelConfig config;  // serves 2, 4, 8, 16
+  ServerOptions o;
+  EXPECT_TRUE(ValidateChunkSizes(o, config).ok());
+  o.tiers["tiny"] = 1;
+  absl::Status s = ValidateChunkSizes(o, config);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("served chunk sizes: 2, 4, 8, 16"), std::string::npos) << s;
+}
+
+}  // namespace
+}  // namespace catserve::server

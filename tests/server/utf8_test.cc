@@ -1,0 +1,27 @@
+#include "server/utf8.h"
+
+#include "gtest/gtest.h"
+
+namespace catserve::server {
+namespace {
+
+TEST(Utf8Test, WellFormedTextIsUnchanged) {
+  for (const char* s :
+       {"", "plain", "caf\xC3\xA9", "\xE2\x82\xAC 5", "\xF0\x9F\x98\x80!", "\xEF\xBF\xBD"}) {
+    EXPECT_EQ(CoerceToUtf8(s), s);
+  }
+}
+
+TEST(Utf8Test, IllFormedPartsBecomeReplacementCharacters) {
+  // A split U+FFFD: two stray continuation bytes, then a whole one.
+  EXPECT_EQ(CoerceToUtf8("\xBF\xBD\xEF\xBF\xBD;"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD;");
+  // A truncated 3-byte sequence is one maximal subpart.
+  EXPECT_EQ(CoerceToUtf8("a\xE2\x82"), "a\xEF\xBF\xBD");
+  // Overlong, surrogate and past-U+10FFFF forms.
+  EXPECT_EQ(CoerceToUtf8("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(CoerceToUtf8("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(CoerceToUtf8("\xF4\x90\x80\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
+}  // namespace
+}  // namespace catserve::server
