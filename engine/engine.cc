@@ -98,6 +98,7 @@ void Engine::Plan(absl::Span<const StepItem> items) {
   chunks_.clear();
   chunk_positions_.clear();
   logit_row_.assign(items.size(), -1);
+  item_rows_.assign(items.size(), {0, 0});
   int compressor_rows = 0;
   for (int i = 0; i < static_cast<int>(items.size()); ++i) {
     const SequenceState& s = *items[i].seq;
@@ -106,6 +107,7 @@ void Engine::Plan(absl::Span<const StepItem> items) {
     const bool fresh = n0 == 0;
     const int c0 = n0 / l, c1 = n1 / l;
     const int all_compressed = 1 + c1;
+    const int first_row = static_cast<int>(rows_.size());
     if (fresh) rows_.push_back({i, true, 0, 0, 1});
     for (int j = c0; j < c1; ++j) {
       chunks_.push_back({i, j, compressor_rows, static_cast<int>(rows_.size())});
@@ -121,6 +123,7 @@ void Engine::Plan(absl::Span<const StepItem> items) {
       rows_.push_back({i, false, r + 1, r + 2, all_compressed});
     }
     logit_row_[i] = static_cast<int>(rows_.size()) - 1;
+    item_rows_[i] = {first_row, static_cast<int>(rows_.size())};
   }
   row_positions_.resize(rows_.size());
   for (size_t r = 0; r < rows_.size(); ++r) row_positions_[r] = rows_[r].pos;
@@ -268,48 +271,84 @@ void Engine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl::Sp
 
   const KvGeometry& g = pool.geometry();
   const int B = g.page_entries;
-  const size_t E = g.entry_width();
   x_.swap(x);
   for (int layer = 0; layer < static_cast<int>(dw.layers.size()); ++layer) {
     const BlockWeights& b = dw.layers[layer];
     AttentionInputs(b, decoder_rope_, T, row_positions_);
     const int H = b.heads, Hkv = b.kv_heads, hd = b.head_dim, qkv_rows = b.qkv_rows();
-    auto entry_ptr = [&](const SequenceState& s, bool compressed, int entry, int kv) {
+    // The head_dim floats of one entry's key (kv = 0) or value (kv = 1) for kv head `kvh`.
+    auto entry_ptr = [&](const SequenceState& s, bool compressed, int entry, int kv, int kvh) {
       const std::vector<int32_t>& pages = compressed ? s.pages.compressed : s.pages.local;
       return pool.page_data(pages[entry / B]) +
-             ((static_cast<size_t>(layer) * 2 + kv) * B + entry % B) * E;
+             (((static_cast<size_t>(layer) * 2 + kv) * Hkv + kvh) * B + entry % B) * hd;
     };
     // Write this step's keys and values into the cache, then attend from the cache.
     for (int t = 0; t < T; ++t) {
       const Row& r = rows_[t];
       const SequenceState& s = *items[r.item].seq;
       const float* row = qkv_.data() + static_cast<size_t>(t) * qkv_rows;
-      std::copy_n(row + H * hd, E, entry_ptr(s, r.compressed, r.entry, 0));
-      std::copy_n(row + (H + Hkv) * hd, E, entry_ptr(s, r.compressed, r.entry, 1));
+      for (int kvh = 0; kvh < Hkv; ++kvh) {
+        std::copy_n(row + (H + kvh) * hd, hd, entry_ptr(s, r.compressed, r.entry, 0, kvh));
+        std::copy_n(row + (H + Hkv + kvh) * hd, hd, entry_ptr(s, r.compressed, r.entry, 1, kvh));
+      }
     }
+    // One task per (sequence, kv head): each cached entry is read once and scored against every
+    // query of that sequence and head group (online softmax), instead of once per query.
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    attn_.assign(static_cast<size_t>(T) * H * hd, 0.0f);
-    compute_.ParallelFor(T * H, [&](int begin, int end) {
-      std::vector<float> p;
+    const int group = H / Hkv;
+    attn_.resize(static_cast<size_t>(T) * H * hd);
+    compute_.ParallelFor(static_cast<int>(items.size()) * Hkv, [&](int begin, int end) {
+      std::vector<float> m, sum, acc;
       for (int task = begin; task < end; ++task) {
-        const Row& r = rows_[task / H];
-        const int h = task % H, kvh = h / (H / Hkv);
-        const SequenceState& s = *items[r.item].seq;
-        const int nc = r.visible_compressed, nl = r.compressed ? 0 : r.entry + 1;
-        const float* qv = qkv_.data() + static_cast<size_t>(task / H) * qkv_rows + h * hd;
-        p.resize(nc + nl);
-        for (int e = 0; e < nc; ++e) {
-          p[e] = Dot(qv, entry_ptr(s, true, e, 0) + kvh * hd, hd) * scale;
+        const int item = task / Hkv, kvh = task % Hkv;
+        const int r0 = item_rows_[item].first, r1 = item_rows_[item].second;
+        const SequenceState& s = *items[item].seq;
+        const int nq = (r1 - r0) * group;
+        m.assign(nq, -INFINITY);
+        sum.assign(nq, 0.0f);
+        acc.assign(static_cast<size_t>(nq) * hd, 0.0f);
+        int max_compressed = 0, max_local = 0;
+        for (int t = r0; t < r1; ++t) {
+          max_compressed = std::max(max_compressed, rows_[t].visible_compressed);
+          if (!rows_[t].compressed) max_local = std::max(max_local, rows_[t].entry + 1);
         }
-        for (int e = 0; e < nl; ++e) {
-          p[nc + e] = Dot(qv, entry_ptr(s, false, e, 0) + kvh * hd, hd) * scale;
+        auto visit = [&](const float* k, const float* v, auto sees) {
+          for (int t = r0; t < r1; ++t) {
+            if (!sees(rows_[t])) continue;
+            const float* q = qkv_.data() + static_cast<size_t>(t) * qkv_rows + kvh * group * hd;
+            for (int g = 0; g < group; ++g) {
+              const int qi = (t - r0) * group + g;
+              const float score = Dot(q + g * hd, k, hd) * scale;
+              float* a = acc.data() + static_cast<size_t>(qi) * hd;
+              if (score > m[qi]) {
+                const float c = std::exp(m[qi] - score);
+                sum[qi] = sum[qi] * c + 1.0f;
+                for (int i = 0; i < hd; ++i) a[i] = a[i] * c + v[i];
+                m[qi] = score;
+              } else {
+                const float p = std::exp(score - m[qi]);
+                sum[qi] += p;
+                for (int i = 0; i < hd; ++i) a[i] += p * v[i];
+              }
+            }
+          }
+        };
+        for (int e = 0; e < max_compressed; ++e) {
+          visit(entry_ptr(s, true, e, 0, kvh), entry_ptr(s, true, e, 1, kvh),
+                [e](const Row& r) { return e < r.visible_compressed; });
         }
-        Softmax(p.data(), nc + nl);
-        float* out = attn_.data() + static_cast<size_t>(task) * hd;
-        for (int e = 0; e < nc + nl; ++e) {
-          const float* vv =
-              (e < nc ? entry_ptr(s, true, e, 1) : entry_ptr(s, false, e - nc, 1)) + kvh * hd;
-          for (int i = 0; i < hd; ++i) out[i] += p[e] * vv[i];
+        for (int e = 0; e < max_local; ++e) {
+          visit(entry_ptr(s, false, e, 0, kvh), entry_ptr(s, false, e, 1, kvh),
+                [e](const Row& r) { return !r.compressed && e <= r.entry; });
+        }
+        for (int t = r0; t < r1; ++t) {
+          for (int g = 0; g < group; ++g) {
+            const int qi = (t - r0) * group + g;
+            const float inv = 1.0f / sum[qi];
+            const float* a = acc.data() + static_cast<size_t>(qi) * hd;
+            float* out = attn_.data() + (static_cast<size_t>(t) * H + kvh * group + g) * hd;
+            for (int i = 0; i < hd; ++i) out[i] = a[i] * inv;
+          }
         }
       }
     });

@@ -107,7 +107,8 @@ class Engine {
   std::vector<int> row_positions_;
   std::vector<Chunk> chunks_;
   std::vector<int> chunk_positions_;
-  std::vector<int> logit_row_;  // per item: its last decoder row
+  std::vector<int> logit_row_;                  // per item: its last decoder row
+  std::vector<std::pair<int, int>> item_rows_;  // per item: its decoder rows [first, end)
   std::vector<GemmShape>* gemm_log_ = nullptr;
   std::vector<float> x_, norm_, qkv_, attn_, proj_, gate_up_, act_, cx_;
 };

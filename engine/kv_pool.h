@@ -11,7 +11,8 @@ namespace catserve::engine {
 
 // Shape of one page of compressed-KV storage. An entry is the K and V of one decoder position for
 // every layer; a page holds `page_entries` entries. Within a page the floats are laid out as
-// [layer][k or v][slot][kv_heads * head_dim], so one layer's keys of a page are contiguous.
+// [layer][k or v][kv_head][slot][head_dim]: the keys one attention task reads (one layer, one kv
+// head) are contiguous across the page's slots.
 struct KvGeometry {
   int layers = 0;
   int kv_heads = 0;
