@@ -93,8 +93,10 @@ int Run(const ServerOptions& options) {
 }  // namespace catserve::server
 
 int main(int argc, char** argv) {
-  // Before any thread exists, so that every thread inherits the mask.
-  catserve::server::BlockTerminationSignals();
+  if (absl::Status s = catserve::server::InstallTerminationSignals(); !s.ok()) {
+    catserve::server::Log("error: %s", s.message());
+    return EXIT_FAILURE;
+  }
   absl::SetProgramUsageMessage(
       "Serves a CAT language model over gRPC.\nUsage: catserve --model_dir=DIR [--flags]");
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);

@@ -209,7 +209,9 @@ void ServingDaemon::Shutdown() {
   // left to wait for.
   if (scheduler_ != nullptr) scheduler_->Shutdown();
   if (grpc_server_ != nullptr) {
-    grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    // Calls left are at most writing their last message; the deadline mostly bounds how long
+    // idle client connections get to answer the GOAWAY before they are closed.
+    grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     grpc_server_->Wait();
   }
   RefreshMetrics();

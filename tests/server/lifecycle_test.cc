@@ -192,39 +192,22 @@ TEST(LifecycleTest, SigtermDrainsInFlightStreamsThenExitsZero) {
   auto stub = s.NewStub();
 
   // Queued behind each other (one runs at a time), so the drain has work to wait for.
-  constexpr int kStreams = 24;
+  constexpr int kStreams = 32;
+  constexpr int kTokens = 60;
   std::vector<Generation> results(kStreams);
   std::vector<std::thread> clients;
-  absl::Mutex mu;
-  int started = 0;
   for (int i = 0; i < kStreams; ++i) {
     clients.emplace_back([&, i] {
-      v1::GenerateRequest request = GreedyRequest(Prompt(40), 87, 1);
+      v1::GenerateRequest request = GreedyRequest(Prompt(20), kTokens, 1);
       request.set_ignore_eos(true);
-      grpc::ClientContext context;
-      auto reader = stub->Generate(&context, request);
-      {
-        absl::MutexLock lock(&mu);
-        ++started;
-      }
-      v1::GenerateResponse response;
-      Generation& out = results[i];
-      while (reader->Read(&response)) {
-        out.ids.insert(out.ids.end(), response.token_ids().begin(), response.token_ids().end());
-        if (!response.finish_reason().empty()) out.finish_reason = response.finish_reason();
-      }
-      out.status = reader->Finish();
+      results[i] = Generate(*stub, request);
     });
   }
-  {
-    absl::MutexLock lock(&mu);
-    mu.Await(absl::Condition(
-        +[](int* n) { return *n == kStreams; }, &started));
-  }
-  // Wait until the server has them all (one running, the rest waiting).
-  ASSERT_TRUE(
-      s.AwaitMetric("catserve_requests_waiting{chunk_size=\"1\"}", kStreams - 1, absl::Seconds(10))
-          .ok());
+  // Signal while at least half of them still wait.
+  absl::StatusOr<double> waiting = s.AwaitMetric(
+      "catserve_requests_waiting{chunk_size=\"1\"}", [](double v) { return v >= kStreams / 2; },
+      absl::Seconds(20));
+  EXPECT_GE(waiting.value_or(-1), kStreams / 2) << "the server finished before the signal";
   EXPECT_EQ(CheckHealth(s.address(), "catserve.v1.Generation").value_or(-1), 1);
 
   s.Signal(SIGTERM);
@@ -242,7 +225,7 @@ TEST(LifecycleTest, SigtermDrainsInFlightStreamsThenExitsZero) {
   for (std::thread& t : clients) t.join();
   for (const Generation& g : results) {
     EXPECT_TRUE(g.status.ok()) << g.status.error_message();
-    EXPECT_EQ(g.ids.size(), 87u);
+    EXPECT_EQ(g.ids.size(), static_cast<size_t>(kTokens));
     EXPECT_EQ(g.finish_reason, "length");
   }
   EXPECT_EQ(s.WaitForExit(absl::Seconds(30)), 0) << s.log();

@@ -136,12 +136,13 @@ absl::StatusOr<double> ServerProcess::Metric(const std::string& name) const {
   return absl::NotFoundError(absl::StrCat("no sample ", name, " in /metrics"));
 }
 
-absl::StatusOr<double> ServerProcess::AwaitMetric(const std::string& name, double value,
+absl::StatusOr<double> ServerProcess::AwaitMetric(const std::string& name,
+                                                  const std::function<bool(double)>& done,
                                                   absl::Duration timeout) const {
   const absl::Time give_up = absl::Now() + timeout;
   for (;;) {
     absl::StatusOr<double> current = Metric(name);
-    if ((current.ok() && *current == value) || absl::Now() >= give_up) return current;
+    if ((current.ok() && done(*current)) || absl::Now() >= give_up) return current;
     absl::SleepFor(absl::Milliseconds(20));
   }
 }

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,9 +44,16 @@ class ServerProcess {
   // The value of an unlabelled sample (e.g. "catserve_kv_pages_used") scraped from /metrics,
   // or of the labelled series `name{labels}` when `name` includes its labels.
   absl::StatusOr<double> Metric(const std::string& name) const;
-  // Polls Metric(name) until it equals `value` or `timeout` passes; returns the last value.
-  absl::StatusOr<double> AwaitMetric(const std::string& name, double value,
+  // Polls Metric(name) until `done` holds for it or `timeout` passes; returns the last value.
+  absl::StatusOr<double> AwaitMetric(const std::string& name,
+                                     const std::function<bool(double)>& done,
                                      absl::Duration timeout) const;
+  // Polls Metric(name) until it equals `value`.
+  absl::StatusOr<double> AwaitMetric(const std::string& name, double value,
+                                     absl::Duration timeout) const {
+    return AwaitMetric(
+        name, [value](double v) { return v == value; }, timeout);
+  }
 
  private:
   ServerProcess() = default;
