@@ -20,7 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "engine/cpu_ops.h"
-#include "engine/engine.h"
+#include "engine/cpu_engine.h"
 #include "engine/random_model.h"
 
 namespace catserve::engine {
@@ -191,7 +191,7 @@ int Main(int argc, char** argv) {
   for (int c : o.contexts) max_context = std::max(max_context, c);
   const ModelConfig config = BenchConfig(max_context + o.steps + 16);
   std::fprintf(stderr, "building a random model (D=1024, L=12, Dc=512, Lc=3, V=32000)...\n");
-  Engine engine(config, RandomModelWeights(config, 1), {.threads = o.threads});
+  CpuEngine engine(config, RandomModelWeights(config, 1), {.threads = o.threads});
   std::printf("CPU engine decode step, fp32, %d compute threads, %d timed steps per cell\n\n",
               engine.threads(), o.steps);
   std::printf(

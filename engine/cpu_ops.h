@@ -27,6 +27,10 @@ class RopeTable {
   RopeTable(int head_dim, double theta, int max_pos);
   void Apply(float* v, int heads, int pos) const;
   int head_dim() const { return head_dim_; }
+  int max_pos() const { return max_pos_; }
+  // [max_pos, head_dim / 2] tables (the CUDA backend uploads them as they are).
+  const std::vector<float>& cos_table() const { return cos_; }
+  const std::vector<float>& sin_table() const { return sin_; }
 
  private:
   int head_dim_ = 0;

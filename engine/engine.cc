@@ -1,398 +1,44 @@
 #include "engine/engine.h"
 
-#include <cblas.h>
-
-#include <cmath>
 #include <utility>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
-#include "engine/cpu_ops.h"
-#include "engine/safetensors.h"
+#include "engine/cpu_engine.h"
+#include "engine/weights.h"
+#ifdef CATSERVE_HAVE_CUDA
+#include "engine/cuda/cuda_engine.h"
+#endif
 
 namespace catserve::engine {
-namespace {
 
-constexpr float kQkNormEps = 1e-5f;
-
-void CopyRow(const std::vector<float>& table, int row, int width, float* dst) {
-  std::copy_n(table.data() + static_cast<size_t>(row) * width, width, dst);
+bool CudaBackendBuilt() {
+#ifdef CATSERVE_HAVE_CUDA
+  return true;
+#else
+  return false;
+#endif
 }
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::filesystem::path& model_dir,
                                                      const EngineOptions& options) {
-  absl::StatusOr<ModelConfig> config = LoadModelConfig(model_dir);
-  if (!config.ok()) return config.status();
-  absl::StatusOr<TensorSet> tensors = TensorSet::OpenModelDir(model_dir);
-  if (!tensors.ok()) return tensors.status();
-  absl::StatusOr<ModelWeights> weights = LoadModelWeights(*config, *tensors);
-  if (!weights.ok()) return weights.status();
-  return std::make_unique<Engine>(*std::move(config), *std::move(weights), options);
+  if (options.device == Device::kCuda && !CudaBackendBuilt()) {
+    return absl::FailedPreconditionError(
+        "this build has no CUDA backend (configure with -DCATSERVE_CUDA=ON where nvcc exists)");
+  }
+#ifdef CATSERVE_HAVE_CUDA
+  if (options.device == Device::kCuda) {
+    absl::StatusOr<Model> model = LoadModel(model_dir);
+    if (!model.ok()) return model.status();
+    return CreateCudaEngine(model->config, model->weights, options);
+  }
+#endif
+  absl::StatusOr<std::unique_ptr<CpuEngine>> engine = CpuEngine::Load(model_dir, options);
+  if (!engine.ok()) return engine.status();
+  return std::unique_ptr<Engine>(*std::move(engine));
 }
 
-Engine::Engine(ModelConfig config, ModelWeights weights, const EngineOptions& options)
-    : config_(std::move(config)),
-      weights_(std::move(weights)),
-      compute_(options.threads),
-      decoder_rope_(config_.head_dim(), config_.rope_theta, config_.max_chunk_size + 2),
-      compressor_rope_(config_.compressor_head_dim(), config_.rope_theta,
-                       config_.max_chunk_size + 2) {
-  // GEMMs are split over compute_ by ParallelLinear; BLAS itself stays single-threaded.
-  openblas_set_num_threads(1);
-}
-
-KvGeometry Engine::kv_geometry(int page_entries) const {
-  return KvGeometry{.layers = config_.num_hidden_layers,
-                    .kv_heads = config_.num_kv_heads,
-                    .head_dim = config_.head_dim(),
-                    .page_entries = page_entries};
-}
-
-absl::Status Engine::Validate(absl::Span<const StepItem> items, const KvPool& pool) const {
-  absl::flat_hash_set<const SequenceState*> seen;
-  for (size_t i = 0; i < items.size(); ++i) {
-    const StepItem& it = items[i];
-    if (it.seq == nullptr || it.num_tokens <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat("step item ", i, " has no tokens to process"));
-    }
-    const SequenceState& s = *it.seq;
-    if (!seen.insert(&s).second) {
-      return absl::InvalidArgumentError("a sequence appears twice in one step");
-    }
-    if (!config_.serves_chunk_size(s.chunk_size)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("chunk size ", s.chunk_size, " is not served by this model"));
-    }
-    const int end = s.cached + it.num_tokens;
-    if (s.cached < 0 || end > static_cast<int>(s.tokens.size())) {
-      return absl::InvalidArgumentError(absl::StrCat("step item ", i, " asks for tokens up to ",
-                                                     end, " but the sequence has ",
-                                                     s.tokens.size()));
-    }
-    if (end > config_.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence length ", end,
-                                                     " exceeds max_position_embeddings ",
-                                                     config_.max_position_embeddings));
-    }
-    for (int t = s.cached; t < end; ++t) {
-      if (s.tokens[t] < 0 || s.tokens[t] >= config_.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "token id ", s.tokens[t], " is outside the vocabulary [0, ", config_.vocab_size, ")"));
-      }
-    }
-    const KvEntries need = KvEntriesAfter(end, s.chunk_size);
-    if (pool.PagesFor(need.compressed) > static_cast<int>(s.pages.compressed.size()) ||
-        pool.PagesFor(need.local) > static_cast<int>(s.pages.local.size())) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("step item ", i, " has too few KV pages reserved"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-void Engine::Plan(absl::Span<const StepItem> items) {
-  rows_.clear();
-  chunks_.clear();
-  chunk_positions_.clear();
-  logit_row_.assign(items.size(), -1);
-  item_rows_.assign(items.size(), {0, 0});
-  int compressor_rows = 0;
-  for (int i = 0; i < static_cast<int>(items.size()); ++i) {
-    const SequenceState& s = *items[i].seq;
-    const int l = s.chunk_size;
-    const int n0 = s.cached, n1 = s.cached + items[i].num_tokens;
-    const bool fresh = n0 == 0;
-    const int c0 = n0 / l, c1 = n1 / l;
-    const int all_compressed = 1 + c1;
-    const int first_row = static_cast<int>(rows_.size());
-    if (fresh) rows_.push_back({i, true, 0, 0, 1});
-    for (int j = c0; j < c1; ++j) {
-      chunks_.push_back({i, j, compressor_rows, static_cast<int>(rows_.size())});
-      for (int p = 0; p < l + 2; ++p) chunk_positions_.push_back(p);
-      compressor_rows += l + 2;
-      rows_.push_back({i, true, j + 1, 0, j + 2});
-    }
-    const bool new_local = fresh || c1 > c0;
-    if (new_local) rows_.push_back({i, false, 0, 1, all_compressed});
-    // Tokens of the current (incomplete) chunk that are not yet in the local cache. The token
-    // that completes a chunk is never fed: it reaches the decoder only through fx.
-    for (int r = new_local ? 0 : n0 % l; r < n1 % l; ++r) {
-      rows_.push_back({i, false, r + 1, r + 2, all_compressed});
-    }
-    logit_row_[i] = static_cast<int>(rows_.size()) - 1;
-    item_rows_[i] = {first_row, static_cast<int>(rows_.size())};
-  }
-  row_positions_.resize(rows_.size());
-  for (size_t r = 0; r < rows_.size(); ++r) row_positions_[r] = rows_[r].pos;
-}
-
-void Engine::Gemm(const float* x, int rows, int in, const float* w, int out, float* y) {
-  ParallelLinear(compute_, x, rows, in, w, out, y);
-  if (gemm_log_ != nullptr) gemm_log_->push_back({rows, in, out});
-}
-
-void Engine::AttentionInputs(const BlockWeights& b, const RopeTable& rope, int rows,
-                             const std::vector<int>& positions) {
-  const int W = b.width, qkv_rows = b.qkv_rows();
-  norm_.resize(static_cast<size_t>(rows) * W);
-  RmsNorm(x_.data(), b.attn_norm.data(), rows, W, static_cast<float>(config_.norm_eps),
-          norm_.data());
-  qkv_.resize(static_cast<size_t>(rows) * qkv_rows);
-  Gemm(norm_.data(), rows, W, b.qkv.data(), qkv_rows, qkv_.data());
-  compute_.ParallelFor(rows, [&](int begin, int end) {
-    for (int t = begin; t < end; ++t) {
-      float* row = qkv_.data() + static_cast<size_t>(t) * qkv_rows;
-      if (!b.qkv_bias.empty()) {
-        for (int i = 0; i < qkv_rows; ++i) row[i] += b.qkv_bias[i];
-      }
-      if (!b.q_norm.empty()) {
-        RmsNorm(row, b.q_norm.data(), b.heads, b.head_dim, kQkNormEps, row);
-        float* k = row + b.heads * b.head_dim;
-        RmsNorm(k, b.k_norm.data(), b.kv_heads, b.head_dim, kQkNormEps, k);
-      }
-      rope.Apply(row, b.heads + b.kv_heads, positions[t]);
-    }
-  });
-}
-
-void Engine::FinishBlock(const BlockWeights& b, int rows, std::vector<float>& x) {
-  const int W = b.width, I = b.intermediate;
-  const float eps = static_cast<float>(config_.norm_eps);
-  proj_.resize(static_cast<size_t>(rows) * W);
-  Gemm(attn_.data(), rows, b.heads * b.head_dim, b.o.data(), W, proj_.data());
-  for (size_t i = 0; i < proj_.size(); ++i) x[i] += proj_[i];
-  RmsNorm(x.data(), b.mlp_norm.data(), rows, W, eps, norm_.data());
-  gate_up_.resize(static_cast<size_t>(rows) * 2 * I);
-  Gemm(norm_.data(), rows, W, b.gate_up.data(), 2 * I, gate_up_.data());
-  act_.resize(static_cast<size_t>(rows) * I);
-  SiluMul(gate_up_.data(), rows, I, act_.data());
-  Gemm(act_.data(), rows, I, b.down.data(), W, proj_.data());
-  for (size_t i = 0; i < proj_.size(); ++i) x[i] += proj_[i];
-}
-
-void Engine::RunCompressor(absl::Span<const StepItem> items) {
-  if (chunks_.empty()) return;
-  const CompressorWeights& cw = weights_.compressor;
-  const int Dc = config_.compressor_hidden_size, D = config_.hidden_size;
-  const int rows = static_cast<int>(chunk_positions_.size());
-  // Every chunk's rows: [adaptive_tokens[l], pos_tokens[index], wte[t_0..t_{l-1}]].
-  x_.assign(static_cast<size_t>(rows) * Dc, 0.0f);
-  for (const Chunk& ch : chunks_) {
-    const SequenceState& s = *items[ch.item].seq;
-    const int l = s.chunk_size;
-    float* dst = x_.data() + static_cast<size_t>(ch.first_row) * Dc;
-    CopyRow(cw.adaptive_tokens, l, Dc, dst);
-    CopyRow(cw.pos_tokens, ch.index, Dc, dst + Dc);
-    for (int r = 0; r < l; ++r) CopyRow(cw.wte, s.tokens[ch.index * l + r], Dc, dst + (r + 2) * Dc);
-  }
-  for (const BlockWeights& b : cw.layers) {
-    AttentionInputs(b, compressor_rope_, rows, chunk_positions_);
-    const int H = b.heads, hd = b.head_dim, qkv_rows = b.qkv_rows();
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    attn_.assign(static_cast<size_t>(rows) * H * hd, 0.0f);
-    // Bidirectional attention within each chunk's l + 2 rows.
-    compute_.ParallelFor(static_cast<int>(chunks_.size()) * H, [&](int begin, int end) {
-      std::vector<float> p(config_.max_chunk_size + 2);
-      for (int task = begin; task < end; ++task) {
-        const Chunk& ch = chunks_[task / H];
-        const int h = task % H;
-        const int n = items[ch.item].seq->chunk_size + 2;
-        const float* base = qkv_.data() + static_cast<size_t>(ch.first_row) * qkv_rows;
-        for (int q = 0; q < n; ++q) {
-          const float* qv = base + static_cast<size_t>(q) * qkv_rows + h * hd;
-          for (int k = 0; k < n; ++k) {
-            p[k] = Dot(qv, base + static_cast<size_t>(k) * qkv_rows + (H + h) * hd, hd) * scale;
-          }
-          Softmax(p.data(), n);
-          float* out = attn_.data() + (static_cast<size_t>(ch.first_row + q) * H + h) * hd;
-          for (int k = 0; k < n; ++k) {
-            const float* vv = base + static_cast<size_t>(k) * qkv_rows + (2 * H + h) * hd;
-            for (int i = 0; i < hd; ++i) out[i] += p[k] * vv[i];
-          }
-        }
-      }
-    });
-    FinishBlock(b, rows, x_);
-  }
-  norm_.resize(x_.size());
-  RmsNorm(x_.data(), cw.norm.data(), rows, Dc, static_cast<float>(config_.norm_eps), norm_.data());
-  // fx = W_l [h_2; ...; h_{l+1}]: the token states of a chunk are contiguous in norm_, so each
-  // chunk's input is one row of l * Dc floats. Chunks of equal size share one GEMM.
-  cx_.assign(static_cast<size_t>(chunks_.size()) * D, 0.0f);
-  std::vector<float> gathered, out;
-  for (const auto& [l, w] : cw.proj_fx) {
-    std::vector<int> members;
-    for (int c = 0; c < static_cast<int>(chunks_.size()); ++c) {
-      if (items[chunks_[c].item].seq->chunk_size == l) members.push_back(c);
-    }
-    if (members.empty()) continue;
-    const int m = static_cast<int>(members.size());
-    gathered.resize(static_cast<size_t>(m) * l * Dc);
-    for (int i = 0; i < m; ++i) {
-      std::copy_n(norm_.data() + static_cast<size_t>(chunks_[members[i]].first_row + 2) * Dc,
-                  l * Dc, gathered.data() + static_cast<size_t>(i) * l * Dc);
-    }
-    out.resize(static_cast<size_t>(m) * D);
-    Gemm(gathered.data(), m, l * Dc, w.data(), D, out.data());
-    for (int i = 0; i < m; ++i) {
-      std::copy_n(out.data() + static_cast<size_t>(i) * D, D,
-                  cx_.data() + static_cast<size_t>(members[i]) * D);
-    }
-  }
-}
-
-void Engine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits) {
-  const DecoderWeights& dw = weights_.decoder;
-  const int D = config_.hidden_size, V = config_.vocab_size;
-  const int T = static_cast<int>(rows_.size());
-  std::vector<float> x(static_cast<size_t>(T) * D);
-  // Inputs: F_0 = adaptive_token[l], F_{j+1} = fx_j, S = separator, tokens = embeddings.
-  for (const Chunk& ch : chunks_) {
-    std::copy_n(cx_.data() + static_cast<size_t>(&ch - chunks_.data()) * D, D,
-                x.data() + static_cast<size_t>(ch.decoder_row) * D);
-  }
-  for (int t = 0; t < T; ++t) {
-    const Row& r = rows_[t];
-    const SequenceState& s = *items[r.item].seq;
-    float* dst = x.data() + static_cast<size_t>(t) * D;
-    if (r.compressed && r.entry == 0) {
-      CopyRow(dw.adaptive_token, s.chunk_size, D, dst);
-    } else if (!r.compressed && r.entry == 0) {
-      CopyRow(dw.separator, 0, D, dst);
-    } else if (!r.compressed) {
-      const int l = s.chunk_size;
-      const int chunk = (s.cached + items[r.item].num_tokens) / l;
-      CopyRow(dw.embeddings, s.tokens[chunk * l + r.entry - 1], D, dst);
-    }
-  }
-
-  const KvGeometry& g = pool.geometry();
-  const int B = g.page_entries;
-  x_.swap(x);
-  for (int layer = 0; layer < static_cast<int>(dw.layers.size()); ++layer) {
-    const BlockWeights& b = dw.layers[layer];
-    AttentionInputs(b, decoder_rope_, T, row_positions_);
-    const int H = b.heads, Hkv = b.kv_heads, hd = b.head_dim, qkv_rows = b.qkv_rows();
-    // The head_dim floats of one entry's key (kv = 0) or value (kv = 1) for kv head `kvh`.
-    auto entry_ptr = [&](const SequenceState& s, bool compressed, int entry, int kv, int kvh) {
-      const std::vector<int32_t>& pages = compressed ? s.pages.compressed : s.pages.local;
-      return pool.page_data(pages[entry / B]) +
-             (((static_cast<size_t>(layer) * 2 + kv) * Hkv + kvh) * B + entry % B) * hd;
-    };
-    // Write this step's keys and values into the cache, then attend from the cache.
-    for (int t = 0; t < T; ++t) {
-      const Row& r = rows_[t];
-      const SequenceState& s = *items[r.item].seq;
-      const float* row = qkv_.data() + static_cast<size_t>(t) * qkv_rows;
-      for (int kvh = 0; kvh < Hkv; ++kvh) {
-        std::copy_n(row + (H + kvh) * hd, hd, entry_ptr(s, r.compressed, r.entry, 0, kvh));
-        std::copy_n(row + (H + Hkv + kvh) * hd, hd, entry_ptr(s, r.compressed, r.entry, 1, kvh));
-      }
-    }
-    // One task per (sequence, kv head): each cached entry is read once and scored against every
-    // query of that sequence and head group (online softmax), instead of once per query.
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    const int group = H / Hkv;
-    attn_.resize(static_cast<size_t>(T) * H * hd);
-    compute_.ParallelFor(static_cast<int>(items.size()) * Hkv, [&](int begin, int end) {
-      std::vector<float> m, sum, acc;
-      for (int task = begin; task < end; ++task) {
-        const int item = task / Hkv, kvh = task % Hkv;
-        const int r0 = item_rows_[item].first, r1 = item_rows_[item].second;
-        const SequenceState& s = *items[item].seq;
-        const int nq = (r1 - r0) * group;
-        m.assign(nq, -INFINITY);
-        sum.assign(nq, 0.0f);
-        acc.assign(static_cast<size_t>(nq) * hd, 0.0f);
-        int max_compressed = 0, max_local = 0;
-        for (int t = r0; t < r1; ++t) {
-          max_compressed = std::max(max_compressed, rows_[t].visible_compressed);
-          if (!rows_[t].compressed) max_local = std::max(max_local, rows_[t].entry + 1);
-        }
-        auto visit = [&](const float* k, const float* v, auto sees) {
-          for (int t = r0; t < r1; ++t) {
-            if (!sees(rows_[t])) continue;
-            const float* q = qkv_.data() + static_cast<size_t>(t) * qkv_rows + kvh * group * hd;
-            for (int g = 0; g < group; ++g) {
-              const int qi = (t - r0) * group + g;
-              const float score = Dot(q + g * hd, k, hd) * scale;
-              float* a = acc.data() + static_cast<size_t>(qi) * hd;
-              if (score > m[qi]) {
-                const float c = std::exp(m[qi] - score);
-                sum[qi] = sum[qi] * c + 1.0f;
-                for (int i = 0; i < hd; ++i) a[i] = a[i] * c + v[i];
-                m[qi] = score;
-              } else {
-                const float p = std::exp(score - m[qi]);
-                sum[qi] += p;
-                for (int i = 0; i < hd; ++i) a[i] += p * v[i];
-              }
-            }
-          }
-        };
-        for (int e = 0; e < max_compressed; ++e) {
-          visit(entry_ptr(s, true, e, 0, kvh), entry_ptr(s, true, e, 1, kvh),
-                [e](const Row& r) { return e < r.visible_compressed; });
-        }
-        for (int e = 0; e < max_local; ++e) {
-          visit(entry_ptr(s, false, e, 0, kvh), entry_ptr(s, false, e, 1, kvh),
-                [e](const Row& r) { return !r.compressed && e <= r.entry; });
-        }
-        for (int t = r0; t < r1; ++t) {
-          for (int g = 0; g < group; ++g) {
-            const int qi = (t - r0) * group + g;
-            const float inv = 1.0f / sum[qi];
-            const float* a = acc.data() + static_cast<size_t>(qi) * hd;
-            float* out = attn_.data() + (static_cast<size_t>(t) * H + kvh * group + g) * hd;
-            for (int i = 0; i < hd; ++i) out[i] = a[i] * inv;
-          }
-        }
-      }
-    });
-    FinishBlock(b, T, x_);
-  }
-
-  std::vector<int> want;
-  for (int i = 0; i < static_cast<int>(items.size()); ++i) {
-    if (items[i].want_logits) want.push_back(i);
-  }
-  if (want.empty()) return;
-  const int n = static_cast<int>(want.size());
-  std::vector<float> h(static_cast<size_t>(n) * D);
-  for (int k = 0; k < n; ++k) {
-    RmsNorm(x_.data() + static_cast<size_t>(logit_row_[want[k]]) * D, dw.norm.data(), 1, D,
-            static_cast<float>(config_.norm_eps), h.data() + static_cast<size_t>(k) * D);
-  }
-  std::vector<float> out(static_cast<size_t>(n) * V);
-  Gemm(h.data(), n, D, dw.lm_head.data(), V, out.data());
-  for (int k = 0; k < n; ++k) {
-    std::copy_n(out.data() + static_cast<size_t>(k) * V, V,
-                logits.data() + static_cast<size_t>(want[k]) * V);
-  }
-}
-
-absl::Status Engine::Step(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits,
-                          StepStats* stats) {
-  if (items.empty()) return absl::OkStatus();
-  if (logits.size() < items.size() * static_cast<size_t>(config_.vocab_size)) {
-    return absl::InvalidArgumentError("logits buffer is smaller than items * vocab_size");
-  }
-  if (absl::Status s = Validate(items, pool); !s.ok()) return s;
-  gemm_log_ = stats != nullptr ? &stats->gemms : nullptr;
-  if (gemm_log_ != nullptr) gemm_log_->clear();
-  Plan(items);
-  RunCompressor(items);
-  RunDecoder(items, pool, logits);
-  for (const StepItem& it : items) it.seq->cached += it.num_tokens;
-  if (stats != nullptr) {
-    stats->decoder_positions = static_cast<int>(rows_.size());
-    stats->compressed_chunks = static_cast<int>(chunks_.size());
-    stats->compressor_positions = static_cast<int>(chunk_positions_.size());
-  }
-  return absl::OkStatus();
+absl::StatusOr<KvPool> Engine::CreateKvPool(int num_pages, int page_entries) const {
+  return KvPool::Create(kv_geometry(page_entries), num_pages);
 }
 
 }  // namespace catserve::engine

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <new>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -16,19 +17,39 @@ namespace {
   std::abort();
 }
 
-}  // namespace
+class HostKvArena : public KvArena {
+ public:
+  explicit HostKvArena(size_t floats) : values_(floats) {}
+  void* data() override { return values_.data(); }
+  Location location() const override { return Location::kHost; }
 
-absl::StatusOr<KvPool> KvPool::Create(const KvGeometry& geometry, int num_pages) {
+ private:
+  std::vector<float> values_;
+};
+
+absl::Status CheckPoolShape(const KvGeometry& geometry, int num_pages) {
   if (num_pages <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("KV pool needs at least one page, got ", num_pages));
   }
   if (geometry.layers <= 0 || geometry.kv_heads <= 0 || geometry.head_dim <= 0 ||
-      geometry.page_entries <= 0) {
+      geometry.page_entries <= 0 || geometry.bytes_per_value <= 0) {
     return absl::InvalidArgumentError("KV pool geometry has a non-positive dimension");
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<KvPool> KvPool::Create(const KvGeometry& geometry, int num_pages) {
+  if (absl::Status s = CheckPoolShape(geometry, num_pages); !s.ok()) return s;
+  if (geometry.bytes_per_value != sizeof(float)) {
+    return absl::InvalidArgumentError("a host KV pool holds fp32 values (bytes_per_value 4)");
+  }
   try {
-    return KvPool(geometry, num_pages);
+    return KvPool(geometry, num_pages,
+                  std::make_unique<HostKvArena>(static_cast<size_t>(num_pages) *
+                                                geometry.values_per_page()));
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot allocate a KV pool of ", num_pages, " pages (",
@@ -36,10 +57,17 @@ absl::StatusOr<KvPool> KvPool::Create(const KvGeometry& geometry, int num_pages)
   }
 }
 
-KvPool::KvPool(const KvGeometry& geometry, int num_pages)
-    : geometry_(geometry),
-      arena_(static_cast<size_t>(num_pages) * geometry.floats_per_page()),
-      refcount_(num_pages, 0) {
+absl::StatusOr<KvPool> KvPool::Create(const KvGeometry& geometry, int num_pages,
+                                      std::unique_ptr<KvArena> arena) {
+  if (absl::Status s = CheckPoolShape(geometry, num_pages); !s.ok()) return s;
+  if (arena == nullptr || arena->data() == nullptr) {
+    return absl::InvalidArgumentError("KV pool arena is missing");
+  }
+  return KvPool(geometry, num_pages, std::move(arena));
+}
+
+KvPool::KvPool(const KvGeometry& geometry, int num_pages, std::unique_ptr<KvArena> arena)
+    : geometry_(geometry), arena_(std::move(arena)), refcount_(num_pages, 0) {
   free_list_.reserve(num_pages);
   for (int32_t p = num_pages - 1; p >= 0; --p) free_list_.push_back(p);
 }

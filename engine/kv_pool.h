@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -10,24 +11,37 @@
 namespace catserve::engine {
 
 // Shape of one page of compressed-KV storage. An entry is the K and V of one decoder position for
-// every layer; a page holds `page_entries` entries. Within a page the floats are laid out as
+// every layer; a page holds `page_entries` entries. Within a page the values are laid out as
 // [layer][k or v][kv_head][slot][head_dim]: the keys one attention task reads (one layer, one kv
-// head) are contiguous across the page's slots.
+// head) are contiguous across the page's slots. A value is `bytes_per_value` bytes: 4 (fp32) on
+// the CPU backend, 2 (bf16) on the CUDA backend.
 struct KvGeometry {
   int layers = 0;
   int kv_heads = 0;
   int head_dim = 0;
   int page_entries = 16;
+  int bytes_per_value = sizeof(float);
 
   size_t entry_width() const { return static_cast<size_t>(kv_heads) * head_dim; }
-  size_t floats_per_page() const {
+  size_t values_per_page() const {
     return static_cast<size_t>(layers) * 2 * page_entries * entry_width();
   }
-  // Bytes one entry takes for all layers, at `bytes_per_value` (4 for fp32, 2 for bf16).
-  size_t entry_bytes(size_t bytes_per_value = sizeof(float)) const {
+  // Bytes one entry takes for all layers.
+  size_t entry_bytes() const {
     return static_cast<size_t>(layers) * 2 * entry_width() * bytes_per_value;
   }
-  size_t page_bytes() const { return floats_per_page() * sizeof(float); }
+  size_t page_bytes() const { return values_per_page() * bytes_per_value; }
+};
+
+// The memory behind a KvPool's pages: `bytes` bytes at data(), page p at data() + p * page_bytes.
+// Host memory for the CPU backend; device memory (cudaMalloc) for the CUDA backend, which the host
+// must never dereference.
+class KvArena {
+ public:
+  enum class Location { kHost, kCuda };
+  virtual ~KvArena() = default;
+  virtual void* data() = 0;
+  virtual Location location() const = 0;
 };
 
 // The pages of one sequence: compressed entries (F_0, fx_0, fx_1, ...) live in `compressed`
@@ -42,8 +56,13 @@ struct SequencePages {
 // single thread that plans and runs engine steps.
 class KvPool {
  public:
-  // Allocates `num_pages` pages up front; fails if that is zero or the arena cannot be allocated.
+  // Allocates `num_pages` pages up front in host memory (fp32 geometry only); fails if that is
+  // zero or the arena cannot be allocated.
   static absl::StatusOr<KvPool> Create(const KvGeometry& geometry, int num_pages);
+  // A pool over a caller's arena of at least num_pages * geometry.page_bytes() bytes (how an engine
+  // puts its pool in device memory: Engine::CreateKvPool).
+  static absl::StatusOr<KvPool> Create(const KvGeometry& geometry, int num_pages,
+                                       std::unique_ptr<KvArena> arena);
 
   KvPool(KvPool&&) = default;
   KvPool& operator=(KvPool&&) = default;
@@ -74,16 +93,19 @@ class KvPool {
     return (entries + geometry_.page_entries - 1) / geometry_.page_entries;
   }
 
-  float* page_data(int32_t page) { return arena_.data() + page * geometry_.floats_per_page(); }
-  const float* page_data(int32_t page) const {
-    return arena_.data() + page * geometry_.floats_per_page();
+  KvArena::Location arena_location() const { return arena_->location(); }
+  // The start of the arena (a device pointer for a kCuda arena).
+  void* arena_data() { return arena_->data(); }
+  // Page `page` of a host fp32 arena; meaningless for any other arena.
+  float* page_data(int32_t page) {
+    return static_cast<float*>(arena_->data()) + page * geometry_.values_per_page();
   }
 
  private:
-  KvPool(const KvGeometry& geometry, int num_pages);
+  KvPool(const KvGeometry& geometry, int num_pages, std::unique_ptr<KvArena> arena);
 
   KvGeometry geometry_;
-  std::vector<float> arena_;
+  std::unique_ptr<KvArena> arena_;
   std::vector<int32_t> refcount_;
   std::vector<int32_t> free_list_;
   int used_pages_ = 0;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <set>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -169,6 +170,16 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const Tensor
   }
   if (!(s = reader.CheckNoExtras()).ok()) return s;
   return w;
+}
+
+absl::StatusOr<Model> LoadModel(const std::filesystem::path& model_dir) {
+  absl::StatusOr<ModelConfig> config = LoadModelConfig(model_dir);
+  if (!config.ok()) return config.status();
+  absl::StatusOr<TensorSet> tensors = TensorSet::OpenModelDir(model_dir);
+  if (!tensors.ok()) return tensors.status();
+  absl::StatusOr<ModelWeights> weights = LoadModelWeights(*config, *tensors);
+  if (!weights.ok()) return weights.status();
+  return Model{*std::move(config), *std::move(weights)};
 }
 
 }  // namespace catserve::engine

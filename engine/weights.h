@@ -1,6 +1,7 @@
 #ifndef CATSERVE_ENGINE_WEIGHTS_H_
 #define CATSERVE_ENGINE_WEIGHTS_H_
 
+#include <filesystem>
 #include <map>
 #include <vector>
 
@@ -60,6 +61,13 @@ struct ModelWeights {
 // Loads every tensor the config implies, checking each by name, shape and dtype, and rejects
 // tensors the config does not imply. All float dtypes are converted to fp32.
 absl::StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& config, const TensorSet& tensors);
+
+// A model directory's config.json and safetensors weights, checked against each other.
+struct Model {
+  ModelConfig config;
+  ModelWeights weights;
+};
+absl::StatusOr<Model> LoadModel(const std::filesystem::path& model_dir);
 
 // proj_fx ([D, M * Dc]) resized to [D, l * Dc] by bilinear interpolation with
 // align_corners=false along columns only (rows keep their size).

@@ -65,7 +65,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
         "max_queued, max_running and max_tokens_per_step must each be at least 1");
   }
   absl::StatusOr<engine::KvPool> pool =
-      engine::KvPool::Create(engine->kv_geometry(options.kv_page_entries), options.kv_pool_pages);
+      engine->CreateKvPool(options.kv_pool_pages, options.kv_page_entries);
   if (!pool.ok()) return pool.status();
   if (policy == nullptr) policy = MakeQueuePolicy();
   return std::unique_ptr<Scheduler>(

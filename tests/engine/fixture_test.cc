@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "engine/engine.h"
+#include "engine/cpu_engine.h"
 #include "engine/reference_forward.h"
 #include "engine/safetensors.h"
 #include "engine/tokenizer.h"
@@ -31,7 +31,7 @@ class FixtureTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     dir_ = kFixtures / GetParam();
-    auto engine = Engine::Load(dir_, {.threads = 2});
+    auto engine = CpuEngine::Load(dir_, {.threads = 2});
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = *std::move(engine);
     auto golden = TensorSet::OpenFile(dir_ / "golden.safetensors");
@@ -52,7 +52,7 @@ class FixtureTest : public ::testing::TestWithParam<std::string> {
   }
 
   std::filesystem::path dir_;
-  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<CpuEngine> engine_;
   std::unique_ptr<TensorSet> golden_;
 };
 
@@ -74,7 +74,7 @@ TEST_P(FixtureTest, ReferenceForwardMatchesPyTorch) {
 
 TEST_P(FixtureTest, IncrementalEngineMatchesPyTorch) {
   const int V = engine_->config().vocab_size;
-  auto pool = KvPool::Create(engine_->kv_geometry(16), 64);
+  auto pool = engine_->CreateKvPool(64, 16);
   ASSERT_TRUE(pool.ok());
   std::vector<float> logits(V);
   for (const char* seq : kSequences) {
@@ -185,6 +185,25 @@ TEST_P(FixtureTest, StreamDecoderEmitsValidUtf8PiecesThatAddUp) {
       EXPECT_GT(held, 0) << text;
     }
   }
+}
+
+TEST_P(FixtureTest, StreamDecoderStaysValidOnInvalidByteRuns) {
+  // A model may emit byte tokens that never form a character; pieces must stay valid UTF-8.
+  auto tok = Tokenizer::Load(dir_ / "tokenizer.model");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  auto ids = (*tok)->Encode("a🐈b");
+  ASSERT_TRUE(ids.ok());
+  std::vector<int32_t> bytes;  // the emoji's four byte tokens
+  for (int32_t id : *ids) {
+    auto piece = (*tok)->Decode({id});
+    if (piece.ok() && *piece == "\xEF\xBF\xBD") bytes.push_back(id);
+  }
+  ASSERT_EQ(bytes.size(), 4u);
+  const std::vector<int32_t> stream = {bytes[0], bytes[1], bytes[2], (*ids)[0], bytes[3],
+                                       bytes[0], bytes[1], bytes[2], bytes[3], (*ids)[0]};
+  StreamDecoder decoder(tok->get(), {});
+  for (int32_t id : stream) EXPECT_TRUE(IsValidUtf8(decoder.Add(id)));
+  EXPECT_TRUE(IsValidUtf8(decoder.Flush()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, FixtureTest, ::testing::Values("tiny", "tiny_gqa"));

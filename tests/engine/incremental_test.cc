@@ -5,7 +5,7 @@
 #include <memory>
 #include <random>
 
-#include "engine/engine.h"
+#include "engine/cpu_engine.h"
 #include "engine/random_model.h"
 #include "engine/reference_forward.h"
 #include "gtest/gtest.h"
@@ -32,7 +32,7 @@ float MaxAbsDiff(const float* a, const float* b, int n) {
 
 // Runs all cases through one engine in shared steps and checks every logits row against the
 // reference forward. Also checks page accounting after every step.
-void RunInterleaved(Engine& engine, const std::vector<Case>& cases, uint64_t seed) {
+void RunInterleaved(CpuEngine& engine, const std::vector<Case>& cases, uint64_t seed) {
   const ModelConfig& c = engine.config();
   const int V = c.vocab_size;
   absl::StatusOr<KvPool> pool = KvPool::Create(engine.kv_geometry(4), 4096);
@@ -116,13 +116,13 @@ class IncrementalTest : public ::testing::TestWithParam<bool> {};
 
 TEST_P(IncrementalTest, MatchesReferenceUnderRaggedBatches) {
   const ModelConfig c = TinyConfig(GetParam());
-  Engine engine(c, RandomModelWeights(c, 7), EngineOptions{.threads = 2});
+  CpuEngine engine(c, RandomModelWeights(c, 7), EngineOptions{.threads = 2});
   RunInterleaved(engine, MixedCases(), 11);
 }
 
 TEST_P(IncrementalTest, EveryChunkSizeAloneTokenByToken) {
   const ModelConfig c = TinyConfig(GetParam());
-  Engine engine(c, RandomModelWeights(c, 3), EngineOptions{.threads = 1});
+  CpuEngine engine(c, RandomModelWeights(c, 3), EngineOptions{.threads = 1});
   for (int l : c.chunk_sizes()) {
     RunInterleaved(engine, {{l, 1, 50, 0, 1}, {l, 33, 70, 0, 33}}, 5 + l);
   }
@@ -133,7 +133,7 @@ INSTANTIATE_TEST_SUITE_P(Models, IncrementalTest, ::testing::Values(false, true)
 
 TEST(EngineStepTest, RejectsBadItemsWithoutChangingState) {
   const ModelConfig c = TinyConfig(false);
-  Engine engine(c, RandomModelWeights(c, 1), EngineOptions{.threads = 1});
+  CpuEngine engine(c, RandomModelWeights(c, 1), EngineOptions{.threads = 1});
   absl::StatusOr<KvPool> pool = KvPool::Create(engine.kv_geometry(16), 8);
   ASSERT_TRUE(pool.ok());
   SequenceState s;

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "absl/synchronization/notification.h"
+#include "engine/cpu_engine.h"
 #include "engine/generate.h"
 #include "engine/random_model.h"
 #include "gtest/gtest.h"
@@ -74,7 +75,7 @@ class SchedulerTest : public ::testing::Test {
   }
 
   engine::ModelConfig config_;
-  engine::Engine engine_;
+  engine::CpuEngine engine_;
 };
 
 TEST_F(SchedulerTest, BatchingChangesNoOutputAndPagesReturnToZero) {

@@ -1,0 +1,61 @@
+#ifndef CATSERVE_ENGINE_CPU_ENGINE_H_
+#define CATSERVE_ENGINE_CPU_ENGINE_H_
+
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/config.h"
+#include "engine/cpu_ops.h"
+#include "engine/engine.h"
+#include "engine/kv_pool.h"
+#include "engine/step_plan.h"
+#include "engine/thread_pool.h"
+#include "engine/weights.h"
+
+namespace catserve::engine {
+
+// The CAT model on the CPU in fp32 over a host fp32 KvPool: the reference backend and the
+// embedded default. Uses its own compute pool inside Step.
+class CpuEngine : public Engine {
+ public:
+  // LoadModel(model_dir), then the engine over it (what Engine::Load does for Device::kCpu).
+  static absl::StatusOr<std::unique_ptr<CpuEngine>> Load(const std::filesystem::path& model_dir,
+                                                         const EngineOptions& options = {});
+  CpuEngine(ModelConfig config, ModelWeights weights, const EngineOptions& options);
+
+  const ModelConfig& config() const override { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  KvGeometry kv_geometry(int page_entries) const override;
+  int threads() const override { return compute_.size(); }
+
+  absl::Status Step(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits,
+                    StepStats* stats = nullptr) override;
+
+ private:
+  void RunCompressor(absl::Span<const StepItem> items);
+  void RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits);
+  // A linear layer through BLAS, logged in gemm_log_ when a caller asked for stats.
+  void Gemm(const float* x, int rows, int in, const float* w, int out, float* y);
+  void AttentionInputs(const BlockWeights& b, const RopeTable& rope, int rows,
+                       const std::vector<int>& positions);
+  void FinishBlock(const BlockWeights& b, int rows, std::vector<float>& x);
+
+  ModelConfig config_;
+  ModelWeights weights_;
+  ThreadPool compute_;
+  RopeTable decoder_rope_;
+  RopeTable compressor_rope_;
+
+  // Per-step plan and scratch, reused across steps.
+  StepPlan plan_;
+  std::vector<GemmShape>* gemm_log_ = nullptr;
+  std::vector<float> x_, norm_, qkv_, attn_, proj_, gate_up_, act_, cx_;
+};
+
+}  // namespace catserve::engine
+
+#endif  // CATSERVE_ENGINE_CPU_ENGINE_H_
