@@ -117,6 +117,14 @@ std::string StreamDecoder::Add(int32_t id) {
   auto prefix = tokenizer_->Decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_));
   auto text = tokenizer_->Decode(all.subspan(prefix_offset_));
   if (!prefix.ok() || !text.ok()) return "";
+  // Emit only a clean extension. While a character is incomplete its bytes decode to U+FFFD,
+  // and invalid byte runs decode differently once more bytes follow, so the shorter decode need
+  // not be a prefix of the longer one: then restart the window at what was already emitted
+  // (costing at most the word-boundary space of the next piece) rather than cut a character.
+  if (!absl::StartsWith(*text, *prefix)) {
+    prefix_offset_ = read_offset_;
+    return "";
+  }
   if (text->size() <= prefix->size() || absl::EndsWith(*text, kReplacement)) return "";
   std::string piece = text->substr(prefix->size());
   prefix_offset_ = read_offset_;

@@ -277,7 +277,7 @@ void Scheduler::UpdateQueues(Outbox& out) {
   Admit(out);
 }
 
-void Scheduler::RunStep(Outbox& out) {
+bool Scheduler::RunStep(Outbox& out, StepReport& report, SchedulerSnapshot& after) {
   const absl::Time start = absl::Now();
   const int V = engine_->config().vocab_size;
   // Decoding sequences first (one token each keeps every stream's pace), then prompt pieces in
@@ -296,7 +296,7 @@ void Scheduler::RunStep(Outbox& out) {
       owners.push_back(q.get());
     }
   }
-  if (items.empty()) return;
+  if (items.empty()) return false;
   int tokens = 0;
   for (size_t i = 0; i < items.size(); ++i) {
     Sequence& q = *owners[i];
@@ -337,7 +337,6 @@ void Scheduler::RunStep(Outbox& out) {
       finished.push_back({&q, FinishReason::kLength});
     }
   }
-  StepReport report;
   report.engine_time = engine_time;
   report.batch_size = static_cast<int>(items.size());
   report.tokens = tokens;
@@ -349,7 +348,6 @@ void Scheduler::RunStep(Outbox& out) {
       if (completed > 0) report.compressed_chunks[l] += completed;
     }
   }
-  SchedulerSnapshot after;
   {
     absl::MutexLock lock(&mu_);
     if (!status.ok()) {
@@ -360,10 +358,11 @@ void Scheduler::RunStep(Outbox& out) {
     after = SnapshotLocked();
   }
   report.duration = absl::Now() - start;
-  if (observer_ != nullptr) observer_->OnStep(report, after);
+  return true;
 }
 
 void Scheduler::Iterate() {
+  const absl::Time start = absl::Now();
   Outbox out;
   {
     absl::MutexLock lock(&mu_);
@@ -371,8 +370,14 @@ void Scheduler::Iterate() {
     pages_used_ = pool_.used_pages();
   }
   out.Deliver();
-  RunStep(out);
+  StepReport report;
+  SchedulerSnapshot after;
+  const bool stepped = RunStep(out, report, after);
   out.Deliver();
+  if (stepped && observer_ != nullptr) {
+    report.iteration = absl::Now() - start;
+    observer_->OnStep(report, after);
+  }
 }
 
 void Scheduler::Loop() {

@@ -26,8 +26,11 @@ struct SchedulerOptions {
 
 // What one engine step did; handed to the observer after every step.
 struct StepReport {
-  absl::Duration duration;     // engine step + sampling
+  absl::Duration duration;     // planning + engine step + sampling
   absl::Duration engine_time;  // inside Engine::Step
+  // The whole scheduler iteration around the step: queue updates, the step, and handing the
+  // results to the sinks. iteration - engine_time is the serving layer's own cost.
+  absl::Duration iteration;
   int batch_size = 0;          // sequences in the step
   int tokens = 0;              // tokens the step consumed (prefill + decode)
   int decoder_positions = 0;
@@ -103,7 +106,8 @@ class Scheduler {
   // Ends `seq` (frees its pages at once) and queues its OnFinish.
   void Finish(Sequence& seq, FinishReason reason, absl::Status error, Outbox& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RunStep(Outbox& out);
+  // Runs one step if any sequence has work; returns whether it did, with its report.
+  bool RunStep(Outbox& out, StepReport& report, SchedulerSnapshot& after);
   SchedulerSnapshot SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   engine::Engine* engine_;

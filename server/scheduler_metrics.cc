@@ -22,6 +22,8 @@ void SchedulerMetrics::OnStep(const scheduler::StepReport& report,
   metrics_->step_duration().Observe(absl::ToDoubleSeconds(report.duration));
   metrics_->step_tokens().Observe(report.tokens);
   metrics_->step_batch_size().Observe(report.batch_size);
+  metrics_->engine_seconds().Add(absl::ToDoubleSeconds(report.engine_time));
+  metrics_->iteration_seconds().Add(absl::ToDoubleSeconds(report.iteration));
   for (const auto& [chunk_size, chunks] : report.compressed_chunks) {
     if (chunks > 0) metrics_->ForChunkSize(chunk_size).compressor_calls->Increment(chunks);
   }

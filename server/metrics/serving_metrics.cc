@@ -97,6 +97,8 @@ absl::Status ServingMetrics::Register(Registry* registry, const BuildInfo& build
   HistogramFamily* step_duration = nullptr;
   HistogramFamily* step_tokens = nullptr;
   HistogramFamily* step_batch_size = nullptr;
+  CounterFamily* engine_seconds = nullptr;
+  CounterFamily* iteration_seconds = nullptr;
 
   // One step per family, in exposition order; registration stops at the first failure.
   const std::function<absl::Status()> steps[] = {
@@ -163,9 +165,9 @@ absl::Status ServingMetrics::Register(Registry* registry, const BuildInfo& build
                       &kv_pages_used);
       },
       [&] {
-        return Assign(
-            registry->AddGauge("catserve_kv_pages_capacity", "Compressed-KV pool pages in the arena."),
-            &kv_pages_total);
+        return Assign(registry->AddGauge("catserve_kv_pages_capacity",
+                                         "Compressed-KV pool pages in the arena."),
+                      &kv_pages_total);
       },
       [&] {
         return Assign(
@@ -173,9 +175,9 @@ absl::Status ServingMetrics::Register(Registry* registry, const BuildInfo& build
             &kv_bytes_used);
       },
       [&] {
-        return Assign(
-            registry->AddGauge("catserve_kv_bytes_capacity", "Bytes of the compressed-KV pool arena."),
-            &kv_bytes_total);
+        return Assign(registry->AddGauge("catserve_kv_bytes_capacity",
+                                         "Bytes of the compressed-KV pool arena."),
+                      &kv_bytes_total);
       },
       [&] {
         // Captures registry-owned series, not `this`: the callback outlives a failed Create.
@@ -225,6 +227,18 @@ absl::Status ServingMetrics::Register(Registry* registry, const BuildInfo& build
                                    ExponentialBuckets(1, 2, 11)),
             &step_batch_size);
       },
+      [&] {
+        return Assign(registry->AddCounter("catserve_engine_busy_seconds_total",
+                                           "Seconds spent inside engine steps."),
+                      &engine_seconds);
+      },
+      [&] {
+        return Assign(registry->AddCounter(
+                          "catserve_scheduler_iteration_seconds_total",
+                          "Seconds of scheduler iterations that ran a step: queue updates, the "
+                          "step, and handing results to the streams."),
+                      &iteration_seconds);
+      },
       [&] { return registry->AddCollector(std::make_unique<ProcessCollector>()); },
   };
   for (const std::function<absl::Status()>& step : steps) {
@@ -241,6 +255,8 @@ absl::Status ServingMetrics::Register(Registry* registry, const BuildInfo& build
   step_duration_ = &step_duration->WithLabels({});
   step_tokens_ = &step_tokens->WithLabels({});
   step_batch_size_ = &step_batch_size->WithLabels({});
+  engine_seconds_ = &engine_seconds->WithLabels({});
+  iteration_seconds_ = &iteration_seconds->WithLabels({});
   return absl::OkStatus();
 }
 

@@ -96,6 +96,10 @@ class ServingMetrics {
   Histogram& step_duration() { return *step_duration_; }      // seconds
   Histogram& step_tokens() { return *step_tokens_; }          // positions processed
   Histogram& step_batch_size() { return *step_batch_size_; }  // sequences in the batch
+  // Seconds inside the engine, and seconds of whole scheduler iterations around those steps;
+  // 1 - rate(engine) / rate(iteration) is the serving layer's own share of the loop.
+  Counter& engine_seconds() { return *engine_seconds_; }
+  Counter& iteration_seconds() { return *iteration_seconds_; }
 
  private:
   struct ChunkSizeFamilies {
@@ -127,6 +131,8 @@ class ServingMetrics {
   Histogram* step_duration_ = nullptr;
   Histogram* step_tokens_ = nullptr;
   Histogram* step_batch_size_ = nullptr;
+  Counter* engine_seconds_ = nullptr;
+  Counter* iteration_seconds_ = nullptr;
 
   // by_log2_[k] caches chunk size 2^k once created; written once under mu_, read without it.
   std::array<std::atomic<const ChunkSizeMetrics*>, kFastChunkSizes> by_log2_{};

@@ -41,6 +41,8 @@ TEST(ServingMetricsTest, RegistersTheWholeContract) {
                        "catserve_step_duration_seconds",
                        "catserve_step_tokens",
                        "catserve_step_batch_size",
+                       "catserve_engine_busy_seconds_total",
+                       "catserve_scheduler_iteration_seconds_total",
                        "process_cpu_seconds_total",
                        "process_resident_memory_bytes",
                        "process_virtual_memory_bytes",
