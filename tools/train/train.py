@@ -5,6 +5,9 @@
     nice -n 10 python3 tools/train/train.py --steps 600        # -> models/cat-small-en/
     nice -n 10 python3 tools/train/train.py --steps 600 --resume   # continue an interrupted run
 
+The shipped model is `--steps 600` followed by `--steps 1000 --resume` (a longer cosine taken
+up at step 600; see models/cat-small-en/README.md).
+
 One set of weights is trained on chunk sizes 1, 2, 4, 8, 16: every step draws one size for the
 whole batch. Rows are 384-token windows of the fortunes text (documents joined by EOS) or, with
 probability --recall_frac, a synthetic recall document (see prepare_data.py) followed by text.
