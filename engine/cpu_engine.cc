@@ -2,11 +2,13 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/bf16.h"
 #include "engine/cpu_ops.h"
 
 namespace catserve::engine {
@@ -18,23 +20,45 @@ void CopyRow(const std::vector<float>& table, int row, int width, float* dst) {
   std::copy_n(table.data() + static_cast<size_t>(row) * width, width, dst);
 }
 
+void Round(std::vector<float>& v) {
+  for (float& x : v) x = RoundToBf16(x);
+}
+
+// The weights as the CUDA backend holds them: linear layers and embedding rows in bf16, norm
+// weights and biases in fp32.
+ModelWeights RoundedToBf16(ModelWeights w) {
+  CompressorWeights& c = w.compressor;
+  DecoderWeights& d = w.decoder;
+  for (std::vector<float>* t : {&c.wte, &c.pos_tokens, &c.adaptive_tokens, &d.embeddings,
+                                &d.separator, &d.adaptive_token, &d.lm_head}) {
+    Round(*t);
+  }
+  for (auto& [l, p] : c.proj_fx) Round(p);
+  for (std::vector<BlockWeights>* layers : {&c.layers, &d.layers}) {
+    for (BlockWeights& b : *layers) {
+      for (std::vector<float>* t : {&b.qkv, &b.o, &b.gate_up, &b.down}) Round(*t);
+    }
+  }
+  return w;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem::path& model_dir,
                                                            const EngineOptions& options) {
   absl::StatusOr<Model> model = LoadModel(model_dir);
   if (!model.ok()) return model.status();
-  return std::make_unique<CpuEngine>(std::move(model->config), std::move(model->weights),
-                                     options);
+  return std::make_unique<CpuEngine>(std::move(model->config), std::move(model->weights), options);
 }
 
 CpuEngine::CpuEngine(ModelConfig config, ModelWeights weights, const EngineOptions& options)
     : config_(std::move(config)),
-      weights_(std::move(weights)),
+      weights_(options.emulate_bf16 ? RoundedToBf16(std::move(weights)) : std::move(weights)),
       compute_(options.threads),
       decoder_rope_(config_.head_dim(), config_.rope_theta, config_.max_chunk_size + 2),
       compressor_rope_(config_.compressor_head_dim(), config_.rope_theta,
-                       config_.max_chunk_size + 2) {
+                       config_.max_chunk_size + 2),
+      emulate_bf16_(options.emulate_bf16) {
   // GEMMs are split over compute_ by ParallelLinear; BLAS itself stays single-threaded.
   openblas_set_num_threads(1);
 }
@@ -47,12 +71,17 @@ KvGeometry CpuEngine::kv_geometry(int page_entries) const {
 }
 
 void CpuEngine::Gemm(const float* x, int rows, int in, const float* w, int out, float* y) {
+  if (emulate_bf16_) {
+    rounded_.assign(x, x + static_cast<size_t>(rows) * in);
+    Round(rounded_);
+    x = rounded_.data();
+  }
   ParallelLinear(compute_, x, rows, in, w, out, y);
   if (gemm_log_ != nullptr) gemm_log_->push_back({rows, in, out});
 }
 
 void CpuEngine::AttentionInputs(const BlockWeights& b, const RopeTable& rope, int rows,
-                             const std::vector<int>& positions) {
+                                const std::vector<int>& positions) {
   const int W = b.width, qkv_rows = b.qkv_rows();
   norm_.resize(static_cast<size_t>(rows) * W);
   RmsNorm(x_.data(), b.attn_norm.data(), rows, W, static_cast<float>(config_.norm_eps),
@@ -161,7 +190,8 @@ void CpuEngine::RunCompressor(absl::Span<const StepItem> items) {
   }
 }
 
-void CpuEngine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits) {
+void CpuEngine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool,
+                           absl::Span<float> logits) {
   const DecoderWeights& dw = weights_.decoder;
   const int D = config_.hidden_size, V = config_.vocab_size;
   const int T = static_cast<int>(plan_.rows.size());
@@ -203,8 +233,11 @@ void CpuEngine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl:
       const SequenceState& s = *items[r.item].seq;
       const float* row = qkv_.data() + static_cast<size_t>(t) * qkv_rows;
       for (int kvh = 0; kvh < Hkv; ++kvh) {
-        std::copy_n(row + (H + kvh) * hd, hd, entry_ptr(s, r.compressed, r.entry, 0, kvh));
-        std::copy_n(row + (H + Hkv + kvh) * hd, hd, entry_ptr(s, r.compressed, r.entry, 1, kvh));
+        for (int kv = 0; kv < 2; ++kv) {
+          float* dst = entry_ptr(s, r.compressed, r.entry, kv, kvh);
+          std::copy_n(row + (H + kv * Hkv + kvh) * hd, hd, dst);
+          if (emulate_bf16_) std::transform(dst, dst + hd, dst, RoundToBf16);
+        }
       }
     }
     // One task per (sequence, kv head): each cached entry is read once and scored against every
@@ -289,8 +322,8 @@ void CpuEngine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl:
   }
 }
 
-absl::Status CpuEngine::Step(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits,
-                          StepStats* stats) {
+absl::Status CpuEngine::Step(absl::Span<const StepItem> items, KvPool& pool,
+                             absl::Span<float> logits, StepStats* stats) {
   if (items.empty()) return absl::OkStatus();
   if (logits.size() < items.size() * static_cast<size_t>(config_.vocab_size)) {
     return absl::InvalidArgumentError("logits buffer is smaller than items * vocab_size");

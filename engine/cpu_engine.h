@@ -50,10 +50,12 @@ class CpuEngine : public Engine {
   RopeTable decoder_rope_;
   RopeTable compressor_rope_;
 
+  const bool emulate_bf16_;
+
   // Per-step plan and scratch, reused across steps.
   StepPlan plan_;
   std::vector<GemmShape>* gemm_log_ = nullptr;
-  std::vector<float> x_, norm_, qkv_, attn_, proj_, gate_up_, act_, cx_;
+  std::vector<float> x_, norm_, qkv_, attn_, proj_, gate_up_, act_, cx_, rounded_;
 };
 
 }  // namespace catserve::engine

@@ -19,6 +19,9 @@ enum class Device { kCpu, kCuda };
 struct EngineOptions {
   int threads = 0;  // CPU compute threads; <= 0: one per hardware thread
   Device device = Device::kCpu;
+  // CPU only, for testing the CUDA backend: round weights, every GEMM input and every cached K/V
+  // to bf16 where the CUDA backend stores bf16, so the CPU computes what the GPU should.
+  bool emulate_bf16 = false;
 };
 
 // True when this build contains the CUDA backend (CMake option CATSERVE_CUDA). Whether a GPU is

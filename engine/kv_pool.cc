@@ -47,9 +47,9 @@ absl::StatusOr<KvPool> KvPool::Create(const KvGeometry& geometry, int num_pages)
     return absl::InvalidArgumentError("a host KV pool holds fp32 values (bytes_per_value 4)");
   }
   try {
-    return KvPool(geometry, num_pages,
-                  std::make_unique<HostKvArena>(static_cast<size_t>(num_pages) *
-                                                geometry.values_per_page()));
+    return KvPool(
+        geometry, num_pages,
+        std::make_unique<HostKvArena>(static_cast<size_t>(num_pages) * geometry.values_per_page()));
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot allocate a KV pool of ", num_pages, " pages (",

@@ -26,11 +26,11 @@ struct StepPlan {
   // One decoder position.
   struct Row {
     int item;
-    bool compressed;  // an F entry (RoPE position 0) rather than S or a token
-    int entry;        // compressed index or local slot
-    int pos;          // RoPE position
+    bool compressed;         // an F entry (RoPE position 0) rather than S or a token
+    int entry;               // compressed index or local slot
+    int pos;                 // RoPE position
     int visible_compressed;  // compressed entries 0..visible_compressed-1 are visible
-    int token;        // the token fed at a token row; -1 for F and S rows
+    int token;               // the token fed at a token row; -1 for F and S rows
   };
   // One chunk to compress, whose fx is the input of decoder row `decoder_row`.
   struct Chunk {

@@ -1,0 +1,560 @@
+#include "engine/cuda/cuda_engine.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "engine/cpu_ops.h"
+#include "engine/cuda/cublas_library.h"
+#include "engine/cuda/device_buffer.h"
+#include "engine/cuda/device_weights.h"
+#include "engine/cuda/kernels.h"
+#include "engine/step_plan.h"
+
+namespace catserve::engine {
+namespace {
+
+using cuda::AttentionRow;
+using cuda::DeviceBlock;
+using cuda::DeviceBuffer;
+using cuda::KvSlot;
+using cuda::RowSource;
+
+constexpr float kQkNormEps = 1e-5f;  // cat-model.md: qk_norm's epsilon, not norm_eps
+constexpr int kBf16Bytes = 2;
+
+#define CATSERVE_CUDA_RETURN_IF_ERROR(expr, what)                                           \
+  do {                                                                                      \
+    if (absl::Status _s = ::catserve::engine::cuda::CudaStatus((expr), (what)); !_s.ok()) { \
+      return _s;                                                                            \
+    }                                                                                       \
+  } while (false)
+
+#define CATSERVE_RETURN_IF_ERROR(expr)        \
+  do {                                        \
+    if (absl::Status _s = (expr); !_s.ok()) { \
+      return _s;                              \
+    }                                         \
+  } while (false)
+
+absl::Status CublasStatus(const cuda::CublasLibrary& cublas, cublasStatus_t status,
+                          const char* what) {
+  if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": ", cublas.status_string(status)));
+}
+
+// The pool's pages in device memory.
+class CudaKvArena : public KvArena {
+ public:
+  explicit CudaKvArena(void* data) : data_(data) {}
+  ~CudaKvArena() override { cudaFree(data_); }
+  void* data() override { return data_; }
+  Location location() const override { return Location::kCuda; }
+
+ private:
+  void* data_;
+};
+
+// Step metadata assembled on the host, uploaded in one copy. Each section is a run of int32.
+class MetaBuilder {
+ public:
+  void Clear() { words_.clear(); }
+  // Appends `count` values of T (a struct of int32) and returns their offset in words.
+  template <typename T>
+  size_t Append(const std::vector<T>& values) {
+    static_assert(sizeof(T) % sizeof(int32_t) == 0);
+    const size_t at = words_.size();
+    words_.resize(at + values.size() * sizeof(T) / sizeof(int32_t));
+    if (!values.empty()) std::memcpy(words_.data() + at, values.data(), values.size() * sizeof(T));
+    return at;
+  }
+  const std::vector<int32_t>& words() const { return words_; }
+
+ private:
+  std::vector<int32_t> words_;
+};
+
+class CudaEngine : public Engine {
+ public:
+  CudaEngine(ModelConfig config, int device, cudaStream_t stream,
+             const cuda::CublasLibrary* cublas_library, cublasHandle_t cublas,
+             cuda::DeviceWeights weights, DeviceBuffer decoder_rope_cos,
+             DeviceBuffer decoder_rope_sin, DeviceBuffer compressor_rope_cos,
+             DeviceBuffer compressor_rope_sin)
+      : config_(std::move(config)),
+        device_(device),
+        stream_(stream),
+        cublas_library_(cublas_library),
+        cublas_(cublas),
+        w_(std::move(weights)),
+        decoder_rope_cos_(std::move(decoder_rope_cos)),
+        decoder_rope_sin_(std::move(decoder_rope_sin)),
+        compressor_rope_cos_(std::move(compressor_rope_cos)),
+        compressor_rope_sin_(std::move(compressor_rope_sin)) {}
+
+  ~CudaEngine() override {
+    cudaSetDevice(device_);
+    cublas_library_->destroy(cublas_);
+    cudaStreamDestroy(stream_);
+  }
+
+  const ModelConfig& config() const override { return config_; }
+  KvGeometry kv_geometry(int page_entries) const override {
+    return KvGeometry{.layers = config_.num_hidden_layers,
+                      .kv_heads = config_.num_kv_heads,
+                      .head_dim = config_.head_dim(),
+                      .page_entries = page_entries,
+                      .bytes_per_value = kBf16Bytes};
+  }
+  int threads() const override { return 1; }
+
+  absl::StatusOr<KvPool> CreateKvPool(int num_pages, int page_entries) const override {
+    const KvGeometry g = kv_geometry(page_entries);
+    if (num_pages <= 0 || page_entries <= 0) return KvPool::Create(g, num_pages, nullptr);
+    const size_t bytes = static_cast<size_t>(num_pages) * g.page_bytes();
+    CATSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
+    void* data = nullptr;
+    if (cudaMalloc(&data, bytes) != cudaSuccess) {
+      cudaGetLastError();
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot allocate a KV pool of ", num_pages, " pages (",
+                       static_cast<double>(bytes) / (1 << 20), " MiB) on the GPU"));
+    }
+    auto arena = std::make_unique<CudaKvArena>(data);
+    CATSERVE_CUDA_RETURN_IF_ERROR(cudaMemset(data, 0, bytes), "cudaMemset (KV pool)");
+    return KvPool::Create(g, num_pages, std::move(arena));
+  }
+
+  absl::Status Step(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits,
+                    StepStats* stats) override;
+
+ private:
+  absl::Status CheckPool(const KvPool& pool) const;
+  void BuildMeta(absl::Span<const StepItem> items);
+  absl::Status Upload();
+  // y[rows, out] (+)= x[rows, in] W^T: bf16 inputs, fp32 output and accumulation.
+  absl::Status Gemm(const uint16_t* x, int rows, int in, const uint16_t* w, int out, float* y,
+                    bool accumulate);
+  // The attention-free half of a block around `attend`: norm, qkv, `attend` (which reads qkv_
+  // and writes attn_), o-projection into x, then the MLP into x.
+  template <typename Attend>
+  absl::Status Block(const DeviceBlock& b, int rows, float* x, const int32_t* positions,
+                     const float* rope_cos, const float* rope_sin, Attend attend);
+  absl::Status RunCompressor();
+  absl::Status RunDecoder(KvPool& pool);
+  absl::Status Logits(absl::Span<const StepItem> items, absl::Span<float> logits);
+
+  template <typename T>
+  const T* MetaAt(size_t offset) const {
+    return reinterpret_cast<const T*>(meta_.as<int32_t>() + offset);
+  }
+
+  ModelConfig config_;
+  int device_;
+  cudaStream_t stream_;
+  const cuda::CublasLibrary* cublas_library_;
+  cublasHandle_t cublas_;
+  cuda::DeviceWeights w_;
+  DeviceBuffer decoder_rope_cos_, decoder_rope_sin_, compressor_rope_cos_, compressor_rope_sin_;
+
+  // Per-step plan, its host-side metadata and offsets into meta_.
+  StepPlan plan_;
+  MetaBuilder host_meta_;
+  struct SizeGroup {
+    int chunk_size;
+    int first;  // index into the grouped chunk order (fx rows)
+    int count;
+  };
+  std::vector<SizeGroup> groups_;
+  std::vector<int32_t> want_;  // items that want logits
+  size_t c_src_ = 0, c_pos_ = 0, c_first_ = 0, c_len_ = 0, fx_first_ = 0;
+  size_t d_src_ = 0, d_pos_ = 0, d_slots_ = 0, d_attn_ = 0, d_pages_ = 0, logit_rows_ = 0;
+  int compressor_rows_ = 0;
+  std::vector<GemmShape>* gemm_log_ = nullptr;
+
+  // Device scratch, grown as steps need.
+  DeviceBuffer meta_, x_, cx_, norm_, qkv_, attn_, gate_up_, act_, fx_in_, fx_, logits_;
+  std::vector<float> host_logits_;
+};
+
+absl::Status CudaEngine::CheckPool(const KvPool& pool) const {
+  const KvGeometry& g = pool.geometry();
+  const KvGeometry want = kv_geometry(g.page_entries);
+  if (pool.arena_location() != KvArena::Location::kCuda || g.layers != want.layers ||
+      g.kv_heads != want.kv_heads || g.head_dim != want.head_dim ||
+      g.bytes_per_value != want.bytes_per_value) {
+    return absl::InvalidArgumentError(
+        "the CUDA engine needs a KV pool made by its own CreateKvPool (bf16, device memory)");
+  }
+  return absl::OkStatus();
+}
+
+void CudaEngine::BuildMeta(absl::Span<const StepItem> items) {
+  host_meta_.Clear();
+  const int M = config_.max_chunk_size;
+
+  // Compressor rows: [adaptive_tokens[l], pos_tokens[index], wte[t_0..t_{l-1}]] per chunk.
+  std::vector<RowSource> c_src;
+  std::vector<int32_t> c_first, c_len;
+  for (const StepPlan::Chunk& ch : plan_.chunks) {
+    const SequenceState& s = *items[ch.item].seq;
+    const int l = s.chunk_size;
+    c_src.push_back({2, l});
+    c_src.push_back({1, ch.index});
+    for (int r = 0; r < l; ++r) c_src.push_back({0, s.tokens[ch.index * l + r]});
+    c_first.push_back(ch.first_row);
+    c_len.push_back(l + 2);
+  }
+  compressor_rows_ = static_cast<int>(c_src.size());
+  c_src_ = host_meta_.Append(c_src);
+  c_pos_ = host_meta_.Append(plan_.chunk_positions);
+  c_first_ = host_meta_.Append(c_first);
+  c_len_ = host_meta_.Append(c_len);
+
+  // Chunks grouped by size for the proj_fx GEMMs: fx row of chunk c is fx_row[c].
+  groups_.clear();
+  std::vector<int32_t> fx_first;  // first token-state row of each chunk, grouped order
+  std::vector<int32_t> fx_row(plan_.chunks.size());
+  for (int l = 1; l <= M; ++l) {
+    const int first = static_cast<int>(fx_first.size());
+    for (size_t c = 0; c < plan_.chunks.size(); ++c) {
+      if (items[plan_.chunks[c].item].seq->chunk_size != l) continue;
+      fx_row[c] = static_cast<int32_t>(fx_first.size());
+      fx_first.push_back(plan_.chunks[c].first_row + 2);
+    }
+    const int count = static_cast<int>(fx_first.size()) - first;
+    if (count > 0) groups_.push_back({l, first, count});
+  }
+  fx_first_ = host_meta_.Append(fx_first);
+
+  // Decoder rows: inputs and positions (cache slots and page lists follow in Step).
+  std::vector<RowSource> d_src(plan_.rows.size());
+  std::vector<int32_t> decoder_row_chunk(plan_.rows.size(), -1);
+  for (size_t c = 0; c < plan_.chunks.size(); ++c) {
+    decoder_row_chunk[plan_.chunks[c].decoder_row] = static_cast<int32_t>(c);
+  }
+  for (size_t t = 0; t < plan_.rows.size(); ++t) {
+    const StepPlan::Row& r = plan_.rows[t];
+    if (r.compressed && r.entry == 0) {
+      d_src[t] = {2, items[r.item].seq->chunk_size};
+    } else if (r.compressed) {
+      d_src[t] = {3, fx_row[decoder_row_chunk[t]]};
+    } else if (r.entry == 0) {
+      d_src[t] = {1, 0};
+    } else {
+      d_src[t] = {0, r.token};
+    }
+  }
+  d_src_ = host_meta_.Append(d_src);
+  d_pos_ = host_meta_.Append(plan_.row_positions);
+
+  want_.clear();
+  for (int i = 0; i < static_cast<int>(items.size()); ++i) {
+    if (items[i].want_logits) want_.push_back(i);
+  }
+  std::vector<int32_t> logit_rows;
+  for (int i : want_) logit_rows.push_back(plan_.logit_row[i]);
+  logit_rows_ = host_meta_.Append(logit_rows);
+}
+
+absl::Status CudaEngine::Upload() {
+  const std::vector<int32_t>& words = host_meta_.words();
+  CATSERVE_RETURN_IF_ERROR(meta_.Reserve(std::max<size_t>(words.size(), 1) * sizeof(int32_t)));
+  CATSERVE_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(meta_.data(), words.data(), words.size() * sizeof(int32_t),
+                      cudaMemcpyHostToDevice, stream_),
+      "cudaMemcpyAsync (step metadata)");
+  return absl::OkStatus();
+}
+
+absl::Status CudaEngine::Gemm(const uint16_t* x, int rows, int in, const uint16_t* w, int out,
+                              float* y, bool accumulate) {
+  if (rows == 0) return absl::OkStatus();
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  // Row-major y[rows, out] = x[rows, in] W^T is column-major y^T[out, rows] = W[in, out]^T x^T.
+  CATSERVE_RETURN_IF_ERROR(CublasStatus(
+      *cublas_library_,
+      cublas_library_->gemm_ex(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w,
+                               CUDA_R_16BF, in, x, CUDA_R_16BF, in, &beta, y, CUDA_R_32F, out,
+                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+      "cublasGemmEx"));
+  if (gemm_log_ != nullptr) gemm_log_->push_back({rows, in, out});
+  return absl::OkStatus();
+}
+
+template <typename Attend>
+absl::Status CudaEngine::Block(const DeviceBlock& b, int rows, float* x, const int32_t* positions,
+                               const float* rope_cos, const float* rope_sin, Attend attend) {
+  const int W = b.width, I = b.intermediate, qkv_rows = b.qkv_rows();
+  const float eps = static_cast<float>(config_.norm_eps);
+  uint16_t* norm = norm_.as<uint16_t>();
+  float* qkv = qkv_.as<float>();
+  CATSERVE_CUDA_RETURN_IF_ERROR(
+      cuda::RmsNormToBf16(x, nullptr, rows, W, b.attn_norm.as<float>(), eps, norm, stream_),
+      "RmsNorm");
+  CATSERVE_RETURN_IF_ERROR(Gemm(norm, rows, W, b.qkv.as<uint16_t>(), qkv_rows, qkv, false));
+  CATSERVE_CUDA_RETURN_IF_ERROR(
+      cuda::QkvPostprocess(qkv, rows, b.heads, b.kv_heads, b.head_dim, b.qkv_bias.as<float>(),
+                           b.q_norm.as<float>(), b.k_norm.as<float>(), kQkNormEps, positions,
+                           rope_cos, rope_sin, stream_),
+      "QkvPostprocess");
+  CATSERVE_RETURN_IF_ERROR(attend());
+  CATSERVE_RETURN_IF_ERROR(
+      Gemm(attn_.as<uint16_t>(), rows, b.heads * b.head_dim, b.o.as<uint16_t>(), W, x, true));
+  CATSERVE_CUDA_RETURN_IF_ERROR(
+      cuda::RmsNormToBf16(x, nullptr, rows, W, b.mlp_norm.as<float>(), eps, norm, stream_),
+      "RmsNorm");
+  CATSERVE_RETURN_IF_ERROR(
+      Gemm(norm, rows, W, b.gate_up.as<uint16_t>(), 2 * I, gate_up_.as<float>(), false));
+  CATSERVE_CUDA_RETURN_IF_ERROR(
+      cuda::SiluMul(gate_up_.as<float>(), rows, I, act_.as<uint16_t>(), stream_), "SiluMul");
+  return Gemm(act_.as<uint16_t>(), rows, I, b.down.as<uint16_t>(), W, x, true);
+}
+
+absl::Status CudaEngine::RunCompressor() {
+  if (plan_.chunks.empty()) return absl::OkStatus();
+  const int Dc = config_.compressor_hidden_size, D = config_.hidden_size;
+  const int rows = compressor_rows_;
+  const int chunks = static_cast<int>(plan_.chunks.size());
+  float* cx = cx_.as<float>();
+  CATSERVE_CUDA_RETURN_IF_ERROR(
+      cuda::GatherRows(MetaAt<RowSource>(c_src_), rows, Dc, w_.wte.as<uint16_t>(),
+                       w_.pos_tokens.as<uint16_t>(), w_.adaptive_tokens.as<uint16_t>(), nullptr, cx,
+                       stream_),
+      "GatherRows (compressor)");
+  for (const DeviceBlock& b : w_.compressor_layers) {
+    CATSERVE_RETURN_IF_ERROR(Block(
+        b, rows, cx, MetaAt<int32_t>(c_pos_), compressor_rope_cos_.as<float>(),
+        compressor_rope_sin_.as<float>(), [&]() -> absl::Status {
+          return cuda::CudaStatus(
+              cuda::ChunkAttention(qkv_.as<float>(), MetaAt<int32_t>(c_first_),
+                                   MetaAt<int32_t>(c_len_), chunks, config_.max_chunk_size + 2,
+                                   b.heads, b.head_dim, attn_.as<uint16_t>(), stream_),
+              "ChunkAttention");
+        }));
+  }
+  uint16_t* norm = norm_.as<uint16_t>();
+  CATSERVE_CUDA_RETURN_IF_ERROR(
+      cuda::RmsNormToBf16(cx, nullptr, rows, Dc, w_.compressor_norm.as<float>(),
+                          static_cast<float>(config_.norm_eps), norm, stream_),
+      "RmsNorm (compressor)");
+  // fx = W_l [h_2; ...; h_{l+1}] per chunk; chunks of one size share one GEMM.
+  for (const SizeGroup& g : groups_) {
+    const int width = g.chunk_size * Dc;
+    CATSERVE_CUDA_RETURN_IF_ERROR(
+        cuda::GatherBf16(norm, MetaAt<int32_t>(fx_first_) + g.first, g.count, Dc, width,
+                         fx_in_.as<uint16_t>(), stream_),
+        "GatherBf16 (proj_fx input)");
+    CATSERVE_RETURN_IF_ERROR(Gemm(fx_in_.as<uint16_t>(), g.count, width,
+                                  w_.proj_fx.at(g.chunk_size).as<uint16_t>(), D,
+                                  fx_.as<float>() + static_cast<size_t>(g.first) * D, false));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaEngine::RunDecoder(KvPool& pool) {
+  const int D = config_.hidden_size;
+  const int T = static_cast<int>(plan_.rows.size());
+  const KvGeometry& g = pool.geometry();
+  uint16_t* arena = static_cast<uint16_t*>(pool.arena_data());
+  float* x = x_.as<float>();
+  CATSERVE_CUDA_RETURN_IF_ERROR(
+      cuda::GatherRows(MetaAt<RowSource>(d_src_), T, D, w_.embeddings.as<uint16_t>(),
+                       w_.separator.as<uint16_t>(), w_.adaptive_token.as<uint16_t>(),
+                       fx_.as<float>(), x, stream_),
+      "GatherRows (decoder)");
+  for (int layer = 0; layer < static_cast<int>(w_.layers.size()); ++layer) {
+    const DeviceBlock& b = w_.layers[layer];
+    CATSERVE_RETURN_IF_ERROR(
+        Block(b, T, x, MetaAt<int32_t>(d_pos_), decoder_rope_cos_.as<float>(),
+              decoder_rope_sin_.as<float>(), [&]() -> absl::Status {
+                // This step's keys and values go into the cache first; attention reads the cache.
+                CATSERVE_CUDA_RETURN_IF_ERROR(
+                    cuda::WriteKv(qkv_.as<float>(), T, b.heads, b.kv_heads, b.head_dim,
+                                  MetaAt<KvSlot>(d_slots_), layer, g.page_entries,
+                                  g.values_per_page(), arena, stream_),
+                    "WriteKv");
+                return cuda::CudaStatus(
+                    cuda::PagedAttention(qkv_.as<float>(), T, b.heads, b.kv_heads, b.head_dim,
+                                         MetaAt<AttentionRow>(d_attn_), MetaAt<int32_t>(d_pages_),
+                                         layer, g.page_entries, g.values_per_page(), arena,
+                                         attn_.as<uint16_t>(), stream_),
+                    "PagedAttention");
+              }));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaEngine::Logits(absl::Span<const StepItem> items, absl::Span<float> logits) {
+  const int D = config_.hidden_size, V = config_.vocab_size;
+  const int n = static_cast<int>(want_.size());
+  if (n == 0) return absl::OkStatus();
+  uint16_t* h = norm_.as<uint16_t>();
+  CATSERVE_CUDA_RETURN_IF_ERROR(
+      cuda::RmsNormToBf16(x_.as<float>(), MetaAt<int32_t>(logit_rows_), n, D, w_.norm.as<float>(),
+                          static_cast<float>(config_.norm_eps), h, stream_),
+      "RmsNorm (final)");
+  CATSERVE_RETURN_IF_ERROR(Gemm(h, n, D, w_.lm_head_data(), V, logits_.as<float>(), false));
+  // Every item wants logits in the common case: its rows land in place.
+  const bool in_place = n == static_cast<int>(items.size());
+  float* dst = logits.data();
+  if (!in_place) {
+    host_logits_.resize(static_cast<size_t>(n) * V);
+    dst = host_logits_.data();
+  }
+  CATSERVE_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(dst, logits_.data(), static_cast<size_t>(n) * V * sizeof(float),
+                      cudaMemcpyDeviceToHost, stream_),
+      "cudaMemcpyAsync (logits)");
+  CATSERVE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "step");
+  if (!in_place) {
+    for (int k = 0; k < n; ++k) {
+      std::copy_n(host_logits_.data() + static_cast<size_t>(k) * V, V,
+                  logits.data() + static_cast<size_t>(want_[k]) * V);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaEngine::Step(absl::Span<const StepItem> items, KvPool& pool,
+                              absl::Span<float> logits, StepStats* stats) {
+  if (items.empty()) return absl::OkStatus();
+  if (logits.size() < items.size() * static_cast<size_t>(config_.vocab_size)) {
+    return absl::InvalidArgumentError("logits buffer is smaller than items * vocab_size");
+  }
+  CATSERVE_RETURN_IF_ERROR(CheckPool(pool));
+  CATSERVE_RETURN_IF_ERROR(ValidateStep(config_, items, pool));
+  CATSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
+  gemm_log_ = stats != nullptr ? &stats->gemms : nullptr;
+  if (gemm_log_ != nullptr) gemm_log_->clear();
+  plan_.Build(items);
+  BuildMeta(items);
+
+  // Cache slots and attention spans need the pool's page size and each item's page lists.
+  const int B = pool.geometry().page_entries;
+  std::vector<int32_t> pages;
+  std::vector<std::pair<int32_t, int32_t>> item_pages(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    const SequencePages& p = items[i].seq->pages;
+    item_pages[i].first = static_cast<int32_t>(pages.size());
+    pages.insert(pages.end(), p.compressed.begin(), p.compressed.end());
+    item_pages[i].second = static_cast<int32_t>(pages.size());
+    pages.insert(pages.end(), p.local.begin(), p.local.end());
+  }
+  std::vector<KvSlot> slots(plan_.rows.size());
+  std::vector<AttentionRow> spans(plan_.rows.size());
+  for (size_t t = 0; t < plan_.rows.size(); ++t) {
+    const StepPlan::Row& r = plan_.rows[t];
+    const SequencePages& p = items[r.item].seq->pages;
+    const std::vector<int32_t>& region = r.compressed ? p.compressed : p.local;
+    slots[t] = {region[r.entry / B], r.entry % B};
+    spans[t] = {r.visible_compressed, r.compressed ? 0 : r.entry + 1, item_pages[r.item].first,
+                item_pages[r.item].second};
+  }
+  d_slots_ = host_meta_.Append(slots);
+  d_attn_ = host_meta_.Append(spans);
+  d_pages_ = host_meta_.Append(pages);
+
+  // Scratch for the widest of compressor and decoder.
+  const ModelConfig& c = config_;
+  const size_t T = plan_.rows.size(), Rc = compressor_rows_;
+  const size_t chunks = plan_.chunks.size();
+  const size_t D = c.hidden_size, Dc = c.compressor_hidden_size;
+  const size_t qkv_d = static_cast<size_t>(c.num_heads + 2 * c.num_kv_heads) * c.head_dim();
+  const size_t qkv_c = 3 * Dc;
+  const size_t inter = std::max(c.decoder_intermediate_size(), c.compressor_intermediate_size());
+  const size_t rows = std::max(T, Rc);
+  const size_t want = want_.size();
+  CATSERVE_RETURN_IF_ERROR(x_.Reserve(T * D * sizeof(float)));
+  CATSERVE_RETURN_IF_ERROR(cx_.Reserve(std::max<size_t>(Rc, 1) * Dc * sizeof(float)));
+  CATSERVE_RETURN_IF_ERROR(norm_.Reserve(std::max(T * D, Rc * Dc) * kBf16Bytes));
+  CATSERVE_RETURN_IF_ERROR(qkv_.Reserve(std::max(T * qkv_d, Rc * qkv_c) * sizeof(float)));
+  CATSERVE_RETURN_IF_ERROR(attn_.Reserve(std::max(T * D, Rc * Dc) * kBf16Bytes));
+  CATSERVE_RETURN_IF_ERROR(gate_up_.Reserve(rows * 2 * inter * sizeof(float)));
+  CATSERVE_RETURN_IF_ERROR(act_.Reserve(rows * inter * kBf16Bytes));
+  CATSERVE_RETURN_IF_ERROR(
+      fx_in_.Reserve(std::max<size_t>(chunks, 1) * c.max_chunk_size * Dc * kBf16Bytes));
+  CATSERVE_RETURN_IF_ERROR(fx_.Reserve(std::max<size_t>(chunks, 1) * D * sizeof(float)));
+  CATSERVE_RETURN_IF_ERROR(
+      logits_.Reserve(std::max<size_t>(want, 1) * c.vocab_size * sizeof(float)));
+
+  CATSERVE_RETURN_IF_ERROR(Upload());
+  CATSERVE_RETURN_IF_ERROR(RunCompressor());
+  CATSERVE_RETURN_IF_ERROR(RunDecoder(pool));
+  CATSERVE_RETURN_IF_ERROR(Logits(items, logits));
+  if (want_.empty()) {
+    CATSERVE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "step");
+  }
+  for (const StepItem& it : items) it.seq->cached += it.num_tokens;
+  if (stats != nullptr) {
+    stats->decoder_positions = static_cast<int>(T);
+    stats->compressed_chunks = static_cast<int>(chunks);
+    stats->compressor_positions = static_cast<int>(Rc);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckShapes(const ModelConfig& c) {
+  const int group = c.num_heads / c.num_kv_heads;
+  if (c.head_dim() > cuda::kMaxHeadDim || c.compressor_head_dim() > cuda::kMaxHeadDim ||
+      group > cuda::kMaxGroup) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the CUDA backend takes head_dim <= ", cuda::kMaxHeadDim,
+        " and GQA groups <= ", cuda::kMaxGroup, "; this model has head_dim ", c.head_dim(),
+        ", compressor head_dim ", c.compressor_head_dim(), ", group ", group));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UploadRope(const RopeTable& rope, DeviceBuffer& cos, DeviceBuffer& sin) {
+  CATSERVE_RETURN_IF_ERROR(cos.Upload(rope.cos_table()));
+  return sin.Upload(rope.sin_table());
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(const ModelConfig& config,
+                                                         const ModelWeights& weights,
+                                                         const EngineOptions& options) {
+  int devices = 0;
+  if (cudaError_t e = cudaGetDeviceCount(&devices); e != cudaSuccess || devices == 0) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError(
+        absl::StrCat("no CUDA device: ", e != cudaSuccess ? cudaGetErrorString(e) : "none found"));
+  }
+  CATSERVE_RETURN_IF_ERROR(CheckShapes(config));
+  const int device = 0;
+  CATSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device), "cudaSetDevice");
+  absl::StatusOr<cuda::DeviceWeights> w = cuda::UploadWeights(config, weights);
+  if (!w.ok()) return w.status();
+  DeviceBuffer dcos, dsin, ccos, csin;
+  const int max_pos = config.max_chunk_size + 2;
+  CATSERVE_RETURN_IF_ERROR(
+      UploadRope(RopeTable(config.head_dim(), config.rope_theta, max_pos), dcos, dsin));
+  CATSERVE_RETURN_IF_ERROR(
+      UploadRope(RopeTable(config.compressor_head_dim(), config.rope_theta, max_pos), ccos, csin));
+  absl::StatusOr<const cuda::CublasLibrary*> library = cuda::LoadCublas();
+  if (!library.ok()) return library.status();
+  cudaStream_t stream = nullptr;
+  CATSERVE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+                                "cudaStreamCreate");
+  cublasHandle_t cublas = nullptr;
+  absl::Status s = CublasStatus(**library, (*library)->create(&cublas), "cublasCreate");
+  if (s.ok())
+    s = CublasStatus(**library, (*library)->set_stream(cublas, stream), "cublasSetStream");
+  if (!s.ok()) {
+    if (cublas != nullptr) (*library)->destroy(cublas);
+    cudaStreamDestroy(stream);
+    return s;
+  }
+  return std::unique_ptr<Engine>(new CudaEngine(config, device, stream, *library, cublas,
+                                                *std::move(w), std::move(dcos), std::move(dsin),
+                                                std::move(ccos), std::move(csin)));
+}
+
+}  // namespace catserve::engine

@@ -1,0 +1,378 @@
+// Kernels of the CUDA backend (see kernels.h). First versions, written for clarity and checked
+// against the CPU engine by tests/cuda; docs/CUDA.md lists what is left to make them fast.
+#include <cuda_bf16.h>
+
+#include <cmath>
+
+#include "engine/cuda/kernels.h"
+
+namespace catserve::engine::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kMaxPerLane = kMaxHeadDim / kWarp;  // head_dim values one lane holds
+constexpr int kAttentionWarps = 4;
+
+__device__ __forceinline__ float ToFloat(uint16_t bits) {
+  return __bfloat162float(__ushort_as_bfloat16(bits));
+}
+__device__ __forceinline__ uint16_t ToBf16(float v) {
+  return __bfloat16_as_ushort(__float2bfloat16(v));  // round to nearest even
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+__device__ float BlockSum(float v) {
+  __shared__ float partial[kWarp];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  v = WarpSum(v);
+  __syncthreads();  // partial[] may still be read by a previous call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x / kWarp;
+  v = lane < warps ? partial[lane] : 0.0f;
+  return WarpSum(v);
+}
+
+__global__ void GatherRowsKernel(const RowSource* sources, int width, const uint16_t* t0,
+                                 const uint16_t* t1, const uint16_t* t2, const float* t3,
+                                 float* out) {
+  const int r = blockIdx.x;
+  const RowSource src = sources[r];
+  float* dst = out + static_cast<size_t>(r) * width;
+  const size_t base = static_cast<size_t>(src.row) * width;
+  if (src.table == 3) {
+    for (int i = threadIdx.x; i < width; i += blockDim.x) dst[i] = t3[base + i];
+    return;
+  }
+  const uint16_t* table = src.table == 0 ? t0 : src.table == 1 ? t1 : t2;
+  for (int i = threadIdx.x; i < width; i += blockDim.x) dst[i] = ToFloat(table[base + i]);
+}
+
+__global__ void RmsNormKernel(const float* x, const int32_t* row_map, int dim, const float* w,
+                              float eps, uint16_t* out) {
+  const int i = blockIdx.x;
+  const int r = row_map != nullptr ? row_map[i] : i;
+  const float* xr = x + static_cast<size_t>(r) * dim;
+  float ss = 0.0f;
+  for (int k = threadIdx.x; k < dim; k += blockDim.x) ss += xr[k] * xr[k];
+  ss = BlockSum(ss);
+  const float inv = rsqrtf(ss / dim + eps);
+  uint16_t* o = out + static_cast<size_t>(i) * dim;
+  for (int k = threadIdx.x; k < dim; k += blockDim.x) o[k] = ToBf16(xr[k] * inv * w[k]);
+}
+
+// One block per row; warp w takes heads w, w + warps, ... Lane j holds the rotate-half pairs
+// (k, k + half) for k = j, j + 32, ..., so norm and rotation touch only a lane's own values.
+__global__ void QkvPostKernel(float* qkv, int heads, int kv_heads, int head_dim, const float* bias,
+                              const float* q_norm, const float* k_norm, float qk_eps,
+                              const int32_t* positions, const float* rope_cos,
+                              const float* rope_sin) {
+  const int r = blockIdx.x;
+  const int width = (heads + 2 * kv_heads) * head_dim;
+  float* row = qkv + static_cast<size_t>(r) * width;
+  if (bias != nullptr) {
+    for (int i = threadIdx.x; i < width; i += blockDim.x) row[i] += bias[i];
+    __syncthreads();
+  }
+  const int half = head_dim / 2;
+  const int pos = positions[r];
+  const float* c = rope_cos + static_cast<size_t>(pos) * half;
+  const float* s = rope_sin + static_cast<size_t>(pos) * half;
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
+  for (int h = warp; h < heads + kv_heads; h += warps) {
+    float* x = row + static_cast<size_t>(h) * head_dim;
+    const float* norm = h < heads ? q_norm : k_norm;
+    if (norm != nullptr) {
+      float ss = 0.0f;
+      for (int k = lane; k < half; k += kWarp) ss += x[k] * x[k] + x[k + half] * x[k + half];
+      ss = WarpSum(ss);
+      const float inv = rsqrtf(ss / head_dim + qk_eps);
+      for (int k = lane; k < half; k += kWarp) {
+        x[k] = x[k] * inv * norm[k];
+        x[k + half] = x[k + half] * inv * norm[k + half];
+      }
+    }
+    for (int k = lane; k < half; k += kWarp) {
+      const float a = x[k], b = x[k + half];
+      x[k] = a * c[k] - b * s[k];
+      x[k + half] = b * c[k] + a * s[k];
+    }
+  }
+}
+
+__device__ __forceinline__ size_t KvOffset(int page, int slot, int layer, int kv, int kv_heads,
+                                           int kvh, int page_entries, int head_dim,
+                                           size_t values_per_page) {
+  return static_cast<size_t>(page) * values_per_page +
+         ((static_cast<size_t>(layer) * 2 + kv) * kv_heads + kvh) * page_entries * head_dim +
+         static_cast<size_t>(slot) * head_dim;
+}
+
+__global__ void WriteKvKernel(const float* qkv, int heads, int kv_heads, int head_dim,
+                              const KvSlot* slots, int layer, int page_entries,
+                              size_t values_per_page, uint16_t* arena) {
+  const int r = blockIdx.x;
+  const KvSlot at = slots[r];
+  const float* row = qkv + static_cast<size_t>(r) * (heads + 2 * kv_heads) * head_dim;
+  const int n = 2 * kv_heads * head_dim;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int kv = i / (kv_heads * head_dim);
+    const int kvh = (i / head_dim) % kv_heads;
+    const int d = i % head_dim;
+    arena[KvOffset(at.page, at.slot, layer, kv, kv_heads, kvh, page_entries, head_dim,
+                   values_per_page) +
+          d] = ToBf16(row[(heads + kv * kv_heads + kvh) * head_dim + d]);
+  }
+}
+
+// One block per (chunk, head). Shared memory: q, k, v [length][head_dim] and p [length][length].
+__global__ void ChunkAttentionKernel(const float* qkv, const int32_t* first_row,
+                                     const int32_t* length, int heads, int head_dim,
+                                     uint16_t* out) {
+  extern __shared__ float smem[];
+  const int c = blockIdx.x, h = blockIdx.y;
+  const int n = length[c], r0 = first_row[c];
+  const int width = 3 * heads * head_dim;
+  float* q = smem;
+  float* k = q + n * head_dim;
+  float* v = k + n * head_dim;
+  float* p = v + n * head_dim;
+  for (int i = threadIdx.x; i < n * head_dim; i += blockDim.x) {
+    const float* row = qkv + static_cast<size_t>(r0 + i / head_dim) * width;
+    const int d = i % head_dim;
+    q[i] = row[h * head_dim + d];
+    k[i] = row[(heads + h) * head_dim + d];
+    v[i] = row[(2 * heads + h) * head_dim + d];
+  }
+  __syncthreads();
+  const float scale = rsqrtf(static_cast<float>(head_dim));
+  for (int i = threadIdx.x; i < n * n; i += blockDim.x) {
+    const int a = i / n, b = i % n;
+    float dot = 0.0f;
+    for (int d = 0; d < head_dim; ++d) dot += q[a * head_dim + d] * k[b * head_dim + d];
+    p[i] = dot * scale;
+  }
+  __syncthreads();
+  for (int a = threadIdx.x; a < n; a += blockDim.x) {
+    float m = -INFINITY;
+    for (int b = 0; b < n; ++b) m = fmaxf(m, p[a * n + b]);
+    float sum = 0.0f;
+    for (int b = 0; b < n; ++b) {
+      p[a * n + b] = __expf(p[a * n + b] - m);
+      sum += p[a * n + b];
+    }
+    for (int b = 0; b < n; ++b) p[a * n + b] /= sum;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < n * head_dim; i += blockDim.x) {
+    const int a = i / head_dim, d = i % head_dim;
+    float acc = 0.0f;
+    for (int b = 0; b < n; ++b) acc += p[a * n + b] * v[b * head_dim + d];
+    out[static_cast<size_t>(r0 + a) * heads * head_dim + h * head_dim + d] = ToBf16(acc);
+  }
+}
+
+// One block per (row, kv head), kAttentionWarps warps. Warp w scores keys w, w + warps, ... of
+// the row's visible compressed entries then local slots, for every q head of the kv head's group
+// (lanes split head_dim; online softmax per warp), then the warps' partial results merge.
+__global__ void __launch_bounds__(kAttentionWarps* kWarp)
+    PagedAttentionKernel(const float* qkv, int heads, int kv_heads, int head_dim,
+                         const AttentionRow* meta, const int32_t* page_lists, int layer,
+                         int page_entries, size_t values_per_page, const uint16_t* arena,
+                         uint16_t* out) {
+  extern __shared__ float smem[];
+  const int t = blockIdx.x, kvh = blockIdx.y;
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int group = heads / kv_heads;
+  const AttentionRow m = meta[t];
+  const float* row = qkv + static_cast<size_t>(t) * (heads + 2 * kv_heads) * head_dim;
+  const float scale = rsqrtf(static_cast<float>(head_dim));
+
+  float q[kMaxGroup][kMaxPerLane];
+  float acc[kMaxGroup][kMaxPerLane];
+  float mx[kMaxGroup], sum[kMaxGroup];
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    mx[g] = -INFINITY;
+    sum[g] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) {
+      const int d = lane + i * kWarp;
+      q[g][i] = g < group && d < head_dim ? row[(kvh * group + g) * head_dim + d] * scale : 0.0f;
+      acc[g][i] = 0.0f;
+    }
+  }
+
+  const int keys = m.visible_compressed + m.visible_local;
+  for (int j = warp; j < keys; j += kAttentionWarps) {
+    const bool compressed = j < m.visible_compressed;
+    const int e = compressed ? j : j - m.visible_compressed;
+    const int page =
+        page_lists[(compressed ? m.compressed_pages : m.local_pages) + e / page_entries];
+    const size_t k_at = KvOffset(page, e % page_entries, layer, 0, kv_heads, kvh, page_entries,
+                                 head_dim, values_per_page);
+    const size_t v_at = k_at + static_cast<size_t>(kv_heads) * page_entries * head_dim;
+    float kv_k[kMaxPerLane], kv_v[kMaxPerLane];
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) {
+      const int d = lane + i * kWarp;
+      kv_k[i] = d < head_dim ? ToFloat(arena[k_at + d]) : 0.0f;
+      kv_v[i] = d < head_dim ? ToFloat(arena[v_at + d]) : 0.0f;
+    }
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) {
+      if (g >= group) continue;
+      float dot = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kMaxPerLane; ++i) dot += q[g][i] * kv_k[i];
+      const float score = WarpSum(dot);
+      const float new_max = fmaxf(mx[g], score);
+      const float keep = __expf(mx[g] - new_max);  // 0 when mx[g] is -inf
+      const float p = __expf(score - new_max);
+      sum[g] = sum[g] * keep + p;
+#pragma unroll
+      for (int i = 0; i < kMaxPerLane; ++i) acc[g][i] = acc[g][i] * keep + p * kv_v[i];
+      mx[g] = new_max;
+    }
+  }
+
+  // Merge: smem holds per warp and group [max, sum] then [head_dim] accumulators.
+  float* stats = smem;                                  // [warps][group][2]
+  float* partial = smem + kAttentionWarps * group * 2;  // [warps][group][head_dim]
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    if (g >= group) continue;
+    if (lane == 0) {
+      stats[(warp * group + g) * 2] = mx[g];
+      stats[(warp * group + g) * 2 + 1] = sum[g];
+    }
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) {
+      const int d = lane + i * kWarp;
+      if (d < head_dim) partial[(warp * group + g) * head_dim + d] = acc[g][i];
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < group * head_dim; i += blockDim.x) {
+    const int g = i / head_dim, d = i % head_dim;
+    float best = -INFINITY;
+    for (int w = 0; w < kAttentionWarps; ++w) best = fmaxf(best, stats[(w * group + g) * 2]);
+    float total = 0.0f, value = 0.0f;
+    for (int w = 0; w < kAttentionWarps; ++w) {
+      const float wm = stats[(w * group + g) * 2];
+      if (wm == -INFINITY) continue;  // this warp saw no key
+      const float f = __expf(wm - best);
+      total += stats[(w * group + g) * 2 + 1] * f;
+      value += partial[(w * group + g) * head_dim + d] * f;
+    }
+    out[static_cast<size_t>(t) * heads * head_dim + (kvh * group + g) * head_dim + d] =
+        ToBf16(value / total);
+  }
+}
+
+__global__ void SiluMulKernel(const float* gate_up, int inter, uint16_t* out) {
+  const int r = blockIdx.x;
+  const float* g = gate_up + static_cast<size_t>(r) * 2 * inter;
+  uint16_t* o = out + static_cast<size_t>(r) * inter;
+  for (int i = threadIdx.x; i < inter; i += blockDim.x) {
+    const float x = g[i];
+    o[i] = ToBf16(x / (1.0f + __expf(-x)) * g[inter + i]);
+  }
+}
+
+__global__ void GatherBf16Kernel(const uint16_t* src, const int32_t* first_row, size_t src_stride,
+                                 int width, uint16_t* dst) {
+  const int r = blockIdx.x;
+  const uint16_t* s = src + static_cast<size_t>(first_row[r]) * src_stride;
+  uint16_t* d = dst + static_cast<size_t>(r) * width;
+  for (int i = threadIdx.x; i < width; i += blockDim.x) d[i] = s[i];
+}
+
+int ThreadsFor(int work) {
+  int t = 32;
+  while (t < work && t < 256) t *= 2;
+  return t;
+}
+
+}  // namespace
+
+cudaError_t GatherRows(const RowSource* sources, int rows, int width, const uint16_t* t0,
+                       const uint16_t* t1, const uint16_t* t2, const float* t3, float* out,
+                       cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  GatherRowsKernel<<<rows, ThreadsFor(width), 0, stream>>>(sources, width, t0, t1, t2, t3, out);
+  return cudaGetLastError();
+}
+
+cudaError_t RmsNormToBf16(const float* x, const int32_t* row_map, int rows, int dim, const float* w,
+                          float eps, uint16_t* out, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  RmsNormKernel<<<rows, ThreadsFor(dim), 0, stream>>>(x, row_map, dim, w, eps, out);
+  return cudaGetLastError();
+}
+
+cudaError_t QkvPostprocess(float* qkv, int rows, int heads, int kv_heads, int head_dim,
+                           const float* bias, const float* q_norm, const float* k_norm,
+                           float qk_eps, const int32_t* positions, const float* rope_cos,
+                           const float* rope_sin, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  const int warps = heads + kv_heads < 8 ? heads + kv_heads : 8;
+  QkvPostKernel<<<rows, warps * kWarp, 0, stream>>>(qkv, heads, kv_heads, head_dim, bias, q_norm,
+                                                    k_norm, qk_eps, positions, rope_cos, rope_sin);
+  return cudaGetLastError();
+}
+
+cudaError_t WriteKv(const float* qkv, int rows, int heads, int kv_heads, int head_dim,
+                    const KvSlot* slots, int layer, int page_entries, size_t values_per_page,
+                    uint16_t* arena, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  WriteKvKernel<<<rows, ThreadsFor(2 * kv_heads * head_dim), 0, stream>>>(
+      qkv, heads, kv_heads, head_dim, slots, layer, page_entries, values_per_page, arena);
+  return cudaGetLastError();
+}
+
+cudaError_t ChunkAttention(const float* qkv, const int32_t* first_row, const int32_t* length,
+                           int chunks, int max_length, int heads, int head_dim, uint16_t* out,
+                           cudaStream_t stream) {
+  if (chunks == 0) return cudaSuccess;
+  const size_t smem =
+      (3 * static_cast<size_t>(max_length) * head_dim + max_length * max_length) * sizeof(float);
+  if (smem > 48 * 1024) return cudaErrorInvalidValue;
+  ChunkAttentionKernel<<<dim3(chunks, heads), 128, smem, stream>>>(qkv, first_row, length, heads,
+                                                                   head_dim, out);
+  return cudaGetLastError();
+}
+
+cudaError_t PagedAttention(const float* qkv, int rows, int heads, int kv_heads, int head_dim,
+                           const AttentionRow* meta, const int32_t* page_lists, int layer,
+                           int page_entries, size_t values_per_page, const uint16_t* arena,
+                           uint16_t* out, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  const int group = heads / kv_heads;
+  if (head_dim > kMaxHeadDim || group > kMaxGroup) return cudaErrorInvalidValue;
+  const size_t smem = static_cast<size_t>(kAttentionWarps) * group * (2 + head_dim) * sizeof(float);
+  PagedAttentionKernel<<<dim3(rows, kv_heads), kAttentionWarps * kWarp, smem, stream>>>(
+      qkv, heads, kv_heads, head_dim, meta, page_lists, layer, page_entries, values_per_page, arena,
+      out);
+  return cudaGetLastError();
+}
+
+cudaError_t SiluMul(const float* gate_up, int rows, int inter, uint16_t* out, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  SiluMulKernel<<<rows, ThreadsFor(inter), 0, stream>>>(gate_up, inter, out);
+  return cudaGetLastError();
+}
+
+cudaError_t GatherBf16(const uint16_t* src, const int32_t* first_row, int rows, size_t src_stride,
+                       int width, uint16_t* dst, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  GatherBf16Kernel<<<rows, ThreadsFor(width), 0, stream>>>(src, first_row, src_stride, width, dst);
+  return cudaGetLastError();
+}
+
+}  // namespace catserve::engine::cuda

@@ -1,0 +1,87 @@
+// The CUDA backend's kernels of its own, behind plain launch functions (pointers and ints only,
+// so that nvcc never sees Abseil). bf16 values cross this boundary as their 16 bits (uint16_t);
+// every launcher enqueues on `stream` and returns the launch's error (cudaGetLastError).
+//
+// Conventions: activations in the residual stream and GEMM outputs are fp32, GEMM inputs bf16.
+// A "qkv" buffer is [rows, (heads + 2 * kv_heads) * head_dim] fp32 (q heads, k heads, v heads).
+// KV pages are [layer][k|v][kv_head][slot][head_dim] bf16, `values_per_page` values a page.
+#ifndef CATSERVE_ENGINE_CUDA_KERNELS_H_
+#define CATSERVE_ENGINE_CUDA_KERNELS_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace catserve::engine::cuda {
+
+// Largest head_dim and GQA group the attention kernels take (checked when the engine is built).
+inline constexpr int kMaxHeadDim = 128;
+inline constexpr int kMaxGroup = 8;
+
+// Where an input row comes from: row `row` of table `table` (0..2: bf16 tables t0..t2 of `width`
+// columns; 3: the fp32 table t3, the fx of this step's chunks).
+struct RowSource {
+  int32_t table;
+  int32_t row;
+};
+cudaError_t GatherRows(const RowSource* sources, int rows, int width, const uint16_t* t0,
+                       const uint16_t* t1, const uint16_t* t2, const float* t3, float* out,
+                       cudaStream_t stream);
+
+// out[i] = bf16(x[r] / sqrt(mean(x[r]^2) + eps) * w) with r = row_map[i] (or i when row_map is
+// null), for `rows` rows of `dim`.
+cudaError_t RmsNormToBf16(const float* x, const int32_t* row_map, int rows, int dim, const float* w,
+                          float eps, uint16_t* out, cudaStream_t stream);
+
+// In place on qkv: + bias (if not null) over every column; per-head RMSNorm of q and k heads with
+// q_norm / k_norm (if not null, epsilon qk_eps); rotate-half RoPE of q and k heads at
+// positions[row] with tables cos/sin [*, head_dim / 2].
+cudaError_t QkvPostprocess(float* qkv, int rows, int heads, int kv_heads, int head_dim,
+                           const float* bias, const float* q_norm, const float* k_norm,
+                           float qk_eps, const int32_t* positions, const float* rope_cos,
+                           const float* rope_sin, cudaStream_t stream);
+
+// Per decoder row: the page and slot its K/V entry goes to.
+struct KvSlot {
+  int32_t page;
+  int32_t slot;
+};
+// Writes every row's k and v heads (bf16) into the arena at layer `layer`.
+cudaError_t WriteKv(const float* qkv, int rows, int heads, int kv_heads, int head_dim,
+                    const KvSlot* slots, int layer, int page_entries, size_t values_per_page,
+                    uint16_t* arena, cudaStream_t stream);
+
+// Bidirectional attention of the compressor within each chunk: chunk c is rows
+// [first_row[c], first_row[c] + length[c]) of qkv (MHA). out [rows, heads * head_dim] bf16.
+cudaError_t ChunkAttention(const float* qkv, const int32_t* first_row, const int32_t* length,
+                           int chunks, int max_length, int heads, int head_dim, uint16_t* out,
+                           cudaStream_t stream);
+
+// What a decoder row attends to: compressed entries [0, visible_compressed) of its sequence,
+// whose pages are page_lists[compressed_pages ...], and local slots [0, visible_local), pages
+// at page_lists[local_pages ...].
+struct AttentionRow {
+  int32_t visible_compressed;
+  int32_t visible_local;
+  int32_t compressed_pages;
+  int32_t local_pages;
+};
+// Varlen paged attention of the decoder at layer `layer`: each row's q heads against its own
+// sequence's cached keys and values (online softmax, fp32). out [rows, heads * head_dim] bf16.
+cudaError_t PagedAttention(const float* qkv, int rows, int heads, int kv_heads, int head_dim,
+                           const AttentionRow* meta, const int32_t* page_lists, int layer,
+                           int page_entries, size_t values_per_page, const uint16_t* arena,
+                           uint16_t* out, cudaStream_t stream);
+
+// out[r, i] = bf16(silu(gate_up[r, i]) * gate_up[r, inter + i]).
+cudaError_t SiluMul(const float* gate_up, int rows, int inter, uint16_t* out, cudaStream_t stream);
+
+// dst row i (width values) = src[first_row[i] * src_stride ...]: gathers each chunk's l token
+// states (contiguous rows) into one row of the proj_fx GEMM's input.
+cudaError_t GatherBf16(const uint16_t* src, const int32_t* first_row, int rows, size_t src_stride,
+                       int width, uint16_t* dst, cudaStream_t stream);
+
+}  // namespace catserve::engine::cuda
+
+#endif  // CATSERVE_ENGINE_CUDA_KERNELS_H_
