@@ -1,4 +1,4 @@
-// Times the CPU engine's decode step on a random model of realistic shape and prints a markdown
+// Times the CPU engine's decode step (median over steps) on a random model of realistic shape and prints a markdown
 // table: tokens/s by context, batch and chunk size, each chunk size's ratio to chunk size 1, KV
 // bytes per sequence, and the step's time over the time its GEMMs alone take with the same BLAS.
 //
@@ -9,6 +9,7 @@
 // reserved, entries present) without running the prefill: a step's cost depends on the number
 // of entries it reads, not on their values. Sequences are staggered so chunk boundaries (the
 // [fx, S] pair and the compressor call) fall on different steps, as they do in serving.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -91,33 +92,40 @@ ModelConfig BenchConfig(int max_context) {
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-// Runs the recorded GEMMs alone, each on its own weight buffer of the same size and split over
-// threads the way the engine splits them, and returns the seconds they take.
-double TimeGemmsAlone(ThreadPool& pool, const std::vector<std::vector<GemmShape>>& steps) {
-  std::map<std::pair<int, int>, std::vector<std::vector<float>>> weights;
-  size_t max_x = 0, max_y = 0;
-  for (const auto& step : steps) {
+// Runs the GEMMs of one recorded step alone, each on its own weight buffer of the same size and
+// split over threads the way the engine splits them. Buffers are made before timing starts.
+class GemmReplayer {
+ public:
+  explicit GemmReplayer(int threads) : pool_(threads) {}
+
+  double Seconds(const std::vector<GemmShape>& step) {
     std::map<std::pair<int, int>, size_t> seen;
     for (const GemmShape& g : step) {
-      auto& list = weights[{g.in, g.out}];
-      if (list.size() <= seen[{g.in, g.out}]) {
+      auto& list = weights_[{g.in, g.out}];
+      if (list.size() <= seen[{g.in, g.out}]++) {
         list.emplace_back(static_cast<size_t>(g.in) * g.out, 0.01f);
       }
-      ++seen[{g.in, g.out}];
-      max_x = std::max(max_x, static_cast<size_t>(g.rows) * g.in);
-      max_y = std::max(max_y, static_cast<size_t>(g.rows) * g.out);
+      x_.resize(std::max(x_.size(), static_cast<size_t>(g.rows) * g.in), 0.5f);
+      y_.resize(std::max(y_.size(), static_cast<size_t>(g.rows) * g.out));
     }
-  }
-  std::vector<float> x(max_x, 0.5f), y(max_y);
-  const auto start = Clock::now();
-  for (const auto& step : steps) {
-    std::map<std::pair<int, int>, size_t> seen;
+    seen.clear();
+    const auto start = Clock::now();
     for (const GemmShape& g : step) {
-      const std::vector<float>& w = weights[{g.in, g.out}][seen[{g.in, g.out}]++];
-      ParallelLinear(pool, x.data(), g.rows, g.in, w.data(), g.out, y.data());
+      const std::vector<float>& w = weights_[{g.in, g.out}][seen[{g.in, g.out}]++];
+      ParallelLinear(pool_, x_.data(), g.rows, g.in, w.data(), g.out, y_.data());
     }
+    return engine::Seconds(Clock::now() - start);
   }
-  return Seconds(Clock::now() - start);
+
+ private:
+  ThreadPool pool_;
+  std::map<std::pair<int, int>, std::vector<std::vector<float>>> weights_;
+  std::vector<float> x_, y_;
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
 struct Result {
@@ -156,9 +164,9 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o) {
   }
   std::vector<float> logits(static_cast<size_t>(batch) * engine.config().vocab_size);
   std::vector<StepItem> items(batch);
-  std::vector<std::vector<GemmShape>> gemm_steps;
+  GemmReplayer replay(engine.threads());
+  std::vector<double> step_seconds, ratios;
   StepStats stats;
-  Clock::duration total{};
   for (int step = 0; step < o.steps + 2; ++step) {
     for (int i = 0; i < batch; ++i) {
       ReservePages(*pool, seqs[i], seqs[i].cached + 1);
@@ -173,14 +181,15 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o) {
     }
     for (SequenceState& q : seqs) TrimPages(*pool, q);
     if (step < 2) continue;  // warm-up
-    total += took;
-    gemm_steps.push_back(stats.gemms);
+    // The step's GEMMs alone, right after it, so both see the same machine; medians over the
+    // steps keep one noisy step (this machine is shared) from moving the figures.
+    step_seconds.push_back(Seconds(took));
+    ratios.push_back(Seconds(took) / replay.Seconds(stats.gemms));
   }
-  const double seconds = Seconds(total);
-  r.tokens_per_s = static_cast<double>(batch) * o.steps / seconds;
-  r.step_ms = seconds / o.steps * 1e3;
-  ThreadPool gemm_threads(engine.threads());
-  r.gemm_ratio = seconds / TimeGemmsAlone(gemm_threads, gemm_steps);
+  const double seconds = Median(step_seconds);
+  r.tokens_per_s = batch / seconds;
+  r.step_ms = seconds * 1e3;
+  r.gemm_ratio = Median(ratios);
   for (SequenceState& q : seqs) pool->ReleaseAll(q.pages);
   return r;
 }
