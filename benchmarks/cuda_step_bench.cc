@@ -18,7 +18,9 @@
 // reserved, the arena filled with random bf16) without running the prefill: a step's cost depends
 // on how many entries it reads, not on their values. Sequences are staggered so that chunk
 // boundaries fall on different steps, and each cell times whole chunk cycles (every chunk size's
-// boundary step counted in its share).
+// boundary step counted in its share). Step times are per step over whole timed runs, host
+// planning and the logits copy included (Step synchronises the engine's stream before it
+// returns), which is what the scheduler sees.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
