@@ -45,8 +45,8 @@ struct FinishInfo {
   size_t kv_bytes_at_end = 0;
 };
 
-// Receives one request's results. Called on the scheduler's thread, in order: OnAdmitted once
-// (unless finished while queued), OnToken per generated token, then OnFinish exactly once; no
+// Receives one request's results. Called on the scheduler's delivery thread, in order: OnAdmitted
+// once (unless finished while queued), OnToken per generated token, then OnFinish exactly once; no
 // call follows OnFinish. Implementations must not block (queue the work and return).
 class GenerationSink {
  public:

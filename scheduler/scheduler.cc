@@ -80,6 +80,7 @@ Scheduler::Scheduler(engine::Engine* engine, engine::KvPool pool, const Schedule
       observer_(observer),
       pool_(std::move(pool)) {
   logits_.resize(static_cast<size_t>(options_.max_running) * engine_->config().vocab_size);
+  deliver_thread_ = std::thread([this] { DeliverLoop(); });
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -184,7 +185,36 @@ void Scheduler::Shutdown() {
     while (!running_.empty()) Finish(*running_.front(), FinishReason::kCancelled, {}, out);
     while (!waiting_.empty()) Finish(*waiting_.front(), FinishReason::kCancelled, {}, out);
   }
-  out.Deliver();
+  Post(std::move(out));
+  {
+    absl::MutexLock lock(&out_mu_);
+    out_stop_ = true;  // the delivery thread drains what is queued, then ends
+  }
+  if (deliver_thread_.joinable()) deliver_thread_.join();
+}
+
+void Scheduler::Post(Outbox out) {
+  if (out.events.empty()) return;
+  absl::MutexLock lock(&out_mu_);
+  out_queue_.push_back(std::make_unique<Outbox>(std::move(out)));
+}
+
+void Scheduler::DeliverLoop() {
+  while (true) {
+    std::unique_ptr<Outbox> next;
+    {
+      absl::MutexLock lock(&out_mu_);
+      out_mu_.Await(absl::Condition(
+          +[](Scheduler* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->out_mu_) {
+            return s->out_stop_ || !s->out_queue_.empty();
+          },
+          this));
+      if (out_queue_.empty()) return;  // stopping, and nothing left to hand out
+      next = std::move(out_queue_.front());
+      out_queue_.pop_front();
+    }
+    next->Deliver();
+  }
 }
 
 SchedulerSnapshot Scheduler::Snapshot() const {
@@ -369,11 +399,10 @@ void Scheduler::Iterate() {
     UpdateQueues(out);
     pages_used_ = pool_.used_pages();
   }
-  out.Deliver();
   StepReport report;
   SchedulerSnapshot after;
   const bool stepped = RunStep(out, report, after);
-  out.Deliver();
+  Post(std::move(out));
   if (stepped && observer_ != nullptr) {
     report.iteration = absl::Now() - start;
     observer_->OnStep(report, after);

@@ -2,6 +2,7 @@
 #define CATSERVE_SCHEDULER_SCHEDULER_H_
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <thread>
@@ -31,8 +32,8 @@ struct StepReport {
   // The whole scheduler iteration around the step: queue updates, the step, and handing the
   // results to the sinks. iteration - engine_time is the serving layer's own cost.
   absl::Duration iteration;
-  int batch_size = 0;          // sequences in the step
-  int tokens = 0;              // tokens the step consumed (prefill + decode)
+  int batch_size = 0;  // sequences in the step
+  int tokens = 0;      // tokens the step consumed (prefill + decode)
   int decoder_positions = 0;
   std::map<int, int> compressed_chunks;  // by chunk size
 };
@@ -62,7 +63,8 @@ class SchedulerObserver {
 // waiting requests whose prompt pages fit (AdmissionPolicy decides the order and what happens
 // when they do not), then run one engine step over every running sequence: one token for each
 // decoding sequence plus bounded pieces of prompts, within max_tokens_per_step, with any mix of
-// chunk sizes. Sampled tokens go to each request's sink.
+// chunk sizes. Sampled tokens go to each request's sink, called in order from one delivery
+// thread so that sink work overlaps the next step.
 class Scheduler {
  public:
   static absl::StatusOr<std::unique_ptr<Scheduler>> Create(
@@ -109,6 +111,11 @@ class Scheduler {
   // Runs one step if any sequence has work; returns whether it did, with its report.
   bool RunStep(Outbox& out, StepReport& report, SchedulerSnapshot& after);
   SchedulerSnapshot SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands an outbox to the delivery thread, which makes the sink calls in order. Sinks' own work
+  // (detokenizing, writing to the network) then overlaps the next engine step instead of
+  // adding to the scheduler loop.
+  void Post(Outbox out);
+  void DeliverLoop();
 
   engine::Engine* engine_;
   const SchedulerOptions options_;
@@ -127,6 +134,11 @@ class Scheduler {
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
+
+  absl::Mutex out_mu_;
+  std::deque<std::unique_ptr<Outbox>> out_queue_ ABSL_GUARDED_BY(out_mu_);
+  bool out_stop_ ABSL_GUARDED_BY(out_mu_) = false;
+  std::thread deliver_thread_;
   std::vector<float> logits_;  // scheduler thread only
 };
 

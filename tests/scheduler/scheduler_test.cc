@@ -124,34 +124,61 @@ TEST_F(SchedulerTest, SmallPoolQueuesButFinishesEverything) {
   EXPECT_EQ(sched->Snapshot().kv_pages_used, 0);
 }
 
-TEST_F(SchedulerTest, CancelMidStreamFreesPages) {
-  auto sched = Make(2048);
+// A model wide enough that a long generation takes far longer (hundreds of ms) than the timing
+// of a cancel or a deadline, even on a loaded machine: sinks run on their own thread, so a slow
+// sink no longer slows the steps.
+std::unique_ptr<engine::CpuEngine> WideEngine() {
+  engine::ModelConfig c = testing::TinyConfig(false);
+  c.hidden_size = 512;
+  c.num_hidden_layers = 4;
+  c.num_heads = 8;
+  c.num_kv_heads = 8;
+  c.vocab_size = 8000;
+  return std::make_unique<engine::CpuEngine>(c, engine::RandomModelWeights(c, 5),
+                                             engine::EngineOptions{.threads = 2});
+}
+
+TEST(SchedulerTimingTest, CancelMidStreamFreesPages) {
+  auto engine = WideEngine();
+  auto sched = Scheduler::Create(engine.get(), {.kv_pool_pages = 256, .kv_page_entries = 16});
+  ASSERT_TRUE(sched.ok()) << sched.status();
   auto sink = std::make_shared<CollectingSink>();
   absl::Notification third;
   sink->on_token = [&](int n) {
     if (n == 3) third.Notify();
   };
-  absl::StatusOr<uint64_t> id = sched->Submit(Request(10, 100, 4, 2), sink);
+  GenerationRequest r;
+  r.prompt = {5, 6, 7, 8, 9, 10, 11, 12, 13, 14};
+  r.max_new_tokens = 110;
+  r.chunk_size = 4;
+  r.ignore_eos = true;
+  absl::StatusOr<uint64_t> id = (*sched)->Submit(r, sink);
   ASSERT_TRUE(id.ok());
   third.WaitForNotification();
-  sched->Cancel(*id);
+  (*sched)->Cancel(*id);
   FinishInfo info = sink->Wait();
   EXPECT_EQ(info.reason, FinishReason::kCancelled);
-  EXPECT_LT(info.generated_tokens, 100);
+  EXPECT_LT(info.generated_tokens, 110);
   EXPECT_GT(info.kv_bytes_at_end, 0u);
-  EXPECT_EQ(sched->Snapshot().kv_pages_used, 0);
+  EXPECT_EQ((*sched)->Snapshot().kv_pages_used, 0);
 }
 
-TEST_F(SchedulerTest, ExpiredDeadlineFinishesAndFreesPages) {
-  auto sched = Make(2048);
+TEST(SchedulerTimingTest, ExpiredDeadlineFinishesAndFreesPages) {
+  auto engine = WideEngine();
+  auto sched = Scheduler::Create(engine.get(), {.kv_pool_pages = 256, .kv_page_entries = 16});
+  ASSERT_TRUE(sched.ok()) << sched.status();
   auto sink = std::make_shared<CollectingSink>();
-  // A slow consumer (the sink runs on the scheduler thread) makes the deadline certain to pass.
-  sink->on_token = [](int) { absl::SleepFor(absl::Milliseconds(5)); };
-  GenerationRequest r = Request(10, 110, 1, 4);
-  r.deadline = absl::Now() + absl::Milliseconds(30);
-  ASSERT_TRUE(sched->Submit(r, sink).ok());
-  EXPECT_EQ(sink->Wait().reason, FinishReason::kDeadlineExceeded);
-  EXPECT_EQ(sched->Snapshot().kv_pages_used, 0);
+  GenerationRequest r;
+  r.prompt = {5, 6, 7, 8, 9, 10, 11, 12, 13, 14};
+  r.max_new_tokens = 110;
+  r.chunk_size = 1;
+  r.ignore_eos = true;
+  r.deadline = absl::Now() + absl::Milliseconds(50);
+  ASSERT_TRUE((*sched)->Submit(r, sink).ok());
+  const FinishInfo info = sink->Wait();
+  EXPECT_EQ(info.reason, FinishReason::kDeadlineExceeded);
+  EXPECT_LT(info.generated_tokens, 110);
+  EXPECT_EQ((*sched)->Snapshot().kv_pages_used, 0);
 }
 
 TEST_F(SchedulerTest, StopTokenFinishesWithStop) {
