@@ -1,6 +1,7 @@
-// Times the CPU engine's decode step (median over steps) on a random model of realistic shape and prints a markdown
-// table: tokens/s by context, batch and chunk size, each chunk size's ratio to chunk size 1, KV
-// bytes per sequence, and the step's time over the time its GEMMs alone take with the same BLAS.
+// Times the CPU engine's decode step (median over steps) on a random model of realistic shape and
+// prints a markdown table: tokens/s by context, batch and chunk size, each chunk size's ratio to
+// chunk size 1, KV bytes per sequence, and the step's time over the time its GEMMs alone take with
+// the same BLAS.
 //
 //   build/benchmarks/engine_step_bench [--contexts=512,2048,4096] [--batches=1,8,32]
 //       [--chunks=1,2,4,8,16] [--steps=16] [--kv_cap_gb=8] [--threads=0]
@@ -20,8 +21,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "engine/cpu_ops.h"
 #include "engine/cpu_engine.h"
+#include "engine/cpu_ops.h"
 #include "engine/random_model.h"
 
 namespace catserve::engine {
@@ -59,12 +60,18 @@ Options ParseArgs(int argc, char** argv) {
       const std::string prefix = std::string("--") + name + "=";
       return a.rfind(prefix, 0) == 0 ? argv[i] + prefix.size() : nullptr;
     };
-    if (const char* v = value("contexts")) o.contexts = ParseList(v);
-    else if (const char* v = value("batches")) o.batches = ParseList(v);
-    else if (const char* v = value("chunks")) o.chunks = ParseList(v);
-    else if (const char* v = value("steps")) o.steps = std::atoi(v);
-    else if (const char* v = value("kv_cap_gb")) o.kv_cap_gb = std::atof(v);
-    else if (const char* v = value("threads")) o.threads = std::atoi(v);
+    if (const char* v = value("contexts"))
+      o.contexts = ParseList(v);
+    else if (const char* v = value("batches"))
+      o.batches = ParseList(v);
+    else if (const char* v = value("chunks"))
+      o.chunks = ParseList(v);
+    else if (const char* v = value("steps"))
+      o.steps = std::atoi(v);
+    else if (const char* v = value("kv_cap_gb"))
+      o.kv_cap_gb = std::atof(v);
+    else if (const char* v = value("threads"))
+      o.threads = std::atoi(v);
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       std::exit(2);

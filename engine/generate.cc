@@ -13,8 +13,7 @@ absl::StatusOr<std::vector<int32_t>> GenerateAlone(Engine& engine, absl::Span<co
   if (absl::Status s = ValidateSamplingParams(sampling); !s.ok()) return s;
   const int total = static_cast<int>(prompt.size()) + max_new_tokens;
   KvEntries worst = KvEntriesAfter(total, 1);  // chunk size 1 holds the most entries
-  absl::StatusOr<KvPool> pool =
-      engine.CreateKvPool((worst.compressed + 15) / 16 + 2, 16);
+  absl::StatusOr<KvPool> pool = engine.CreateKvPool((worst.compressed + 15) / 16 + 2, 16);
   if (!pool.ok()) return pool.status();
   SequenceState seq;
   seq.chunk_size = chunk_size;

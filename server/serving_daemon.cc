@@ -54,12 +54,10 @@ absl::Status ServingDaemon::Init() {
   }
   const std::string model_name = ModelName(model_dir);
 
-  absl::StatusOr<std::unique_ptr<engine::Engine>> engine =
-      engine::Engine::Load(model_dir, engine::EngineOptions{
-                                          .threads = options_.threads,
-                                          .device = options_.device == "cuda"
-                                                        ? engine::Device::kCuda
-                                                        : engine::Device::kCpu});
+  absl::StatusOr<std::unique_ptr<engine::Engine>> engine = engine::Engine::Load(
+      model_dir, engine::EngineOptions{.threads = options_.threads,
+                                       .device = options_.device == "cuda" ? engine::Device::kCuda
+                                                                           : engine::Device::kCpu});
   if (!engine.ok()) {
     return absl::Status(engine.status().code(),
                         absl::StrCat("loading the model from '", options_.model_dir,

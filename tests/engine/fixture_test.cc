@@ -200,7 +200,7 @@ TEST_P(FixtureTest, StreamDecoderStaysValidOnInvalidByteRuns) {
   }
   ASSERT_EQ(bytes.size(), 4u);
   const std::vector<int32_t> stream = {bytes[0], bytes[1], bytes[2], (*ids)[0], bytes[3],
-                                       bytes[0], bytes[1], bytes[2], bytes[3], (*ids)[0]};
+                                       bytes[0], bytes[1], bytes[2], bytes[3],  (*ids)[0]};
   StreamDecoder decoder(tok->get(), {});
   for (int32_t id : stream) EXPECT_TRUE(IsValidUtf8(decoder.Add(id)));
   EXPECT_TRUE(IsValidUtf8(decoder.Flush()));

@@ -39,7 +39,8 @@
 #include "engine/sequence.h"
 #include "engine/tokenizer.h"
 
-ABSL_FLAG(std::string, model_dir, "models/cat-small-en", "Model directory (config.json, "
+ABSL_FLAG(std::string, model_dir, "models/cat-small-en",
+          "Model directory (config.json, "
           "model.safetensors, tokenizer.model)");
 ABSL_FLAG(int, chunk_size, 4, "Chunk size l (one of the model's trained sizes)");
 ABSL_FLAG(std::string, prompt, "", "generate: prompt text");
@@ -124,7 +125,8 @@ absl::StatusOr<double> ScoreSequence(Engine& engine, const std::vector<int32_t>&
   const int n = static_cast<int>(tokens.size());
   const int vocab = engine.config().vocab_size;
   KvEntries worst = KvEntriesAfter(n, 1);
-  absl::StatusOr<KvPool> pool = KvPool::Create(engine.kv_geometry(16), (worst.compressed + 15) / 16 + 2);
+  absl::StatusOr<KvPool> pool =
+      KvPool::Create(engine.kv_geometry(16), (worst.compressed + 15) / 16 + 2);
   if (!pool.ok()) return pool.status();
   SequenceState seq;
   seq.chunk_size = chunk_size;
