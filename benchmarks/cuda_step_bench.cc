@@ -32,8 +32,7 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
+#include "benchmarks/bench_common.h"
 #include "engine/cuda/cuda_engine.h"
 #include "engine/random_model.h"
 
@@ -57,33 +56,16 @@ struct Options {
   int prefill = 4096;
 };
 
-std::vector<int> ParseList(const std::string& s) {
-  std::vector<int> out;
-  for (absl::string_view part : absl::StrSplit(s, ',')) {
-    int v;
-    if (!absl::SimpleAtoi(part, &v) || v <= 0) {
-      std::fprintf(stderr, "not a list of positive numbers: %s\n", s.c_str());
-      std::exit(2);
-    }
-    out.push_back(v);
-  }
-  return out;
-}
-
 Options ParseArgs(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&](const char* name) -> const char* {
-      const std::string prefix = std::string("--") + name + "=";
-      return a.rfind(prefix, 0) == 0 ? argv[i] + prefix.size() : nullptr;
-    };
+    auto value = [&](const char* name) { return bench::FlagValue(argv[i], name); };
     if (const char* v = value("contexts")) {
-      o.contexts = ParseList(v);
+      o.contexts = bench::ParseIntList(v);
     } else if (const char* v = value("batches")) {
-      o.batches = ParseList(v);
+      o.batches = bench::ParseIntList(v);
     } else if (const char* v = value("chunks")) {
-      o.chunks = ParseList(v);
+      o.chunks = bench::ParseIntList(v);
     } else if (const char* v = value("pool_gib")) {
       o.pool_gib = std::atof(v);
     } else if (const char* v = value("cycles")) {
@@ -100,19 +82,7 @@ Options ParseArgs(int argc, char** argv) {
 }
 
 ModelConfig PaperConfig(int max_positions) {
-  ModelConfig c;
-  c.vocab_size = 32000;
-  c.hidden_size = 1536;
-  c.num_hidden_layers = 12;
-  c.num_heads = 24;
-  c.num_kv_heads = 24;
-  c.compressor_hidden_size = 768;
-  c.compressor_num_layers = 3;
-  c.compressor_num_heads = 12;
-  c.max_chunk_size = 16;
-  c.min_train_chunk_size = 1;
-  c.max_position_embeddings = max_positions;
-  return c;
+  return bench::BenchModelConfig(1536, 12, 24, 768, 3, 12, max_positions);
 }
 
 // Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written (median).

@@ -19,8 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
+#include "benchmarks/bench_common.h"
 #include "engine/cpu_engine.h"
 #include "engine/cpu_ops.h"
 #include "engine/random_model.h"
@@ -39,33 +38,16 @@ struct Options {
   int threads = 0;
 };
 
-std::vector<int> ParseList(const std::string& s) {
-  std::vector<int> out;
-  for (absl::string_view part : absl::StrSplit(s, ',')) {
-    int v;
-    if (!absl::SimpleAtoi(part, &v)) {
-      std::fprintf(stderr, "not a number list: %s\n", s.c_str());
-      std::exit(2);
-    }
-    out.push_back(v);
-  }
-  return out;
-}
-
 Options ParseArgs(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&](const char* name) -> const char* {
-      const std::string prefix = std::string("--") + name + "=";
-      return a.rfind(prefix, 0) == 0 ? argv[i] + prefix.size() : nullptr;
-    };
+    auto value = [&](const char* name) { return bench::FlagValue(argv[i], name); };
     if (const char* v = value("contexts"))
-      o.contexts = ParseList(v);
+      o.contexts = bench::ParseIntList(v);
     else if (const char* v = value("batches"))
-      o.batches = ParseList(v);
+      o.batches = bench::ParseIntList(v);
     else if (const char* v = value("chunks"))
-      o.chunks = ParseList(v);
+      o.chunks = bench::ParseIntList(v);
     else if (const char* v = value("steps"))
       o.steps = std::atoi(v);
     else if (const char* v = value("kv_cap_gb"))
@@ -82,19 +64,7 @@ Options ParseArgs(int argc, char** argv) {
 
 // The shape the engine issue names: decoder 1024 wide, 12 layers; compressor 512 wide, 3 layers.
 ModelConfig BenchConfig(int max_context) {
-  ModelConfig c;
-  c.vocab_size = 32000;
-  c.hidden_size = 1024;
-  c.num_hidden_layers = 12;
-  c.num_heads = 16;
-  c.num_kv_heads = 16;
-  c.compressor_hidden_size = 512;
-  c.compressor_num_layers = 3;
-  c.compressor_num_heads = 8;
-  c.max_chunk_size = 16;
-  c.min_train_chunk_size = 1;
-  c.max_position_embeddings = max_context;
-  return c;
+  return bench::BenchModelConfig(1024, 12, 16, 512, 3, 8, max_context);
 }
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
