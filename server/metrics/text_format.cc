@@ -36,44 +36,32 @@ std::string FormatValue(double value) {
   return std::string(buffer, result.ptr);
 }
 
-std::string EscapeHelp(absl::string_view help) {
+namespace {
+
+// Backslash and newline are escaped in HELP text and label values; double quotes only in label
+// values (text format 0.0.4).
+std::string Escape(absl::string_view text, bool quotes) {
   std::string escaped;
-  escaped.reserve(help.size());
-  for (char c : help) {
-    switch (c) {
-      case '\\':
-        escaped += "\\\\";
-        break;
-      case '\n':
-        escaped += "\\n";
-        break;
-      default:
-        escaped += c;
+  escaped.reserve(text.size());
+  for (char c : text) {
+    if (c == '\\') {
+      escaped += "\\\\";
+    } else if (c == '\n') {
+      escaped += "\\n";
+    } else if (c == '"' && quotes) {
+      escaped += "\\\"";
+    } else {
+      escaped += c;
     }
   }
   return escaped;
 }
 
-std::string EscapeLabelValue(absl::string_view value) {
-  std::string escaped;
-  escaped.reserve(value.size());
-  for (char c : value) {
-    switch (c) {
-      case '\\':
-        escaped += "\\\\";
-        break;
-      case '"':
-        escaped += "\\\"";
-        break;
-      case '\n':
-        escaped += "\\n";
-        break;
-      default:
-        escaped += c;
-    }
-  }
-  return escaped;
-}
+}  // namespace
+
+std::string EscapeHelp(absl::string_view help) { return Escape(help, /*quotes=*/false); }
+
+std::string EscapeLabelValue(absl::string_view value) { return Escape(value, /*quotes=*/true); }
 
 std::string WriteTextFormat(absl::Span<const MetricFamilySnapshot> families) {
   std::string text;
