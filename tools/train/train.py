@@ -5,8 +5,7 @@
     nice -n 10 python3 tools/train/train.py --steps 600        # -> models/cat-small-en/
     nice -n 10 python3 tools/train/train.py --steps 600 --resume   # continue an interrupted run
 
-The shipped model is `--steps 600` followed by `--steps 1000 --resume` (a longer cosine taken
-up at step 600; see models/cat-small-en/README.md).
+The exact command sequence that made the shipped model is in models/cat-small-en/README.md.
 
 One set of weights is trained on chunk sizes 1, 2, 4, 8, 16: every step draws one size for the
 whole batch. Rows are 384-token windows of the fortunes text (documents joined by EOS) or, with
@@ -153,6 +152,9 @@ def main():
                     "than 1 (threads wait on each other at every op)")
     ap.add_argument("--log_every", type=int, default=10)
     ap.add_argument("--ckpt_every", type=int, default=50)
+    ap.add_argument("--eval_every", type=int, default=0, help="every this many steps, print the "
+                    "held-out text loss per chunk size and, when its mean is the lowest so far, "
+                    "copy the checkpoint to <ckpt>-best.pt; 0 = only at the end")
     ap.add_argument("--time_limit", type=float, default=0, help="stop (and export) after this many "
                     "seconds of this process; 0 = no limit. Not deterministic: timing runs only")
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "f16", "f32"])
@@ -178,13 +180,14 @@ def main():
     print(f"config: {json.dumps(config.to_dict())}", flush=True)
     print(f"parameters: {n_params / 1e6:.2f}M", flush=True)
 
-    start_step, history, elapsed_before = 0, [], 0.0
+    start_step, history, elapsed_before, best = 0, [], 0.0, None
     if args.resume and os.path.exists(args.ckpt):
         ck = torch.load(args.ckpt, weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         torch.set_rng_state(ck["torch_rng"])
         start_step, history, elapsed_before = ck["step"], ck["history"], ck["elapsed"]
+        best = ck.get("best_heldout")
         print(f"resumed from {args.ckpt} at step {start_step}", flush=True)
 
     batches = Batches(args.data, args.seq_len, args.recall_frac)
@@ -197,7 +200,7 @@ def main():
         tmp = args.ckpt + ".tmp"
         os.makedirs(os.path.dirname(args.ckpt) or ".", exist_ok=True)
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "torch_rng": torch.get_rng_state(), "history": history,
+                    "torch_rng": torch.get_rng_state(), "history": history, "best_heldout": best,
                     "elapsed": elapsed_before + time.time() - t0, "args": vars(args)}, tmp)
         os.replace(tmp, args.ckpt)
 
@@ -221,7 +224,19 @@ def main():
             print(f"step {step}/{args.steps} l={l:2d} loss {lv:.3f} (ema {ema:.3f}) "
                   f"lr {lr_at(step - 1, args):.2e} {tokens_done / dt:.0f} tok/s "
                   f"elapsed {dt / 60:.1f}m left {left / 60:.1f}m", flush=True)
-        if step % args.ckpt_every == 0:
+        if args.eval_every and step % args.eval_every == 0:
+            val = evaluate(model, args.data, args.seq_len)
+            mean = sum(val.values()) / len(val)
+            improved = best is None or mean < best[1]
+            if improved:
+                best = [step, round(mean, 4)]
+            print(f"held-out loss at step {step}: {val} mean {mean:.4f}"
+                  f"{' (best so far)' if improved else ''}", flush=True)
+            save_ckpt()
+            if improved:
+                root, ext = os.path.splitext(args.ckpt)
+                shutil.copy(args.ckpt, f"{root}-best{ext}")
+        elif step % args.ckpt_every == 0:
             save_ckpt()
         if args.time_limit and time.time() - t0 > args.time_limit:
             print(f"time limit reached at step {step}", flush=True)
