@@ -26,19 +26,14 @@ import torch
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "tools"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from catref.model import load_model  # noqa: E402
+from eval import torch_nll  # noqa: E402  (the same scoring as eval.py's PyTorch column)
 
 
-@torch.no_grad()
 def perplexity(model, windows: np.ndarray, l: int) -> float:
-    ids = torch.from_numpy(windows.astype(np.int64))
-    total, count = 0.0, 0
-    for b in range(0, ids.shape[0], 8):
-        x = ids[b:b + 8]
-        logp = model(x, l).double().log_softmax(-1)  # row i predicts t_i
-        total -= float(logp[:, 1:x.shape[1], :].gather(-1, x[:, 1:, None]).sum())
-        count += x.shape[0] * (x.shape[1] - 1)
-    return math.exp(total / count)
+    nll, count = torch_nll(model, windows, l)
+    return math.exp(nll / count)
 
 
 def ngram_baselines(train: np.ndarray, windows: np.ndarray, vocab: int) -> tuple[float, float]:
