@@ -9,14 +9,12 @@ PROMTOOL (default: /usr/bin/prometheus, /usr/bin/promtool, then $PATH).
 import json
 import os
 import pathlib
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -24,7 +22,9 @@ import urllib.request
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TINY = REPO / "tests" / "fixtures" / "tiny"
+sys.path.insert(0, str(REPO / "tests" / "common"))
+from catserve_daemon import CatserveDaemon, compile_stubs, stop_process  # noqa: E402
+
 INSTALL_HINT = ("install Debian's 'prometheus' package (it provides prometheus and promtool): "
                 "run deploy/install-deps.sh")
 
@@ -52,56 +52,13 @@ def http_get(url, timeout=5):
         return response.status, response.read().decode()
 
 
-def _stop(proc, timeout=15):
-    """SIGTERM, then SIGKILL after `timeout` s; returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
-
-
-class Catserve:
-    """The catserve daemon on the tiny fixture model, gRPC and HTTP on 127.0.0.1 port 0; the
-    bound ports are read from its startup lines. Its stderr is collected in `log`."""
-
-    def __init__(self, *flags):
-        binary = os.environ.get("CATSERVE_BIN", str(REPO / "build" / "server" / "catserve"))
-        if not os.access(binary, os.X_OK):
-            pytest.fail(f"catserve binary {binary} not found; build the catserve target "
-                        "(CTest passes it in $CATSERVE_BIN)", pytrace=False)
-        cmd = [binary, f"--model_dir={TINY}", "--listen=127.0.0.1:0",
-               "--http_listen=127.0.0.1:0", "--threads=1", "--kv_pool_mb=16", *flags]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        self.log = ""
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(60) or "catserve: ready" not in self.log:
-            code = self.stop()
-            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-            raise RuntimeError(f"catserve did not start ({how}): {' '.join(cmd)}\n{self.log}")
-        self.grpc_port = int(re.search(r"catserve: listening on \S+:(\d+)", self.log).group(1))
-        self.http_port = int(re.search(r"catserve: metrics on http://\S+:(\d+)/", self.log).group(1))
-        self.address = f"127.0.0.1:{self.grpc_port}"
-        self.metrics_url = f"http://127.0.0.1:{self.http_port}/metrics"
-
-    def _read(self):
-        for line in self.proc.stderr:
-            self.log += line
-            if line.startswith("catserve: ready"):
-                self._ready.set()
-        self._ready.set()
+class Catserve(CatserveDaemon):
+    """The daemon (tests/common/catserve_daemon.py) plus a scrape of its /metrics."""
 
     def scrape(self):
         status, body = http_get(self.metrics_url)
         assert status == 200
         return body
-
-    def stop(self):
-        return _stop(self.proc, 30)
 
 
 class Prometheus:
@@ -175,25 +132,15 @@ class Prometheus:
         return [(r["metric"], float(r["value"][1])) for r in answer["data"]["result"]]
 
     def stop(self):
-        return _stop(self.proc, 15) if self.proc is not None else None
+        return stop_process(self.proc, 15) if self.proc is not None else None
 
 
 @pytest.fixture(scope="module")
 def stubs():
-    """proto/catserve/v1/*.proto compiled with grpc_tools.protoc into a temporary directory."""
-    from grpc_tools import protoc
-
+    """proto/catserve/v1/*.proto compiled into a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="catserve-stubs-") as out:
-        proto_root = REPO / "proto"
-        protos = sorted(str(p) for p in (proto_root / "catserve" / "v1").glob("*.proto"))
-        args = ["protoc", f"-I{proto_root}", f"--python_out={out}", f"--grpc_python_out={out}"]
-        assert protoc.main(args + protos) == 0, "grpc_tools.protoc failed"
-        sys.path.insert(0, out)
-        try:
-            from catserve.v1 import generation_pb2, generation_pb2_grpc
-        finally:
-            sys.path.remove(out)
-        yield generation_pb2, generation_pb2_grpc
+        yield compile_stubs(out)
+        sys.path.remove(out)
 
 
 @pytest.fixture(scope="module")
