@@ -24,6 +24,7 @@
 #include "engine/random_model.h"
 #include "engine/safetensors.h"
 #include "gtest/gtest.h"
+#include "tests/common/interleaved_run.h"
 #include "tests/common/test_models.h"
 
 namespace catserve::engine {
@@ -187,82 +188,6 @@ TEST_P(CudaFixtureTest, LoadsThroughEngineLoad) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixtureTest, ::testing::Values("tiny", "tiny_gqa"));
 
-struct Case {
-  int chunk_size;
-  int prompt;
-  int total;
-  int join_step;
-  int piece;  // longest prefill piece per step
-};
-
-// Ragged batches of every chunk size, prompts in pieces, sequences joining late, run through
-// `engine`; returns every logits row it produced, in order, and checks exact page accounting.
-std::vector<std::vector<float>> RunInterleaved(Engine& engine, const std::vector<Case>& cases,
-                                               uint64_t seed) {
-  const ModelConfig& c = engine.config();
-  const int V = c.vocab_size;
-  std::vector<std::vector<float>> rows;
-  absl::StatusOr<KvPool> pool = engine.CreateKvPool(4096, 4);
-  EXPECT_TRUE(pool.ok()) << pool.status();
-  if (!pool.ok()) return rows;
-  std::mt19937 rng(seed);
-  struct Live {
-    Case spec;
-    SequenceState seq;
-    std::vector<int32_t> all_tokens;
-    bool done = false;
-  };
-  std::vector<Live> live(cases.size());
-  for (size_t i = 0; i < cases.size(); ++i) {
-    live[i].spec = cases[i];
-    live[i].seq.chunk_size = cases[i].chunk_size;
-    std::uniform_int_distribution<int32_t> tok(3, V - 1);
-    for (int t = 0; t < cases[i].total; ++t) live[i].all_tokens.push_back(tok(rng));
-  }
-  std::vector<float> logits;
-  for (int step = 0;; ++step) {
-    std::vector<StepItem> items;
-    std::vector<Live*> owners;
-    bool any_left = false;
-    for (Live& l : live) {
-      if (l.done) continue;
-      any_left = true;
-      if (step < l.spec.join_step) continue;
-      const int cached = l.seq.cached;
-      const int n = cached < l.spec.prompt ? std::min(l.spec.piece, l.spec.prompt - cached) : 1;
-      for (int k = 0; k < n; ++k) l.seq.tokens.push_back(l.all_tokens[cached + k]);
-      EXPECT_TRUE(ReservePages(*pool, l.seq, cached + n));
-      items.push_back({&l.seq, n, cached + n >= l.spec.prompt});
-      owners.push_back(&l);
-    }
-    if (!any_left) break;
-    if (items.empty()) continue;
-    logits.assign(items.size() * V, NAN);
-    const absl::Status st = engine.Step(items, *pool, absl::MakeSpan(logits));
-    EXPECT_TRUE(st.ok()) << st;
-    if (!st.ok()) return rows;
-    for (size_t i = 0; i < items.size(); ++i) {
-      Live& l = *owners[i];
-      TrimPages(*pool, l.seq);
-      if (items[i].want_logits)
-        rows.emplace_back(logits.begin() + i * V, logits.begin() + (i + 1) * V);
-      if (l.seq.cached == l.spec.total) {
-        pool->ReleaseAll(l.seq.pages);
-        l.done = true;
-      }
-    }
-    int expected_pages = 0;
-    for (Live& l : live) {
-      if (l.done || l.seq.cached == 0) continue;
-      const KvEntries e = KvEntriesAfter(l.seq.cached, l.seq.chunk_size);
-      expected_pages += pool->PagesFor(e.compressed) + pool->PagesFor(e.local);
-    }
-    EXPECT_EQ(pool->used_pages(), expected_pages) << "step " << step;
-  }
-  EXPECT_EQ(pool->used_pages(), 0);
-  return rows;
-}
-
 class CudaIncrementalTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override { SKIP_WITHOUT_CUDA_DEVICE(); }
@@ -274,19 +199,13 @@ TEST_P(CudaIncrementalTest, MatchesCpuUnderRaggedBatchesOfMixedChunkSizes) {
   auto gpu = CreateCudaEngine(c, weights);
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   CpuEngine emulated(c, weights, {.threads = 2, .emulate_bf16 = true});
-  const std::vector<Case> cases = {
-      {1, 7, 40, 0, 3},     {2, 13, 60, 1, 64}, {4, 1, 33, 0, 1},       {8, 37, 90, 3, 8},
-      {16, 48, 127, 2, 16}, {16, 5, 64, 5, 2},  {8, 16, 41, 0, 64},     {4, 64, 100, 7, 20},
-      {2, 2, 19, 9, 1},     {1, 30, 55, 4, 7},  {16, 127, 128, 0, 128}, {8, 100, 128, 1, 33},
-  };
-  const auto want = RunInterleaved(emulated, cases, 11);
-  const auto got = RunInterleaved(**gpu, cases, 11);
-  int expected_rows = 0;
-  for (const Case& k : cases) expected_rows += k.total - k.prompt + 1;
-  ASSERT_EQ(want.size(), static_cast<size_t>(expected_rows));
+  const auto cases = ::catserve::testing::MixedCases();
+  const auto want = ::catserve::testing::RunInterleaved(emulated, cases, 11);
+  const auto got = ::catserve::testing::RunInterleaved(**gpu, cases, 11);
+  ASSERT_EQ(want.size(), static_cast<size_t>(::catserve::testing::ExpectedRows(cases)));
   ASSERT_EQ(got.size(), want.size());
   for (size_t r = 0; r < got.size(); ++r) {
-    ASSERT_LE(MaxAbsDiff(got[r].data(), want[r].data(), c.vocab_size), kTolerance)
+    ASSERT_LE(MaxAbsDiff(got[r].logits.data(), want[r].logits.data(), c.vocab_size), kTolerance)
         << "logits row " << r << " of the batch";
   }
 }

@@ -9,6 +9,7 @@
 #include "engine/random_model.h"
 #include "engine/reference_forward.h"
 #include "gtest/gtest.h"
+#include "tests/common/interleaved_run.h"
 #include "tests/common/test_models.h"
 
 namespace catserve::engine {
@@ -16,13 +17,8 @@ namespace {
 
 using ::catserve::testing::TinyConfig;
 
-struct Case {
-  int chunk_size;
-  int prompt;
-  int total;
-  int join_step;
-  int piece;  // longest prefill piece per step
-};
+using ::catserve::testing::InterleavedCase;
+using ::catserve::testing::LogitsRow;
 
 float MaxAbsDiff(const float* a, const float* b, int n) {
   float m = 0;
@@ -30,86 +26,27 @@ float MaxAbsDiff(const float* a, const float* b, int n) {
   return m;
 }
 
-// Runs all cases through one engine in shared steps and checks every logits row against the
-// reference forward. Also checks page accounting after every step.
-void RunInterleaved(CpuEngine& engine, const std::vector<Case>& cases, uint64_t seed) {
+// Runs all cases through one engine in shared steps (tests/common/interleaved_run.h checks the
+// page accounting after every step) and checks every logits row against the reference forward.
+void ExpectMatchesReference(CpuEngine& engine, const std::vector<InterleavedCase>& cases,
+                            uint64_t seed) {
   const ModelConfig& c = engine.config();
   const int V = c.vocab_size;
-  absl::StatusOr<KvPool> pool = KvPool::Create(engine.kv_geometry(4), 4096);
-  ASSERT_TRUE(pool.ok());
-  std::mt19937 rng(seed);
-  struct Live {
-    Case spec;
-    SequenceState seq;
-    std::vector<int32_t> all_tokens;
-    std::vector<float> reference;
-    bool done = false;
-  };
-  std::vector<Live> live(cases.size());
+  const auto tokens = ::catserve::testing::InterleavedTokens(cases, V, seed);
+  std::vector<std::vector<float>> reference;
   for (size_t i = 0; i < cases.size(); ++i) {
-    live[i].spec = cases[i];
-    live[i].seq.chunk_size = cases[i].chunk_size;
-    std::uniform_int_distribution<int32_t> tok(3, V - 1);
-    for (int t = 0; t < cases[i].total; ++t) live[i].all_tokens.push_back(tok(rng));
-    auto ref = ReferenceForward(c, engine.weights(), live[i].all_tokens, cases[i].chunk_size);
+    auto ref = ReferenceForward(c, engine.weights(), tokens[i], cases[i].chunk_size);
     ASSERT_TRUE(ref.ok()) << ref.status();
-    live[i].reference = *std::move(ref);
+    reference.push_back(*std::move(ref));
   }
-  std::vector<float> logits;
-  int checked = 0;
-  for (int step = 0;; ++step) {
-    std::vector<StepItem> items;
-    std::vector<Live*> owners;
-    bool any_left = false;
-    for (Live& l : live) {
-      if (l.done) continue;
-      any_left = true;
-      if (step < l.spec.join_step) continue;
-      const int cached = l.seq.cached;
-      int n = cached < l.spec.prompt ? std::min(l.spec.piece, l.spec.prompt - cached) : 1;
-      for (int k = 0; k < n; ++k) l.seq.tokens.push_back(l.all_tokens[cached + k]);
-      ASSERT_TRUE(ReservePages(*pool, l.seq, cached + n));
-      items.push_back({&l.seq, n, cached + n >= l.spec.prompt});
-      owners.push_back(&l);
-    }
-    if (!any_left) break;
-    if (items.empty()) continue;
-    logits.assign(items.size() * V, 0.0f);
-    ASSERT_TRUE(engine.Step(items, *pool, absl::MakeSpan(logits)).ok());
-    int expected_pages = 0;
-    for (size_t i = 0; i < items.size(); ++i) {
-      Live& l = *owners[i];
-      TrimPages(*pool, l.seq);
-      const int row = l.seq.cached;
-      if (items[i].want_logits) {
-        const float diff = MaxAbsDiff(logits.data() + i * V, l.reference.data() + row * V, V);
-        ASSERT_LE(diff, 1e-4) << "chunk size " << l.spec.chunk_size << " row " << row;
-        ++checked;
-      }
-      if (l.seq.cached == l.spec.total) {
-        pool->ReleaseAll(l.seq.pages);
-        l.done = true;
-      }
-    }
-    for (Live& l : live) {
-      if (l.done || l.seq.cached == 0) continue;
-      const KvEntries e = KvEntriesAfter(l.seq.cached, l.seq.chunk_size);
-      expected_pages += pool->PagesFor(e.compressed) + pool->PagesFor(e.local);
-    }
-    ASSERT_EQ(pool->used_pages(), expected_pages) << "step " << step;
+  const std::vector<LogitsRow> rows = ::catserve::testing::RunInterleaved(engine, cases, seed);
+  ASSERT_EQ(rows.size(), static_cast<size_t>(::catserve::testing::ExpectedRows(cases)));
+  for (const LogitsRow& r : rows) {
+    const float diff =
+        MaxAbsDiff(r.logits.data(), reference[r.case_index].data() + r.position * V, V);
+    ASSERT_LE(diff, 1e-4) << "chunk size " << cases[r.case_index].chunk_size << " row "
+                          << r.position;
   }
-  EXPECT_EQ(pool->used_pages(), 0);
-  int expected_checks = 0;
-  for (const Case& k : cases) expected_checks += k.total - k.prompt + 1;
-  EXPECT_EQ(checked, expected_checks);
-}
-
-std::vector<Case> MixedCases() {
-  return {
-      {1, 7, 40, 0, 3},     {2, 13, 60, 1, 64}, {4, 1, 33, 0, 1},       {8, 37, 90, 3, 8},
-      {16, 48, 127, 2, 16}, {16, 5, 64, 5, 2},  {8, 16, 41, 0, 64},     {4, 64, 100, 7, 20},
-      {2, 2, 19, 9, 1},     {1, 30, 55, 4, 7},  {16, 127, 128, 0, 128}, {8, 100, 128, 1, 33},
-  };
 }
 
 class IncrementalTest : public ::testing::TestWithParam<bool> {};
@@ -117,14 +54,14 @@ class IncrementalTest : public ::testing::TestWithParam<bool> {};
 TEST_P(IncrementalTest, MatchesReferenceUnderRaggedBatches) {
   const ModelConfig c = TinyConfig(GetParam());
   CpuEngine engine(c, RandomModelWeights(c, 7), EngineOptions{.threads = 2});
-  RunInterleaved(engine, MixedCases(), 11);
+  ExpectMatchesReference(engine, ::catserve::testing::MixedCases(), 11);
 }
 
 TEST_P(IncrementalTest, EveryChunkSizeAloneTokenByToken) {
   const ModelConfig c = TinyConfig(GetParam());
   CpuEngine engine(c, RandomModelWeights(c, 3), EngineOptions{.threads = 1});
   for (int l : c.chunk_sizes()) {
-    RunInterleaved(engine, {{l, 1, 50, 0, 1}, {l, 33, 70, 0, 33}}, 5 + l);
+    ExpectMatchesReference(engine, {{l, 1, 50, 0, 1}, {l, 33, 70, 0, 33}}, 5 + l);
   }
 }
 
