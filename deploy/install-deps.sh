@@ -19,7 +19,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 debs=(
   build-essential cmake pkg-config git ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libcivetweb-dev libsentencepiece-dev sentencepiece
+  libabsl-dev libmicrohttpd-dev prometheus-cpp-dev libsentencepiece-dev sentencepiece
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev
   prometheus python3 python3-pip python3-venv
 )

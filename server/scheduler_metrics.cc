@@ -14,7 +14,13 @@ int CountFor(const std::map<int, int>& by_chunk_size, int chunk_size) {
 
 SchedulerMetrics::SchedulerMetrics(metrics::ServingMetrics* metrics, std::vector<int> chunk_sizes)
     : metrics_(metrics), chunk_sizes_(std::move(chunk_sizes)) {
-  for (int l : chunk_sizes_) metrics_->ForChunkSize(l);  // every series exists from the start
+  // Every series exists from the start, so rates begin from a known zero.
+  for (int l : chunk_sizes_) {
+    metrics_->ForChunkSize(l);
+    for (int coarser : chunk_sizes_) {
+      if (coarser > l) metrics_->degrades(l, coarser);
+    }
+  }
 }
 
 void SchedulerMetrics::OnStep(const scheduler::StepReport& report,
@@ -22,8 +28,8 @@ void SchedulerMetrics::OnStep(const scheduler::StepReport& report,
   metrics_->step_duration().Observe(absl::ToDoubleSeconds(report.duration));
   metrics_->step_tokens().Observe(report.tokens);
   metrics_->step_batch_size().Observe(report.batch_size);
-  metrics_->engine_seconds().Add(absl::ToDoubleSeconds(report.engine_time));
-  metrics_->iteration_seconds().Add(absl::ToDoubleSeconds(report.iteration));
+  metrics_->engine_seconds().Increment(absl::ToDoubleSeconds(report.engine_time));
+  metrics_->iteration_seconds().Increment(absl::ToDoubleSeconds(report.iteration));
   for (const auto& [chunk_size, chunks] : report.compressed_chunks) {
     if (chunks > 0) metrics_->ForChunkSize(chunk_size).compressor_calls->Increment(chunks);
   }

@@ -84,10 +84,8 @@ absl::Status ServingDaemon::Init() {
                      pages, " pages of ", geometry.page_bytes(), " bytes); raise or lower it"));
   }
 
-  absl::StatusOr<std::unique_ptr<metrics::ServingMetrics>> serving_metrics =
-      metrics::ServingMetrics::Create(&registry_, {CATSERVE_VERSION, model_name, options_.device});
-  if (!serving_metrics.ok()) return serving_metrics.status();
-  serving_metrics_ = *std::move(serving_metrics);
+  serving_metrics_ = std::make_unique<metrics::ServingMetrics>(
+      metrics::BuildInfo{CATSERVE_VERSION, model_name, options_.device});
   scheduler_metrics_ =
       std::make_unique<SchedulerMetrics>(serving_metrics_.get(), config.chunk_sizes());
 
@@ -114,7 +112,7 @@ absl::Status ServingDaemon::Init() {
       parser_.get(), BuildModelInfo(model_name, static_cast<int>(pages)));
 
   absl::StatusOr<std::unique_ptr<metrics::MetricsHttpServer>> http =
-      metrics::MetricsHttpServer::Start(options_.http_listen, &registry_,
+      metrics::MetricsHttpServer::Start(options_.http_listen, serving_metrics_.get(),
                                         [this] { return ready_.load(); });
   if (!http.ok()) {
     return absl::Status(http.status().code(), absl::StrCat("--http_listen=", options_.http_listen,

@@ -12,7 +12,6 @@
 #include "scheduler/scheduler.h"
 #include "server/generation_service.h"
 #include "server/metrics/metrics_http_server.h"
-#include "server/metrics/registry.h"
 #include "server/metrics/serving_metrics.h"
 #include "server/request_parser.h"
 #include "server/scheduler_metrics.h"
@@ -61,7 +60,6 @@ class ServingDaemon {
   v1::ModelInfo BuildModelInfo(const std::string& model_name, int pool_pages) const;
 
   const ServerOptions options_;
-  metrics::Registry registry_;
   std::unique_ptr<metrics::ServingMetrics> serving_metrics_;
   std::unique_ptr<SchedulerMetrics> scheduler_metrics_;
   std::unique_ptr<engine::Engine> engine_;

@@ -1,26 +1,29 @@
 #include "server/metrics/metrics_http_server.h"
 
 #include <arpa/inet.h>
-#include <civetweb.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
 
 #include <algorithm>
-#include <cstring>
+#include <cstdio>
 #include <utility>
 
 #include "absl/base/internal/raw_logging.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "server/metrics/text_format.h"
+#include "prometheus/text_serializer.h"
 
 namespace catserve::metrics {
 namespace {
 
 constexpr char kTextPlain[] = "text/plain; charset=utf-8";
+constexpr char kExpositionFormat[] = "text/plain; version=0.0.4; charset=utf-8";
+// Request line plus headers must fit in this; more gets 414 or 431 from the library.
+constexpr size_t kRequestMemoryLimit = 16 * 1024;
 
-// Turns "HOST:PORT" into civetweb's listening_ports syntax, or explains what is wrong.
-absl::StatusOr<std::string> ListeningPort(absl::string_view address) {
+// Turns "HOST:PORT" into an IPv4 socket address, or explains what is wrong.
+absl::StatusOr<sockaddr_in> ListeningAddress(absl::string_view address) {
   const size_t colon = address.rfind(':');
   if (colon == absl::string_view::npos) {
     return absl::InvalidArgumentError(
@@ -37,137 +40,125 @@ absl::StatusOr<std::string> ListeningPort(absl::string_view address) {
     return absl::InvalidArgumentError(
         absl::StrCat("metrics address \"", address, "\": port must be a number in [0, 65535]"));
   }
-  if (host.empty()) return absl::StrCat(port);
-  in_addr ipv4{};
-  if (inet_pton(AF_INET, std::string(host).c_str(), &ipv4) != 1) {
+  sockaddr_in socket_address{};
+  socket_address.sin_family = AF_INET;
+  socket_address.sin_port = htons(static_cast<uint16_t>(port));
+  socket_address.sin_addr.s_addr = htonl(INADDR_ANY);
+  if (!host.empty() &&
+      inet_pton(AF_INET, std::string(host).c_str(), &socket_address.sin_addr) != 1) {
     return absl::InvalidArgumentError(absl::StrCat("metrics address \"", address, "\": host \"",
                                                    host, "\" is not an IPv4 address"));
   }
-  return absl::StrCat(host, ":", port);
+  return socket_address;
 }
 
-// Writes a complete response; the body is left out for HEAD. Returns the status for civetweb's
-// access log.
-int Respond(mg_connection* connection, int status, absl::string_view content_type,
-            absl::string_view body) {
-  const mg_request_info* request = mg_get_request_info(connection);
-  const bool head = request != nullptr && std::strcmp(request->request_method, "HEAD") == 0;
-  const std::string header = absl::StrFormat(
-      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nCache-Control: no-store\r\n"
-      "Connection: close\r\n\r\n",
-      status, mg_get_response_code_text(connection, status), content_type, body.size());
-  mg_write(connection, header.data(), header.size());
-  if (!head) mg_write(connection, body.data(), body.size());
-  return status;
-}
-
-// Answers what only GET and HEAD on the exact `path` may reach; returns false once it has sent
-// a 404 or 405 itself.
-bool AcceptRequest(mg_connection* connection, const char* path, int* status) {
-  const mg_request_info* request = mg_get_request_info(connection);
-  if (request == nullptr || std::strcmp(request->local_uri, path) != 0) {
-    *status = Respond(connection, 404, kTextPlain, "not found\n");
-    return false;
-  }
-  if (std::strcmp(request->request_method, "GET") != 0 &&
-      std::strcmp(request->request_method, "HEAD") != 0) {
-    *status = Respond(connection, 405, kTextPlain, "only GET and HEAD are allowed\n");
-    return false;
-  }
-  return true;
+MHD_Result Respond(MHD_Connection* connection, int status, const std::string& content_type,
+                   const std::string& body) {
+  MHD_Response* response = MHD_create_response_from_buffer(
+      body.size(), const_cast<char*>(body.data()), MHD_RESPMEM_MUST_COPY);
+  if (response == nullptr) return MHD_NO;  // out of memory: the library drops the connection
+  MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type.c_str());
+  MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  const MHD_Result queued = MHD_queue_response(connection, status, response);
+  MHD_destroy_response(response);
+  return queued;
 }
 
 }  // namespace
 
-MetricsHttpServer::MetricsHttpServer(const Registry* registry, std::function<bool()> ready)
-    : registry_(registry), ready_(std::move(ready)) {}
+// libmicrohttpd calls these with the server as their closure.
+struct HttpCallbacks {
+  // Called once a request's line and headers parsed (and again per piece of a body, which no
+  // endpoint takes: the first call answers, and the library then drops the body).
+  static MHD_Result Access(void* cls, MHD_Connection* connection, const char* url,
+                           const char* method, const char* version, const char* upload_data,
+                           size_t* upload_data_size, void** request_state) {
+    const auto* server = static_cast<const MetricsHttpServer*>(cls);
+    const absl::string_view verb(method);
+    if (verb != MHD_HTTP_METHOD_GET && verb != MHD_HTTP_METHOD_HEAD) {
+      return Respond(connection, MHD_HTTP_METHOD_NOT_ALLOWED, kTextPlain,
+                     "only GET and HEAD are allowed\n");
+    }
+    std::string content_type = kTextPlain;
+    std::string body;
+    const int status = server->Serve(url, &content_type, &body);
+    return Respond(connection, status, content_type, body);  // HEAD: the library omits the body
+  }
+
+  static void Log(void* cls, const char* format, va_list args) {
+    static_cast<MetricsHttpServer*>(cls)->Log(format, args);
+  }
+};
+
+MetricsHttpServer::MetricsHttpServer(const prometheus::Collectable* metrics,
+                                     std::function<bool()> ready)
+    : metrics_(metrics), ready_(std::move(ready)) {}
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    absl::string_view address, const Registry* registry, std::function<bool()> ready) {
-  absl::StatusOr<std::string> listening_port = ListeningPort(address);
-  if (!listening_port.ok()) return listening_port.status();
+    absl::string_view address, const prometheus::Collectable* metrics,
+    std::function<bool()> ready) {
+  absl::StatusOr<sockaddr_in> socket_address = ListeningAddress(address);
+  if (!socket_address.ok()) return socket_address.status();
 
-  std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer(registry, std::move(ready)));
-  mg_init_library(0);
-  const char* options[] = {
-      "listening_ports", listening_port->c_str(), "num_threads", "4",    "request_timeout_ms",
-      "10000",           "enable_keep_alive",     "no",          nullptr};
-  mg_callbacks callbacks{};
-  callbacks.log_message = &MetricsHttpServer::LogMessage;
-  mg_init_data init{&callbacks, server.get(), options};
-  char error_text[256] = {};
-  unsigned error_code = 0;
-  mg_error_data error{&error_code, error_text, sizeof(error_text)};
-  server->context_ = mg_start2(&init, &error);
-  if (server->context_ == nullptr) {
-    mg_exit_library();
-    absl::MutexLock lock(&server->log_mu_);
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on ", address, ": ",
-                     server->start_log_.empty() ? error_text : server->start_log_));
+  std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer(metrics, std::move(ready)));
+  server->daemon_ = MHD_start_daemon(
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, nullptr, nullptr,
+      &HttpCallbacks::Access, server.get(),                           //
+      MHD_OPTION_EXTERNAL_LOGGER, &HttpCallbacks::Log, server.get(),  // first, to see every line
+      MHD_OPTION_SOCK_ADDR, &*socket_address, MHD_OPTION_THREAD_POOL_SIZE,
+      static_cast<unsigned>(kThreads), MHD_OPTION_CONNECTION_LIMIT,
+      static_cast<unsigned>(kMaxConnections), MHD_OPTION_CONNECTION_TIMEOUT,
+      static_cast<unsigned>(kConnectionTimeoutSeconds), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+      kRequestMemoryLimit,  //
+      MHD_OPTION_END);
+  absl::MutexLock lock(&server->log_mu_);
+  if (server->daemon_ == nullptr) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot serve metrics on ", address, ": ",
+        server->start_log_.empty() ? "libmicrohttpd could not start" : server->start_log_));
   }
-  {
-    absl::MutexLock lock(&server->log_mu_);
-    server->started_ = true;
+  server->started_ = true;
+  const MHD_DaemonInfo* info = MHD_get_daemon_info(server->daemon_, MHD_DAEMON_INFO_BIND_PORT);
+  if (info == nullptr || info->port == 0) {
+    return absl::InternalError(absl::StrCat("libmicrohttpd reports no bound port for ", address));
   }
-  mg_server_port ports[1] = {};
-  if (mg_get_server_ports(server->context_, 1, ports) != 1) {
-    return absl::InternalError(absl::StrCat("civetweb reports no bound port for ", address));
-  }
-  server->port_ = ports[0].port;
-  mg_set_request_handler(server->context_, "/metrics", &MetricsHttpServer::HandleMetrics,
-                         server.get());
-  mg_set_request_handler(server->context_, "/healthz", &MetricsHttpServer::HandleHealthz,
-                         server.get());
-  mg_set_request_handler(server->context_, "/readyz", &MetricsHttpServer::HandleReadyz,
-                         server.get());
+  server->port_ = info->port;
   return server;
 }
 
 MetricsHttpServer::~MetricsHttpServer() {
-  if (context_ != nullptr) {
-    mg_stop(context_);
-    mg_exit_library();
+  if (daemon_ != nullptr) MHD_stop_daemon(daemon_);
+}
+
+int MetricsHttpServer::Serve(absl::string_view path, std::string* content_type,
+                             std::string* body) const {
+  if (path == "/metrics") {
+    *content_type = kExpositionFormat;
+    *body = prometheus::TextSerializer().Serialize(metrics_->Collect());
+    return MHD_HTTP_OK;
   }
-}
-
-int MetricsHttpServer::HandleMetrics(mg_connection* connection, void* server) {
-  int status = 0;
-  if (!AcceptRequest(connection, "/metrics", &status)) return status;
-  const std::string body = static_cast<MetricsHttpServer*>(server)->registry_->Scrape();
-  return Respond(connection, 200, kTextFormatContentType, body);
-}
-
-int MetricsHttpServer::HandleHealthz(mg_connection* connection, void* server) {
-  int status = 0;
-  if (!AcceptRequest(connection, "/healthz", &status)) return status;
-  return Respond(connection, 200, kTextPlain, "ok\n");
-}
-
-int MetricsHttpServer::HandleReadyz(mg_connection* connection, void* server) {
-  int status = 0;
-  if (!AcceptRequest(connection, "/readyz", &status)) return status;
-  const std::function<bool()>& ready = static_cast<MetricsHttpServer*>(server)->ready_;
-  if (ready && !ready()) return Respond(connection, 503, kTextPlain, "not ready\n");
-  return Respond(connection, 200, kTextPlain, "ready\n");
-}
-
-int MetricsHttpServer::LogMessage(const mg_connection* connection, const char* message) {
-  const mg_context* context = connection != nullptr ? mg_get_context(connection) : nullptr;
-  auto* server =
-      context != nullptr ? static_cast<MetricsHttpServer*>(mg_get_user_data(context)) : nullptr;
-  if (server == nullptr) {
-    ABSL_RAW_LOG(WARNING, "civetweb: %s", message);
-    return 1;
+  if (path == "/healthz") {
+    *body = "ok\n";
+    return MHD_HTTP_OK;
   }
-  absl::MutexLock lock(&server->log_mu_);
-  if (server->started_) {
-    ABSL_RAW_LOG(WARNING, "metrics http: %s", message);
-  } else if (server->start_log_.empty()) {
-    // The first line is the cause; later ones ("Failed to setup server ports") only repeat it.
-    server->start_log_ = message;
+  if (path == "/readyz") {
+    if (ready_ && !ready_()) {
+      *body = "not ready\n";
+      return MHD_HTTP_SERVICE_UNAVAILABLE;
+    }
+    *body = "ready\n";
+    return MHD_HTTP_OK;
   }
-  return 1;
+  *body = "not found\n";
+  return MHD_HTTP_NOT_FOUND;
+}
+
+void MetricsHttpServer::Log(const char* format, va_list args) {
+  absl::MutexLock lock(&log_mu_);
+  if (started_ || !start_log_.empty()) return;  // the first line names the cause
+  char line[512];
+  std::vsnprintf(line, sizeof(line), format, args);
+  start_log_ = std::string(absl::StripAsciiWhitespace(line));
 }
 
 }  // namespace catserve::metrics

@@ -101,10 +101,18 @@ std::optional<double> CountOpenFds(const std::string& fd_dir) {
   return count;
 }
 
-MetricFamilySnapshot Family(const char* name, const char* help, MetricType type,
-                            std::optional<double> value) {
-  MetricFamilySnapshot family{name, help, type, {}};
-  if (value.has_value()) family.samples.push_back(Sample{name, {}, *value});
+prometheus::MetricFamily Family(const char* name, const char* help, prometheus::MetricType type,
+                                std::optional<double> value) {
+  prometheus::MetricFamily family{name, help, type, {}};
+  if (value.has_value()) {
+    prometheus::ClientMetric sample;
+    if (type == prometheus::MetricType::Counter) {
+      sample.counter.value = *value;
+    } else {
+      sample.gauge.value = *value;
+    }
+    family.metric.push_back(std::move(sample));
+  }
   return family;
 }
 
@@ -112,11 +120,7 @@ MetricFamilySnapshot Family(const char* name, const char* help, MetricType type,
 
 ProcessCollector::ProcessCollector(std::string proc_root) : proc_root_(std::move(proc_root)) {}
 
-std::vector<std::string> ProcessCollector::FamilyNames() const {
-  return {kCpuSeconds, kResidentMemory, kVirtualMemory, kOpenFds, kMaxFds, kStartTime};
-}
-
-void ProcessCollector::Collect(std::vector<MetricFamilySnapshot>* out) const {
+std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
   std::optional<ProcStat> stat;
   if (std::optional<std::string> text = ReadFile(proc_root_ + "/self/stat")) {
     stat = ParseProcStat(*text);
@@ -136,18 +140,21 @@ void ProcessCollector::Collect(std::vector<MetricFamilySnapshot>* out) const {
     if (!stat.has_value()) return std::nullopt;
     return (*stat).*field;
   };
-  out->push_back(Family(kCpuSeconds, "Total user and system CPU time spent in seconds.",
-                        MetricType::kCounter, from_stat(&ProcStat::cpu_seconds)));
-  out->push_back(Family(kResidentMemory, "Resident memory size in bytes.", MetricType::kGauge,
-                        from_stat(&ProcStat::resident_bytes)));
-  out->push_back(Family(kVirtualMemory, "Virtual memory size in bytes.", MetricType::kGauge,
-                        from_stat(&ProcStat::virtual_bytes)));
-  out->push_back(Family(kOpenFds, "Number of open file descriptors.", MetricType::kGauge,
-                        CountOpenFds(proc_root_ + "/self/fd")));
-  out->push_back(
-      Family(kMaxFds, "Maximum number of open file descriptors.", MetricType::kGauge, max_fds));
-  out->push_back(Family(kStartTime, "Start time of the process since unix epoch in seconds.",
-                        MetricType::kGauge, start_time));
+  using prometheus::MetricType;
+  std::vector<prometheus::MetricFamily> out;
+  out.push_back(Family(kCpuSeconds, "Total user and system CPU time spent in seconds.",
+                       MetricType::Counter, from_stat(&ProcStat::cpu_seconds)));
+  out.push_back(Family(kResidentMemory, "Resident memory size in bytes.", MetricType::Gauge,
+                       from_stat(&ProcStat::resident_bytes)));
+  out.push_back(Family(kVirtualMemory, "Virtual memory size in bytes.", MetricType::Gauge,
+                       from_stat(&ProcStat::virtual_bytes)));
+  out.push_back(Family(kOpenFds, "Number of open file descriptors.", MetricType::Gauge,
+                       CountOpenFds(proc_root_ + "/self/fd")));
+  out.push_back(
+      Family(kMaxFds, "Maximum number of open file descriptors.", MetricType::Gauge, max_fds));
+  out.push_back(Family(kStartTime, "Start time of the process since unix epoch in seconds.",
+                       MetricType::Gauge, start_time));
+  return out;
 }
 
 }  // namespace catserve::metrics

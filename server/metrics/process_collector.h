@@ -4,7 +4,8 @@
 #include <string>
 #include <vector>
 
-#include "server/metrics/collector.h"
+#include "prometheus/collectable.h"
+#include "prometheus/metric_family.h"
 
 namespace catserve::metrics {
 
@@ -16,13 +17,12 @@ namespace catserve::metrics {
 //   process_max_fds                gauge    soft limit "Max open files" (/proc/self/limits)
 //   process_start_time_seconds     gauge    start time since the Unix epoch (with /proc/stat btime)
 // A family whose source cannot be read is exposed with no sample rather than a made-up value.
-class ProcessCollector final : public Collector {
+class ProcessCollector final : public prometheus::Collectable {
  public:
   // `proc_root` is where procfs is mounted; tests point it at a fake tree.
   explicit ProcessCollector(std::string proc_root = "/proc");
 
-  std::vector<std::string> FamilyNames() const override;
-  void Collect(std::vector<MetricFamilySnapshot>* out) const override;
+  std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   const std::string proc_root_;

@@ -1,12 +1,10 @@
 #include "server/metrics/serving_metrics.h"
 
 #include <bit>
-#include <functional>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "server/metrics/process_collector.h"
 
 namespace catserve::metrics {
 namespace {
@@ -50,12 +48,13 @@ const std::vector<double>& StepDurationBuckets() {
 
 constexpr char kChunkSize[] = "chunk_size";
 
-// Unwraps a StatusOr into `*out`, returning its status.
-template <typename T>
-absl::Status Assign(absl::StatusOr<T> result, T* out) {
-  if (!result.ok()) return result.status();
-  *out = *result;
-  return absl::OkStatus();
+// `count` bounds start, start * factor, start * factor^2, ...
+std::vector<double> ExponentialBuckets(double start, double factor, int count) {
+  std::vector<double> bounds;
+  for (double bound = start; static_cast<int>(bounds.size()) < count; bound *= factor) {
+    bounds.push_back(bound);
+  }
+  return bounds;
 }
 
 }  // namespace
@@ -78,204 +77,157 @@ absl::string_view RequestOutcomeLabel(RequestOutcome outcome) {
   return "error";
 }
 
-absl::StatusOr<std::unique_ptr<ServingMetrics>> ServingMetrics::Create(Registry* registry,
-                                                                       const BuildInfo& build) {
-  std::unique_ptr<ServingMetrics> metrics(new ServingMetrics());
-  if (absl::Status status = metrics->Register(registry, build); !status.ok()) return status;
-  return metrics;
+ServingMetrics::ServingMetrics(const BuildInfo& build) {
+  using prometheus::BuildCounter;
+  using prometheus::BuildGauge;
+  using prometheus::BuildHistogram;
+  ChunkSizeFamilies& f = families_;
+  BuildGauge()
+      .Name("catserve_build_info")
+      .Help("Build information; the value is always 1.")
+      .Register(registry_)
+      .Add({{"version", build.version}, {"model", build.model}, {"backend", build.backend}})
+      .Set(1);
+  f.requests_running = &BuildGauge()
+                            .Name("catserve_requests_running")
+                            .Help("Requests currently in the running batch.")
+                            .Register(registry_);
+  f.requests_waiting = &BuildGauge()
+                            .Name("catserve_requests_waiting")
+                            .Help("Requests queued, waiting for admission.")
+                            .Register(registry_);
+  f.requests_finished = &BuildCounter()
+                             .Name("catserve_requests_finished_total")
+                             .Help("Requests finished, by outcome.")
+                             .Register(registry_);
+  f.prompt_tokens = &BuildCounter()
+                         .Name("catserve_prompt_tokens_total")
+                         .Help("Prompt tokens processed (prefill).")
+                         .Register(registry_);
+  f.generation_tokens = &BuildCounter()
+                             .Name("catserve_generation_tokens_total")
+                             .Help("Tokens generated.")
+                             .Register(registry_);
+  f.time_to_first_token = &BuildHistogram()
+                               .Name("catserve_time_to_first_token_seconds")
+                               .Help("Time from arrival to the first generated token.")
+                               .Register(registry_);
+  f.time_per_output_token = &BuildHistogram()
+                                 .Name("catserve_time_per_output_token_seconds")
+                                 .Help("Time between consecutive generated tokens of one request.")
+                                 .Register(registry_);
+  f.e2e_request_latency = &BuildHistogram()
+                               .Name("catserve_e2e_request_latency_seconds")
+                               .Help("Time from arrival to the end of the request.")
+                               .Register(registry_);
+  f.request_queue_time = &BuildHistogram()
+                              .Name("catserve_request_queue_time_seconds")
+                              .Help("Time a request waited in the queue before admission.")
+                              .Register(registry_);
+  kv_pages_used_ = &BuildGauge()
+                        .Name("catserve_kv_pages_used")
+                        .Help("Compressed-KV pool pages owned by live sequences.")
+                        .Register(registry_)
+                        .Add({});
+  kv_pages_total_ = &BuildGauge()
+                         .Name("catserve_kv_pages_capacity")
+                         .Help("Compressed-KV pool pages in the arena.")
+                         .Register(registry_)
+                         .Add({});
+  kv_bytes_used_ = &BuildGauge()
+                        .Name("catserve_kv_bytes_used")
+                        .Help("Bytes of the compressed-KV pool in use.")
+                        .Register(registry_)
+                        .Add({});
+  kv_bytes_total_ = &BuildGauge()
+                         .Name("catserve_kv_bytes_capacity")
+                         .Help("Bytes of the compressed-KV pool arena.")
+                         .Register(registry_)
+                         .Add({});
+  f.compressor_calls = &BuildCounter()
+                            .Name("catserve_compressor_calls_total")
+                            .Help("Chunks compressed by the compressor.")
+                            .Register(registry_);
+  preemptions_ = &BuildCounter()
+                      .Name("catserve_preemptions_total")
+                      .Help("Running sequences evicted under memory pressure, to be recomputed.")
+                      .Register(registry_)
+                      .Add({});
+  degrades_ = &BuildCounter()
+                   .Name("catserve_degrades_total")
+                   .Help(
+                       "Requests admitted or continued at a larger chunk size under memory "
+                       "pressure, by chunk size asked (from) and served (to).")
+                   .Register(registry_);
+  step_duration_ = &BuildHistogram()
+                        .Name("catserve_step_duration_seconds")
+                        .Help("Wall time of one engine step.")
+                        .Register(registry_)
+                        .Add({}, StepDurationBuckets());
+  step_tokens_ = &BuildHistogram()
+                      .Name("catserve_step_tokens")
+                      .Help("Token positions processed in one engine step.")
+                      .Register(registry_)
+                      .Add({}, ExponentialBuckets(1, 2, 15));
+  step_batch_size_ = &BuildHistogram()
+                          .Name("catserve_step_batch_size")
+                          .Help("Sequences in one engine step.")
+                          .Register(registry_)
+                          .Add({}, ExponentialBuckets(1, 2, 11));
+  engine_seconds_ = &BuildCounter()
+                         .Name("catserve_engine_busy_seconds_total")
+                         .Help("Seconds spent inside engine steps.")
+                         .Register(registry_)
+                         .Add({});
+  iteration_seconds_ = &BuildCounter()
+                            .Name("catserve_scheduler_iteration_seconds_total")
+                            .Help(
+                                "Seconds of scheduler iterations that ran a step: queue "
+                                "updates, the step, and handing results to the streams.")
+                            .Register(registry_)
+                            .Add({});
 }
 
-absl::Status ServingMetrics::Register(Registry* registry, const BuildInfo& build) {
-  ChunkSizeFamilies& f = families_;
-  GaugeFamily* build_info = nullptr;
-  GaugeFamily* kv_pages_used = nullptr;
-  GaugeFamily* kv_pages_total = nullptr;
-  GaugeFamily* kv_bytes_used = nullptr;
-  GaugeFamily* kv_bytes_total = nullptr;
-  CounterFamily* preemptions = nullptr;
-  CounterFamily* degrades = nullptr;
-  HistogramFamily* step_duration = nullptr;
-  HistogramFamily* step_tokens = nullptr;
-  HistogramFamily* step_batch_size = nullptr;
-  CounterFamily* engine_seconds = nullptr;
-  CounterFamily* iteration_seconds = nullptr;
+Counter& ServingMetrics::degrades(int from_chunk_size, int to_chunk_size) {
+  return degrades_->Add(
+      {{"from", absl::StrCat(from_chunk_size)}, {"to", absl::StrCat(to_chunk_size)}});
+}
 
-  // One step per family, in exposition order; registration stops at the first failure.
-  const std::function<absl::Status()> steps[] = {
-      [&] {
-        return Assign(
-            registry->AddGauge("catserve_build_info", "Build information; the value is always 1.",
-                               {"version", "model", "backend"}),
-            &build_info);
-      },
-      [&] {
-        return Assign(registry->AddGauge("catserve_requests_running",
-                                         "Requests currently in the running batch.", {kChunkSize}),
-                      &f.requests_running);
-      },
-      [&] {
-        return Assign(registry->AddGauge("catserve_requests_waiting",
-                                         "Requests queued, waiting for admission.", {kChunkSize}),
-                      &f.requests_waiting);
-      },
-      [&] {
-        return Assign(
-            registry->AddCounter("catserve_requests_finished_total",
-                                 "Requests finished, by outcome.", {"outcome", kChunkSize}),
-            &f.requests_finished);
-      },
-      [&] {
-        return Assign(registry->AddCounter("catserve_prompt_tokens_total",
-                                           "Prompt tokens processed (prefill).", {kChunkSize}),
-                      &f.prompt_tokens);
-      },
-      [&] {
-        return Assign(registry->AddCounter("catserve_generation_tokens_total", "Tokens generated.",
-                                           {kChunkSize}),
-                      &f.generation_tokens);
-      },
-      [&] {
-        return Assign(registry->AddHistogram("catserve_time_to_first_token_seconds",
-                                             "Time from arrival to the first generated token.",
-                                             {kChunkSize}, TimeToFirstTokenBuckets()),
-                      &f.time_to_first_token);
-      },
-      [&] {
-        return Assign(
-            registry->AddHistogram("catserve_time_per_output_token_seconds",
-                                   "Time between consecutive generated tokens of one request.",
-                                   {kChunkSize}, TimePerOutputTokenBuckets()),
-            &f.time_per_output_token);
-      },
-      [&] {
-        return Assign(registry->AddHistogram("catserve_e2e_request_latency_seconds",
-                                             "Time from arrival to the end of the request.",
-                                             {kChunkSize}, RequestLatencyBuckets()),
-                      &f.e2e_request_latency);
-      },
-      [&] {
-        return Assign(registry->AddHistogram("catserve_request_queue_time_seconds",
-                                             "Time a request waited in the queue before admission.",
-                                             {kChunkSize}, QueueTimeBuckets()),
-                      &f.request_queue_time);
-      },
-      [&] {
-        return Assign(registry->AddGauge("catserve_kv_pages_used",
-                                         "Compressed-KV pool pages owned by live sequences."),
-                      &kv_pages_used);
-      },
-      [&] {
-        return Assign(registry->AddGauge("catserve_kv_pages_capacity",
-                                         "Compressed-KV pool pages in the arena."),
-                      &kv_pages_total);
-      },
-      [&] {
-        return Assign(
-            registry->AddGauge("catserve_kv_bytes_used", "Bytes of the compressed-KV pool in use."),
-            &kv_bytes_used);
-      },
-      [&] {
-        return Assign(registry->AddGauge("catserve_kv_bytes_capacity",
-                                         "Bytes of the compressed-KV pool arena."),
-                      &kv_bytes_total);
-      },
-      [&] {
-        // Captures registry-owned series, not `this`: the callback outlives a failed Create.
-        const Gauge* used = &kv_pages_used->WithLabels({});
-        const Gauge* total = &kv_pages_total->WithLabels({});
-        return registry->AddCallbackGauge(
-            "catserve_kv_pool_usage_ratio",
-            "Fraction of compressed-KV pool pages in use (pages used / pages total).",
-            [used, total] {
-              const double pages = total->Value();
-              return pages > 0 ? used->Value() / pages : 0.0;
-            });
-      },
-      [&] {
-        return Assign(registry->AddCounter("catserve_compressor_calls_total",
-                                           "Chunks compressed by the compressor.", {kChunkSize}),
-                      &f.compressor_calls);
-      },
-      [&] {
-        return Assign(registry->AddCounter(
-                          "catserve_preemptions_total",
-                          "Running sequences evicted under memory pressure, to be recomputed."),
-                      &preemptions);
-      },
-      [&] {
-        return Assign(registry->AddCounter(
-                          "catserve_degrades_total",
-                          "Requests admitted or continued at a larger chunk size under memory "
-                          "pressure."),
-                      &degrades);
-      },
-      [&] {
-        return Assign(
-            registry->AddHistogram("catserve_step_duration_seconds",
-                                   "Wall time of one engine step.", {}, StepDurationBuckets()),
-            &step_duration);
-      },
-      [&] {
-        return Assign(registry->AddHistogram("catserve_step_tokens",
-                                             "Token positions processed in one engine step.", {},
-                                             ExponentialBuckets(1, 2, 15)),
-                      &step_tokens);
-      },
-      [&] {
-        return Assign(
-            registry->AddHistogram("catserve_step_batch_size", "Sequences in one engine step.", {},
-                                   ExponentialBuckets(1, 2, 11)),
-            &step_batch_size);
-      },
-      [&] {
-        return Assign(registry->AddCounter("catserve_engine_busy_seconds_total",
-                                           "Seconds spent inside engine steps."),
-                      &engine_seconds);
-      },
-      [&] {
-        return Assign(registry->AddCounter(
-                          "catserve_scheduler_iteration_seconds_total",
-                          "Seconds of scheduler iterations that ran a step: queue updates, the "
-                          "step, and handing results to the streams."),
-                      &iteration_seconds);
-      },
-      [&] { return registry->AddCollector(std::make_unique<ProcessCollector>()); },
-  };
-  for (const std::function<absl::Status()>& step : steps) {
-    if (absl::Status status = step(); !status.ok()) return status;
+std::vector<prometheus::MetricFamily> ServingMetrics::Collect() const {
+  std::vector<prometheus::MetricFamily> families = registry_.Collect();
+  prometheus::MetricFamily usage{
+      "catserve_kv_pool_usage_ratio",
+      "Fraction of compressed-KV pool pages in use (pages used / pages total).",
+      prometheus::MetricType::Gauge,
+      {prometheus::ClientMetric{}}};
+  const double pages = kv_pages_total_->Value();
+  usage.metric[0].gauge.value = pages > 0 ? kv_pages_used_->Value() / pages : 0.0;
+  families.push_back(std::move(usage));
+  for (prometheus::MetricFamily& family : process_.Collect()) {
+    families.push_back(std::move(family));
   }
-
-  build_info->WithLabels({build.version, build.model, build.backend}).Set(1);
-  kv_pages_used_ = &kv_pages_used->WithLabels({});
-  kv_pages_total_ = &kv_pages_total->WithLabels({});
-  kv_bytes_used_ = &kv_bytes_used->WithLabels({});
-  kv_bytes_total_ = &kv_bytes_total->WithLabels({});
-  preemptions_ = &preemptions->WithLabels({});
-  degrades_ = &degrades->WithLabels({});
-  step_duration_ = &step_duration->WithLabels({});
-  step_tokens_ = &step_tokens->WithLabels({});
-  step_batch_size_ = &step_batch_size->WithLabels({});
-  engine_seconds_ = &engine_seconds->WithLabels({});
-  iteration_seconds_ = &iteration_seconds->WithLabels({});
-  return absl::OkStatus();
+  return families;
 }
 
 std::unique_ptr<ChunkSizeMetrics> ServingMetrics::MakeChunkSizeMetrics(int chunk_size) const {
   const std::string label = absl::StrCat(chunk_size);
+  const prometheus::Labels labels = {{kChunkSize, label}};
   auto m = std::make_unique<ChunkSizeMetrics>();
-  m->requests_running = &families_.requests_running->WithLabels({label});
-  m->requests_waiting = &families_.requests_waiting->WithLabels({label});
+  m->requests_running = &families_.requests_running->Add(labels);
+  m->requests_waiting = &families_.requests_waiting->Add(labels);
   for (int i = 0; i < kNumRequestOutcomes; ++i) {
-    m->requests_finished[i] = &families_.requests_finished->WithLabels(
-        {RequestOutcomeLabel(static_cast<RequestOutcome>(i)), label});
+    m->requests_finished[i] = &families_.requests_finished->Add(
+        {{"outcome", std::string(RequestOutcomeLabel(static_cast<RequestOutcome>(i)))},
+         {kChunkSize, label}});
   }
-  m->prompt_tokens = &families_.prompt_tokens->WithLabels({label});
-  m->generation_tokens = &families_.generation_tokens->WithLabels({label});
-  m->compressor_calls = &families_.compressor_calls->WithLabels({label});
-  m->time_to_first_token = &families_.time_to_first_token->WithLabels({label});
-  m->time_per_output_token = &families_.time_per_output_token->WithLabels({label});
-  m->e2e_request_latency = &families_.e2e_request_latency->WithLabels({label});
-  m->request_queue_time = &families_.request_queue_time->WithLabels({label});
+  m->prompt_tokens = &families_.prompt_tokens->Add(labels);
+  m->generation_tokens = &families_.generation_tokens->Add(labels);
+  m->compressor_calls = &families_.compressor_calls->Add(labels);
+  m->time_to_first_token = &families_.time_to_first_token->Add(labels, TimeToFirstTokenBuckets());
+  m->time_per_output_token =
+      &families_.time_per_output_token->Add(labels, TimePerOutputTokenBuckets());
+  m->e2e_request_latency = &families_.e2e_request_latency->Add(labels, RequestLatencyBuckets());
+  m->request_queue_time = &families_.request_queue_time->Add(labels, QueueTimeBuckets());
   return m;
 }
 

@@ -5,19 +5,28 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "server/metrics/counter.h"
-#include "server/metrics/family.h"
-#include "server/metrics/gauge.h"
-#include "server/metrics/histogram.h"
-#include "server/metrics/registry.h"
+#include "prometheus/collectable.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/metric_family.h"
+#include "prometheus/registry.h"
+#include "server/metrics/process_collector.h"
 
 namespace catserve::metrics {
+
+// The metric types are prometheus-cpp's; every update is lock-free or takes a short lock inside
+// the metric (histograms), and is safe from any thread.
+using Counter = prometheus::Counter;
+using Gauge = prometheus::Gauge;
+using Histogram = prometheus::Histogram;
 
 // How a request ended; the "outcome" label of catserve_requests_finished_total.
 enum class RequestOutcome {
@@ -41,7 +50,7 @@ struct BuildInfo {
 };
 
 // The series of every per-chunk-size metric for one chunk size. All pointers are non-null and
-// owned by the Registry.
+// owned by ServingMetrics' registry.
 struct ChunkSizeMetrics {
   Gauge* requests_running;
   Gauge* requests_waiting;
@@ -59,20 +68,19 @@ struct ChunkSizeMetrics {
   }
 };
 
-// catserve's whole metric set (see docs/METRICS.md), registered on one Registry, with typed
-// handles for the scheduler and the server to update.
+// catserve's whole metric set (see docs/METRICS.md) on its own prometheus::Registry, with typed
+// handles for the scheduler and the server to update. As a prometheus::Collectable it yields every
+// family /metrics exposes: the registry's, catserve_kv_pool_usage_ratio (computed at collection
+// from the two page gauges) and the process_* metrics (ProcessCollector).
 //
 // Thread-safe. Per-chunk-size series are created on the first ForChunkSize() of each size, all at
 // zero (every outcome included), so rates start from a known point. After that, for chunk sizes
 // that are powers of two below 2^16, ForChunkSize() is one atomic load from a fixed array: no
 // lock, no allocation. Other sizes are looked up under a mutex (they are legal but unusual).
-class ServingMetrics {
+class ServingMetrics final : public prometheus::Collectable {
  public:
-  // Registers every catserve_* family, catserve_build_info (set to 1 with `build`'s labels) and
-  // the process_* metrics on `registry`, which must outlive the result. Fails if any of those
-  // names is already registered there.
-  static absl::StatusOr<std::unique_ptr<ServingMetrics>> Create(Registry* registry,
-                                                                const BuildInfo& build);
+  // Registers every catserve_* family and sets catserve_build_info to 1 with `build`'s labels.
+  explicit ServingMetrics(const BuildInfo& build);
 
   ServingMetrics(const ServingMetrics&) = delete;
   ServingMetrics& operator=(const ServingMetrics&) = delete;
@@ -88,9 +96,10 @@ class ServingMetrics {
   Gauge& kv_bytes_used() { return *kv_bytes_used_; }
   Gauge& kv_bytes_total() { return *kv_bytes_total_; }
 
-  // Memory-pressure decisions.
+  // Memory-pressure decisions: sequences preempted (to be recomputed), and sequences admitted or
+  // continued at a coarser chunk size, labelled from="<asked>", to="<served>".
   Counter& preemptions() { return *preemptions_; }
-  Counter& degrades() { return *degrades_; }
+  Counter& degrades(int from_chunk_size, int to_chunk_size);
 
   // One observation per engine step.
   Histogram& step_duration() { return *step_duration_; }      // seconds
@@ -101,7 +110,13 @@ class ServingMetrics {
   Counter& engine_seconds() { return *engine_seconds_; }
   Counter& iteration_seconds() { return *iteration_seconds_; }
 
+  // prometheus::Collectable: every family, for the /metrics endpoint.
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
  private:
+  using CounterFamily = prometheus::Family<Counter>;
+  using GaugeFamily = prometheus::Family<Gauge>;
+  using HistogramFamily = prometheus::Family<Histogram>;
   struct ChunkSizeFamilies {
     GaugeFamily* requests_running;
     GaugeFamily* requests_waiting;
@@ -117,17 +132,17 @@ class ServingMetrics {
   // Power-of-two chunk sizes 1 .. 2^(kFastChunkSizes-1) take the lock-free path.
   static constexpr int kFastChunkSizes = 16;
 
-  ServingMetrics() = default;
-  absl::Status Register(Registry* registry, const BuildInfo& build);
   std::unique_ptr<ChunkSizeMetrics> MakeChunkSizeMetrics(int chunk_size) const;
 
+  prometheus::Registry registry_;
+  ProcessCollector process_;
   ChunkSizeFamilies families_{};
+  CounterFamily* degrades_ = nullptr;
   Gauge* kv_pages_used_ = nullptr;
   Gauge* kv_pages_total_ = nullptr;
   Gauge* kv_bytes_used_ = nullptr;
   Gauge* kv_bytes_total_ = nullptr;
   Counter* preemptions_ = nullptr;
-  Counter* degrades_ = nullptr;
   Histogram* step_duration_ = nullptr;
   Histogram* step_tokens_ = nullptr;
   Histogram* step_batch_size_ = nullptr;

@@ -16,27 +16,52 @@
 
 namespace catserve::metrics {
 
-absl::StatusOr<HttpResponse> HttpRequest(int port, absl::string_view method,
-                                         absl::string_view path) {
+namespace {
+
+// A TCP connection to 127.0.0.1:`port`, or -1 with `error` set.
+int Connect(int port, std::string* error) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  if (fd < 0) {
+    *error = absl::StrCat("socket: ", std::strerror(errno));
+    return -1;
+  }
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = htons(static_cast<uint16_t>(port));
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    const int error = errno;
+    *error = absl::StrCat("connect: ", std::strerror(errno));
     close(fd);
-    return absl::UnavailableError(absl::StrCat("connect: ", std::strerror(error)));
+    return -1;
   }
-  const std::string request = absl::StrCat(method, " ", path,
-                                           " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                           "Connection: close\r\n\r\n");
-  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
-      static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return absl::InternalError("short send");
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<HttpResponse> HttpRequest(int port, absl::string_view method,
+                                         absl::string_view path) {
+  return HttpExchange(port, absl::StrCat(method, " ", path,
+                                         " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                         "Connection: close\r\n\r\n"));
+}
+
+absl::StatusOr<HttpResponse> HttpExchange(int port, absl::string_view raw_request) {
+  std::string error;
+  const int fd = Connect(port, &error);
+  if (fd < 0) return absl::UnavailableError(error);
+  const timeval timeout{.tv_sec = 5, .tv_usec = 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  // A server may answer and close before reading everything (an oversized request): a short
+  // send is not an error, the response decides.
+  size_t sent = 0;
+  while (sent < raw_request.size()) {
+    const ssize_t n = send(fd, raw_request.data() + sent, raw_request.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<size_t>(n);
   }
+  shutdown(fd, SHUT_WR);
   std::string raw;
   char buffer[4096];
   ssize_t n;
@@ -62,6 +87,55 @@ absl::StatusOr<HttpResponse> HttpRequest(int port, absl::string_view method,
         std::string(absl::StripAsciiWhitespace(lines[i].substr(colon + 1)));
   }
   return response;
+}
+
+std::vector<HostileRequest> HostileRequests() {
+  const std::string host = "Host: 127.0.0.1\r\n";
+  auto get = [&](absl::string_view path) {
+    return absl::StrCat("GET ", path, " HTTP/1.1\r\n", host, "\r\n");
+  };
+  std::string many_headers;
+  for (int i = 0; i < 2000; ++i) absl::StrAppend(&many_headers, "X-H", i, ": v\r\n");
+  return {
+      {"root", get("/"), 404},
+      {"favicon", get("/favicon.ico"), 404},
+      {"traversal", get("/metrics/../../../etc/passwd"), 404},
+      {"double slash", get("//etc/passwd"), 404},
+      {"encoded traversal", get("/metrics/%2e%2e/%2e%2e/etc/passwd"), 404},
+      {"query", get("/metrics?x=1"), 200},
+      {"TRACE", absl::StrCat("TRACE / HTTP/1.1\r\n", host, "\r\n"), 405},
+      {"FOO", absl::StrCat("FOO /metrics HTTP/1.1\r\n", host, "\r\n"), 405},
+      {"DELETE", absl::StrCat("DELETE /healthz HTTP/1.1\r\n", host, "\r\n"), 405},
+      {"POST with body",
+       absl::StrCat("POST /metrics HTTP/1.1\r\n", host, "Content-Length: 100000\r\n\r\n",
+                    std::string(100000, 'x')),
+       405},
+      {"64 KB header",
+       absl::StrCat("GET /metrics HTTP/1.1\r\n", host, "X-Big: ", std::string(64 * 1024, 'a'),
+                    "\r\n\r\n"),
+       431},
+      {"2000 headers", absl::StrCat("GET /metrics HTTP/1.1\r\n", host, many_headers, "\r\n"), 431},
+      {"100 KB URL", get(absl::StrCat("/", std::string(100 * 1024, 'a'))), 414},
+      {"garbage request line", "\x01\x02\xff garbage\r\n\r\n", 400},
+      {"negative Content-Length",
+       absl::StrCat("GET /metrics HTTP/1.1\r\n", host, "Content-Length: -1\r\n\r\n"), 400},
+      {"no Host on HTTP/1.1", "GET /healthz HTTP/1.1\r\n\r\n", 200},
+      {"unknown HTTP version", absl::StrCat("GET /metrics HTTP/9.9\r\n", host, "\r\n"), 505},
+  };
+}
+
+IdleConnections::IdleConnections(int port, int count) {
+  for (int i = 0; i < count; ++i) {
+    std::string error;
+    const int fd = Connect(port, &error);
+    if (fd < 0) break;
+    if (i % 2 == 1) send(fd, "GET /metr", 9, MSG_NOSIGNAL);
+    fds_.push_back(fd);
+  }
+}
+
+IdleConnections::~IdleConnections() {
+  for (int fd : fds_) close(fd);
 }
 
 }  // namespace catserve::metrics

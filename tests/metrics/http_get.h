@@ -3,6 +3,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -19,6 +20,36 @@ struct HttpResponse {
 // reads the response until the server closes the connection.
 absl::StatusOr<HttpResponse> HttpRequest(int port, absl::string_view method,
                                          absl::string_view path);
+
+// Sends `raw` as it is to 127.0.0.1:`port`, half-closes the socket and reads the response until
+// the server closes the connection (at most 5 s of silence). DataLossError when no response
+// arrived, e.g. the server dropped the connection.
+absl::StatusOr<HttpResponse> HttpExchange(int port, absl::string_view raw);
+
+// A request an operator's scanner, a misconfigured probe or an attacker might send, and the
+// status the endpoint must answer it with.
+struct HostileRequest {
+  std::string name;
+  std::string raw;
+  int status;
+};
+// The battery: unknown paths, traversal, odd and unknown methods, oversized URLs and headers,
+// malformed request lines and lengths.
+std::vector<HostileRequest> HostileRequests();
+
+// Opens `count` TCP connections to 127.0.0.1:`port` and leaves them idle or half-sent (the odd
+// ones sent half a request line); they close when the result is destroyed.
+class IdleConnections {
+ public:
+  IdleConnections(int port, int count);
+  ~IdleConnections();
+  IdleConnections(const IdleConnections&) = delete;
+  IdleConnections& operator=(const IdleConnections&) = delete;
+  int open() const { return static_cast<int>(fds_.size()); }
+
+ private:
+  std::vector<int> fds_;
+};
 
 }  // namespace catserve::metrics
 

@@ -42,23 +42,17 @@ void Populate(ServingMetrics& metrics) {
   metrics.kv_bytes_total().Set(4096.0 * 2 * 1024 * 1024);
   metrics.kv_bytes_used().Set(1024.0 * 2 * 1024 * 1024);
   metrics.preemptions().Increment(2);
-  metrics.degrades().Increment(5);
+  metrics.degrades(2, 8).Increment(5);
   metrics.step_duration().Observe(0.018);
   metrics.step_tokens().Observe(37);
   metrics.step_batch_size().Observe(12);
 }
 
 int Run() {
-  Registry registry;
-  absl::StatusOr<std::unique_ptr<ServingMetrics>> metrics =
-      ServingMetrics::Create(&registry, BuildInfo{"0.1.0", "cat-demo", "cpu"});
-  if (!metrics.ok()) {
-    std::fprintf(stderr, "%s\n", metrics.status().ToString().c_str());
-    return 1;
-  }
-  Populate(**metrics);
+  ServingMetrics metrics(BuildInfo{"0.1.0", "cat-demo", "cpu"});
+  Populate(metrics);
   absl::StatusOr<std::unique_ptr<MetricsHttpServer>> server =
-      MetricsHttpServer::Start(absl::GetFlag(FLAGS_address), &registry, [] { return true; });
+      MetricsHttpServer::Start(absl::GetFlag(FLAGS_address), &metrics, [] { return true; });
   if (!server.ok()) {
     std::fprintf(stderr, "%s\n", server.status().ToString().c_str());
     return 1;

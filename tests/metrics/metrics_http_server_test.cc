@@ -2,10 +2,16 @@
 
 #include <atomic>
 #include <memory>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
 #include "tests/metrics/http_get.h"
 
 namespace catserve::metrics {
@@ -16,7 +22,12 @@ using ::testing::HasSubstr;
 class MetricsHttpServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    (*registry_.AddCounter("test_hits_total", "Hits."))->WithLabels({}).Increment(7);
+    prometheus::BuildCounter()
+        .Name("test_hits_total")
+        .Help("Hits.")
+        .Register(registry_)
+        .Add({})
+        .Increment(7);
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> server =
         MetricsHttpServer::Start("127.0.0.1:0", &registry_, [this] { return ready_.load(); });
     ASSERT_TRUE(server.ok()) << server.status();
@@ -30,7 +41,7 @@ class MetricsHttpServerTest : public ::testing::Test {
     return response.ok() ? *response : HttpResponse{};
   }
 
-  Registry registry_;
+  prometheus::Registry registry_;
   std::atomic<bool> ready_{true};
   std::unique_ptr<MetricsHttpServer> server_;
 };
@@ -47,7 +58,12 @@ TEST_F(MetricsHttpServerTest, ServesMetrics) {
 }
 
 TEST_F(MetricsHttpServerTest, MetricsAreReadAtEveryScrape) {
-  (*registry_.AddGauge("test_late", "Registered after start."))->WithLabels({}).Set(2);
+  prometheus::BuildGauge()
+      .Name("test_late")
+      .Help("Registered after start.")
+      .Register(registry_)
+      .Add({})
+      .Set(2);
   EXPECT_THAT(Get("/metrics").body, HasSubstr("test_late 2\n"));
 }
 
@@ -82,6 +98,40 @@ TEST_F(MetricsHttpServerTest, OtherPathsAndMethodsAreRefused) {
   EXPECT_EQ(Get("/metrics", "POST").status, 405);
 }
 
+TEST_F(MetricsHttpServerTest, HostileRequestsGetTheirStatus) {
+  for (const HostileRequest& hostile : HostileRequests()) {
+    absl::StatusOr<HttpResponse> response = HttpExchange(server_->port(), hostile.raw);
+    ASSERT_TRUE(response.ok()) << hostile.name << ": " << response.status();
+    EXPECT_EQ(response->status, hostile.status) << hostile.name;
+  }
+  EXPECT_EQ(Get("/healthz").status, 200);
+}
+
+TEST_F(MetricsHttpServerTest, ProbesAnswerWhileConnectionsHangOpen) {
+  IdleConnections idle(server_->port(), 64);
+  ASSERT_EQ(idle.open(), 64);
+  for (const char* path : {"/healthz", "/readyz", "/metrics"}) {
+    const absl::Time start = absl::Now();
+    EXPECT_EQ(Get(path).status, 200) << path;
+    EXPECT_LT(absl::Now() - start, absl::Seconds(1)) << path;
+  }
+}
+
+TEST_F(MetricsHttpServerTest, ConcurrentScrapesAllSucceed) {
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 8; ++t) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 25; ++i) {
+        absl::StatusOr<HttpResponse> response = HttpRequest(server_->port(), "GET", "/metrics");
+        if (response.ok() && response->status == 200) ++ok;
+      }
+    });
+  }
+  for (std::thread& client : clients) client.join();
+  EXPECT_EQ(ok.load(), 200);
+}
+
 TEST_F(MetricsHttpServerTest, PortInUseIsUnavailable) {
   absl::StatusOr<std::unique_ptr<MetricsHttpServer>> second =
       MetricsHttpServer::Start(absl::StrCat("127.0.0.1:", server_->port()), &registry_, nullptr);
@@ -91,7 +141,7 @@ TEST_F(MetricsHttpServerTest, PortInUseIsUnavailable) {
 }
 
 TEST(MetricsHttpServerStartTest, MalformedAddressesAreInvalidArgument) {
-  Registry registry;
+  prometheus::Registry registry;
   for (const char* address : {"", "8000", "localhost:8000", "127.0.0.1:", "127.0.0.1:-1",
                               "127.0.0.1:65536", "127.0.0.1:80x", "300.1.1.1:80", "[::1]:80"}) {
     EXPECT_EQ(MetricsHttpServer::Start(address, &registry, nullptr).status().code(),
@@ -101,7 +151,7 @@ TEST(MetricsHttpServerStartTest, MalformedAddressesAreInvalidArgument) {
 }
 
 TEST(MetricsHttpServerStartTest, EmptyHostListensEverywhereAndNullReadyMeansReady) {
-  Registry registry;
+  prometheus::Registry registry;
   absl::StatusOr<std::unique_ptr<MetricsHttpServer>> server =
       MetricsHttpServer::Start(":0", &registry, nullptr);
   ASSERT_TRUE(server.ok()) << server.status();
@@ -111,7 +161,7 @@ TEST(MetricsHttpServerStartTest, EmptyHostListensEverywhereAndNullReadyMeansRead
 }
 
 TEST(MetricsHttpServerStartTest, StopsListeningWhenDestroyed) {
-  Registry registry;
+  prometheus::Registry registry;
   int port = 0;
   {
     std::unique_ptr<MetricsHttpServer> server =

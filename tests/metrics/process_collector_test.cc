@@ -8,17 +8,18 @@
 #include <string>
 
 #include "gtest/gtest.h"
-#include "server/metrics/registry.h"
+#include "prometheus/text_serializer.h"
 
 namespace catserve::metrics {
 namespace {
 
 std::map<std::string, double> Values(const ProcessCollector& collector) {
-  std::vector<MetricFamilySnapshot> families;
-  collector.Collect(&families);
   std::map<std::string, double> values;
-  for (const MetricFamilySnapshot& family : families) {
-    for (const Sample& sample : family.samples) values[sample.name] = sample.value;
+  for (const prometheus::MetricFamily& family : collector.Collect()) {
+    for (const prometheus::ClientMetric& sample : family.metric) {
+      values[family.name] = family.type == prometheus::MetricType::Counter ? sample.counter.value
+                                                                           : sample.gauge.value;
+    }
   }
   return values;
 }
@@ -54,10 +55,9 @@ TEST(ProcessCollectorTest, ReadsAFakeProcTree) {
 
 TEST(ProcessCollectorTest, MissingProcGivesFamiliesWithoutSamples) {
   ProcessCollector collector("/nonexistent/proc");
-  std::vector<MetricFamilySnapshot> families;
-  collector.Collect(&families);
+  const std::vector<prometheus::MetricFamily> families = collector.Collect();
   ASSERT_EQ(families.size(), 6u);
-  for (const MetricFamilySnapshot& family : families) EXPECT_TRUE(family.samples.empty());
+  for (const prometheus::MetricFamily& family : families) EXPECT_TRUE(family.metric.empty());
 }
 
 TEST(ProcessCollectorTest, RealProcessLooksSane) {
@@ -72,12 +72,8 @@ TEST(ProcessCollectorTest, RealProcessLooksSane) {
   EXPECT_GT(values.at("process_start_time_seconds"), now - 24 * 3600);
 }
 
-TEST(ProcessCollectorTest, RegistersWithStandardNames) {
-  Registry registry;
-  ASSERT_TRUE(registry.AddCollector(std::make_unique<ProcessCollector>()).ok());
-  EXPECT_EQ(registry.AddGauge("process_open_fds", "Again.").status().code(),
-            absl::StatusCode::kAlreadyExists);
-  const std::string text = registry.Scrape();
+TEST(ProcessCollectorTest, SerializesWithStandardNamesAndTypes) {
+  const std::string text = prometheus::TextSerializer().Serialize(ProcessCollector().Collect());
   EXPECT_NE(text.find("# TYPE process_cpu_seconds_total counter\n"), std::string::npos);
   EXPECT_NE(text.find("# TYPE process_max_fds gauge\n"), std::string::npos);
 }

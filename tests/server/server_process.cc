@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -13,6 +14,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -117,6 +119,17 @@ std::optional<int> ServerProcess::WaitForExit(absl::Duration timeout) {
   }
 }
 
+// `name{b="2",a="1"}` as `name{a="1",b="2"}`: the exposition's label order is the library's.
+std::string CanonicalSeries(absl::string_view series) {
+  const size_t open = series.find('{');
+  if (open == absl::string_view::npos || series.back() != '}') return std::string(series);
+  std::vector<std::string> labels = absl::StrSplit(
+      series.substr(open + 1, series.size() - open - 2), absl::ByString("\","), absl::SkipEmpty());
+  for (size_t i = 0; i + 1 < labels.size(); ++i) labels[i] += '"';
+  std::sort(labels.begin(), labels.end());
+  return absl::StrCat(series.substr(0, open), "{", absl::StrJoin(labels, ","), "}");
+}
+
 std::string ServerProcess::log() const {
   absl::MutexLock lock(&mu_);
   return log_;
@@ -126,11 +139,14 @@ absl::StatusOr<double> ServerProcess::Metric(const std::string& name) const {
   absl::StatusOr<metrics::HttpResponse> response =
       metrics::HttpRequest(http_port_, "GET", "/metrics");
   if (!response.ok()) return response.status();
+  const std::string wanted = CanonicalSeries(name);
   for (absl::string_view line : absl::StrSplit(response->body, '\n')) {
-    if (line.size() > name.size() && line.substr(0, name.size()) == name &&
-        line[name.size()] == ' ') {
-      double value;
-      if (absl::SimpleAtod(line.substr(name.size() + 1), &value)) return value;
+    const size_t space = line.rfind(' ');
+    if (line.empty() || line[0] == '#' || space == absl::string_view::npos) continue;
+    double value;
+    if (CanonicalSeries(line.substr(0, space)) == wanted &&
+        absl::SimpleAtod(line.substr(space + 1), &value)) {
+      return value;
     }
   }
   return absl::NotFoundError(absl::StrCat("no sample ", name, " in /metrics"));

@@ -92,6 +92,10 @@ absl::StatusOr<int> CheckHealth(const std::string& address, const std::string& s
 v1::GenerateRequest GreedyRequest(const std::vector<int32_t>& prompt, int max_tokens,
                                   int chunk_size);
 
+// A series name with its labels in sorted order, so that names compare whatever order the
+// exposition writes labels in.
+std::string CanonicalSeries(absl::string_view series);
+
 // The fixture model's directory.
 std::string TinyModelDir();
 
