@@ -7,7 +7,9 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/match.h"
 #include "absl/time/clock.h"
+#include "google/protobuf/stubs/logging.h"
 #include "server/log.h"
 #include "server/server_options.h"
 #include "server/serving_daemon.h"
@@ -36,6 +38,15 @@ ABSL_FLAG(int, drain_grace_seconds, 30,
 
 namespace catserve::server {
 namespace {
+
+// libprotobuf logs an ERROR line for every request message with invalid UTF-8 in a string field,
+// which would let any client fill the log; such calls get INVALID_ARGUMENT instead
+// (UnhandledCallInterceptor). Every other libprotobuf message is logged.
+void ProtobufLog(google::protobuf::LogLevel level, const char* filename, int line,
+                 const std::string& message) {
+  if (absl::StrContains(message, "invalid UTF-8 data when parsing")) return;
+  Log("libprotobuf %s:%d: %s", filename, line, message);
+}
 
 absl::StatusOr<ServerOptions> OptionsFromFlags() {
   ServerOptions o;
@@ -93,6 +104,7 @@ int Run(const ServerOptions& options) {
 }  // namespace catserve::server
 
 int main(int argc, char** argv) {
+  google::protobuf::SetLogHandler(&catserve::server::ProtobufLog);
   if (absl::Status s = catserve::server::InstallTerminationSignals(); !s.ok()) {
     catserve::server::Log("error: %s", s.message());
     return EXIT_FAILURE;

@@ -12,6 +12,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/log.h"
+#include "server/unhandled_call_interceptor.h"
 
 #ifndef CATSERVE_VERSION
 #define CATSERVE_VERSION "0.0.0"
@@ -125,6 +126,10 @@ absl::Status ServingDaemon::Init() {
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &grpc_port_);
   builder.RegisterService(service_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<UnhandledCallInterceptorFactory>(
+      serving_metrics_.get(), options_.default_chunk_size));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   grpc_server_ = builder.BuildAndStart();
   if (grpc_server_ == nullptr || grpc_port_ == 0) {
     return absl::UnavailableError(absl::StrCat("--listen=", options_.listen,

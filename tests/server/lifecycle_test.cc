@@ -251,5 +251,41 @@ TEST(LifecycleTest, StartupErrorsNameTheFlag) {
   }
 }
 
+TEST(LifecycleTest, UnparsableRequestMessagesAreInvalidArgumentAndCounted) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start({"--default_chunk_size=4"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string rejected =
+      "catserve_requests_finished_total{outcome=\"rejected\",chunk_size=\"4\"}";
+  ASSERT_EQ((*server)->Metric(rejected).value_or(-1), 0);
+
+  struct Case {
+    const char* method;
+    std::string bytes;
+  };
+  const Case cases[] = {
+      // A length-delimited field 1 whose length runs past the end of the message.
+      {"/catserve.v1.Generation/Generate", std::string("\x0a\x7f\x41", 3)},
+      // text = "\xff\xfe": a string field holding invalid UTF-8.
+      {"/catserve.v1.Generation/Generate", std::string("\x0a\x02\xff\xfe", 4)},
+      {"/catserve.v1.Generation/Tokenize", std::string("\x0a\x02\xff\xfe", 4)},
+      // Field 0 does not exist in any protobuf message.
+      {"/catserve.v1.Generation/GetModelInfo", std::string("\x00\x00", 2)},
+  };
+  for (const Case& c : cases) {
+    std::string response;
+    const grpc::Status status = RawUnaryCall((*server)->address(), c.method, c.bytes, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.method;
+    EXPECT_TRUE(absl::StrContains(status.error_message(), "could not be parsed"))
+        << c.method << ": " << status.error_message();
+  }
+  // The two Generate calls, each once.
+  EXPECT_EQ((*server)->AwaitMetric(rejected, 2, absl::Seconds(5)).value_or(-1), 2);
+  // Nothing a client sent reached the log.
+  EXPECT_FALSE(absl::StrContains((*server)->log(), "UTF-8")) << (*server)->log();
+  auto stub = (*server)->NewStub();
+  EXPECT_TRUE(Generate(*stub, GreedyRequest(Prompt(4), 3, 4)).status.ok());
+}
+
 }  // namespace
 }  // namespace catserve::testing

@@ -187,10 +187,8 @@ Generation Generate(v1::Generation::Stub& stub, const v1::GenerateRequest& reque
   return out;
 }
 
-absl::StatusOr<int> CheckHealth(const std::string& address, const std::string& service) {
-  // HealthCheckRequest{string service = 1}: tag 0x0a, length, bytes (names here are < 128).
-  std::string request_bytes = std::string("\x0a", 1) + static_cast<char>(service.size()) + service;
-  if (service.empty()) request_bytes.clear();
+grpc::Status RawUnaryCall(const std::string& address, const std::string& method,
+                          const std::string& request_bytes, std::string* response_bytes) {
   grpc::Slice slice(request_bytes);
   grpc::ByteBuffer request(&slice, 1);
   grpc::ByteBuffer response;
@@ -199,20 +197,31 @@ absl::StatusOr<int> CheckHealth(const std::string& address, const std::string& s
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   absl::Notification done;
   grpc::Status status;
-  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
-                 [&](grpc::Status s) {
-                   status = std::move(s);
-                   done.Notify();
-                 });
+  stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response, [&](grpc::Status s) {
+    status = std::move(s);
+    done.Notify();
+  });
   done.WaitForNotification();
+  response_bytes->clear();
+  std::vector<grpc::Slice> slices;
+  if (status.ok() && response.Dump(&slices).ok()) {
+    for (const grpc::Slice& s : slices) {
+      response_bytes->append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+  }
+  return status;
+}
+
+absl::StatusOr<int> CheckHealth(const std::string& address, const std::string& service) {
+  // HealthCheckRequest{string service = 1}: tag 0x0a, length, bytes (names here are < 128).
+  std::string request_bytes = std::string("\x0a", 1) + static_cast<char>(service.size()) + service;
+  if (service.empty()) request_bytes.clear();
+  std::string bytes;
+  const grpc::Status status =
+      RawUnaryCall(address, "/grpc.health.v1.Health/Check", request_bytes, &bytes);
   if (!status.ok()) {
     return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   }
-  std::vector<grpc::Slice> slices;
-  if (!response.Dump(&slices).ok()) return absl::InternalError("unreadable health response");
-  std::string bytes;
-  for (const grpc::Slice& s : slices)
-    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
   // HealthCheckResponse{ServingStatus status = 1}: tag 0x08, a one-byte varint; empty = 0.
   if (bytes.empty()) return 0;
   if (bytes.size() != 2 || bytes[0] != 0x08) return absl::InternalError("bad health response");

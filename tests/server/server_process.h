@@ -88,6 +88,12 @@ Generation Generate(v1::Generation::Stub& stub, const v1::GenerateRequest& reque
 // Debian ships no C++ stubs of health.proto.
 absl::StatusOr<int> CheckHealth(const std::string& address, const std::string& service);
 
+// Calls `method` ("/package.Service/Method") at `address` with `request_bytes` as the request
+// message, as they are, and expects at most one response message (its bytes in
+// `*response_bytes`). A 5 s deadline.
+grpc::Status RawUnaryCall(const std::string& address, const std::string& method,
+                          const std::string& request_bytes, std::string* response_bytes);
+
 // A greedy request of `prompt` ids.
 v1::GenerateRequest GreedyRequest(const std::vector<int32_t>& prompt, int max_tokens,
                                   int chunk_size);
