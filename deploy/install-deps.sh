@@ -21,7 +21,7 @@ debs=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libmicrohttpd-dev prometheus-cpp-dev libsentencepiece-dev sentencepiece
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev
-  prometheus python3 python3-pip python3-venv
+  prometheus openssl python3 python3-pip python3-venv
 )
 missing=()
 for p in "${debs[@]}"; do

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
 #include "server/utf8.h"
@@ -23,12 +24,32 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
 }  // namespace
 
 GenerationService::GenerationService(const GenerateStream::Shared& shared,
-                                     const RequestParser* parser, v1::ModelInfo model_info)
-    : shared_(shared), parser_(parser), model_info_(std::move(model_info)) {}
+                                     const RequestParser* parser, TokenAuthenticator* authenticator,
+                                     v1::ModelInfo model_info)
+    : shared_(shared),
+      parser_(parser),
+      authenticator_(authenticator),
+      model_info_(std::move(model_info)) {}
+
+grpc::Status GenerationService::Authenticate(const grpc::CallbackServerContext& context) const {
+  if (authenticator_ == nullptr) return grpc::Status::OK;
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  const absl::string_view header = it == metadata.end()
+                                       ? absl::string_view()
+                                       : absl::string_view(it->second.data(), it->second.size());
+  return ToGrpcStatus(authenticator_->Check(header));
+}
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   const absl::Time arrival = absl::Now();
+  if (grpc::Status auth = Authenticate(*context); !auth.ok()) {
+    shared_.metrics->ForChunkSize(parser_->default_chunk_size())
+        .finished(metrics::RequestOutcome::kRejected)
+        .Increment();
+    return GenerateStream::Reject(std::move(auth));
+  }
   absl::StatusOr<ParsedGeneration> parsed =
       parser_->Parse(*request, DeadlineOf(*context), absl::Uniform<uint64_t>(absl::BitGen()));
   if (!parsed.ok()) {
@@ -46,6 +67,18 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
                                                       const v1::TokenizeRequest* request,
                                                       v1::TokenizeResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (grpc::Status auth = Authenticate(*context); !auth.ok()) {
+    reactor->Finish(std::move(auth));
+    return reactor;
+  }
+  if (static_cast<int64_t>(request->text().size()) > parser_->limits().max_prompt_bytes) {
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("the text has ", request->text().size(),
+                     " bytes, more than this server reads (", parser_->limits().max_prompt_bytes,
+                     "; --max_prompt_bytes); shorten it")));
+    return reactor;
+  }
   absl::StatusOr<std::vector<int32_t>> ids = shared_.tokenizer->Encode(request->text());
   if (!ids.ok()) {
     reactor->Finish(
@@ -64,8 +97,12 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerContext* context,
                                                           const v1::GetModelInfoRequest* request,
                                                           v1::ModelInfo* response) {
-  *response = model_info_;
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (grpc::Status auth = Authenticate(*context); !auth.ok()) {
+    reactor->Finish(std::move(auth));
+    return reactor;
+  }
+  *response = model_info_;
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -6,8 +6,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/stubs/logging.h"
 #include "server/log.h"
@@ -33,6 +33,20 @@ ABSL_FLAG(int, max_running, 256, "Sequences decoded concurrently at most");
 ABSL_FLAG(int, max_tokens_per_step, 2048, "Prompt + decode tokens one engine step processes");
 ABSL_FLAG(int, max_prompt_tokens, 0, "Longest prompt accepted; 0 = the model's limit");
 ABSL_FLAG(int, max_new_tokens, 0, "Most tokens one request generates; 0 = the model's limit");
+ABSL_FLAG(int, max_prompt_bytes, 0,
+          "Longest prompt text read, in bytes, checked before tokenizing; 0 = 32 bytes per token "
+          "of --max_prompt_tokens");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the gRPC port; with --tls_key, the port speaks TLS only");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)");
+ABSL_FLAG(int, tls_reload_seconds, 60,
+          "How often the --tls_* files are read again (certificate rotation without restart)");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "File of bearer tokens, one per line, re-read when it changes; when set, every "
+          "catserve.v1.Generation call needs 'authorization: Bearer <token>' (health does not)");
+ABSL_FLAG(bool, reflection, true, "Serve gRPC server reflection on the gRPC port");
 ABSL_FLAG(int, drain_grace_seconds, 30,
           "After SIGTERM/SIGINT, seconds in-flight requests get to finish");
 
@@ -66,7 +80,14 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);
   o.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   o.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  o.max_prompt_bytes = absl::GetFlag(FLAGS_max_prompt_bytes);
   o.drain_grace_seconds = absl::GetFlag(FLAGS_drain_grace_seconds);
+  o.tls = TlsFiles{.cert = absl::GetFlag(FLAGS_tls_cert),
+                   .key = absl::GetFlag(FLAGS_tls_key),
+                   .client_ca = absl::GetFlag(FLAGS_tls_client_ca),
+                   .reload_seconds = absl::GetFlag(FLAGS_tls_reload_seconds)};
+  o.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
+  o.reflection = absl::GetFlag(FLAGS_reflection);
   return o;
 }
 

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/sampler.h"
+#include "server/utf8.h"
 
 namespace catserve::server {
 namespace {
@@ -31,12 +32,13 @@ RequestParser::RequestParser(const engine::Tokenizer* tokenizer, const engine::M
 absl::StatusOr<int> RequestParser::ResolveChunkSize(const v1::GenerateRequest& request) const {
   if (request.chunk_size() != 0 && !request.tier().empty()) {
     return Invalid(absl::StrCat("set chunk_size or tier, not both (got chunk_size ",
-                                request.chunk_size(), " and tier '", request.tier(), "')"));
+                                request.chunk_size(), " and tier '", Excerpt(request.tier()),
+                                "')"));
   }
   if (!request.tier().empty()) {
     auto it = tiers_.find(request.tier());
     if (it == tiers_.end()) {
-      return Invalid(absl::StrCat("unknown tier '", request.tier(), "'; tiers: ",
+      return Invalid(absl::StrCat("unknown tier '", Excerpt(request.tier()), "'; tiers: ",
                                   tiers_.empty()
                                       ? std::string("none")
                                       : absl::StrJoin(tiers_, ", ", absl::PairFormatter("="))));
@@ -58,6 +60,11 @@ absl::StatusOr<std::vector<int32_t>> RequestParser::Prompt(
   switch (request.prompt_case()) {
     case v1::GenerateRequest::kText: {
       if (request.text().empty()) return Invalid("prompt is empty: set text or token_ids");
+      if (static_cast<int64_t>(request.text().size()) > limits_.max_prompt_bytes) {
+        return Invalid(absl::StrCat("the prompt text has ", request.text().size(),
+                                    " bytes, more than this server reads (",
+                                    limits_.max_prompt_bytes, "; --max_prompt_bytes); shorten it"));
+      }
       absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(request.text());
       if (!ids.ok()) return Invalid(absl::StrCat("cannot tokenize text: ", ids.status().message()));
       if (ids->empty()) return Invalid("prompt text encodes to no tokens; give some text");
@@ -88,28 +95,13 @@ absl::StatusOr<ParsedGeneration> RequestParser::Parse(const v1::GenerateRequest&
   ParsedGeneration parsed;
   scheduler::GenerationRequest& out = parsed.request;
 
-  absl::StatusOr<std::vector<int32_t>> prompt = Prompt(request);
-  if (!prompt.ok()) return prompt.status();
-  out.prompt = *std::move(prompt);
-  const int prompt_tokens = static_cast<int>(out.prompt.size());
-  if (prompt_tokens > limits_.max_prompt_tokens) {
-    return Invalid(absl::StrCat("the prompt has ", prompt_tokens,
-                                " tokens, more than the limit of ", limits_.max_prompt_tokens,
-                                "; shorten it"));
-  }
-
+  // Everything cheap first: the prompt (tokenizing a text) comes last.
   if (request.max_tokens() <= 0) {
     return Invalid(absl::StrCat("max_tokens must be >= 1 (got ", request.max_tokens(), ")"));
   }
   if (request.max_tokens() > limits_.max_new_tokens) {
     return Invalid(absl::StrCat("max_tokens ", request.max_tokens(), " is more than the limit of ",
                                 limits_.max_new_tokens, "; lower it"));
-  }
-  if (static_cast<int64_t>(prompt_tokens) + request.max_tokens() > limits_.max_context) {
-    return Invalid(absl::StrCat("the prompt (", prompt_tokens, " tokens) + max_tokens (",
-                                request.max_tokens(), ") exceeds the model's context of ",
-                                limits_.max_context, " tokens; lower max_tokens to at most ",
-                                limits_.max_context - prompt_tokens, " or shorten the prompt"));
   }
   out.max_new_tokens = request.max_tokens();
 
@@ -146,6 +138,22 @@ absl::StatusOr<ParsedGeneration> RequestParser::Parse(const v1::GenerateRequest&
   out.priority = request.priority();
   out.deadline = deadline;
   out.want_logprobs = request.logprobs();
+
+  absl::StatusOr<std::vector<int32_t>> prompt = Prompt(request);
+  if (!prompt.ok()) return prompt.status();
+  out.prompt = *std::move(prompt);
+  const int prompt_tokens = static_cast<int>(out.prompt.size());
+  if (prompt_tokens > limits_.max_prompt_tokens) {
+    return Invalid(absl::StrCat("the prompt has ", prompt_tokens,
+                                " tokens, more than the limit of ", limits_.max_prompt_tokens,
+                                "; shorten it"));
+  }
+  if (static_cast<int64_t>(prompt_tokens) + request.max_tokens() > limits_.max_context) {
+    return Invalid(absl::StrCat("the prompt (", prompt_tokens, " tokens) + max_tokens (",
+                                request.max_tokens(), ") exceeds the model's context of ",
+                                limits_.max_context, " tokens; lower max_tokens to at most ",
+                                limits_.max_context - prompt_tokens, " or shorten the prompt"));
+  }
   return parsed;
 }
 

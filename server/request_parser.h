@@ -20,6 +20,8 @@ namespace catserve::server {
 // What a request may ask for, after the flags' limits are applied to the model's.
 struct ServingLimits {
   int max_prompt_tokens = 0;
+  // A text prompt longer than this is refused before it is tokenized.
+  int64_t max_prompt_bytes = 0;
   int max_new_tokens = 0;
   int max_context = 0;  // prompt + generated tokens: the model's max_position_embeddings
 };

@@ -87,7 +87,9 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
            {"max_tokens_per_step", o.max_tokens_per_step, 1},
            {"max_prompt_tokens", o.max_prompt_tokens, 0},
            {"max_new_tokens", o.max_new_tokens, 0},
-           {"drain_grace_seconds", o.drain_grace_seconds, 0}}) {
+           {"max_prompt_bytes", o.max_prompt_bytes, 0},
+           {"drain_grace_seconds", o.drain_grace_seconds, 0},
+           {"tls_reload_seconds", o.tls.reload_seconds, 1}}) {
     if (absl::Status s = AtLeast(flag, value, minimum); !s.ok()) return s;
   }
   if (absl::StatusOr<HostPort> hp = ParseHostPort(o.listen, "listen"); !hp.ok()) {

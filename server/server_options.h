@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/config.h"
+#include "server/server_credentials.h"
 
 namespace catserve::server {
 
@@ -28,8 +29,17 @@ struct ServerOptions {
   int max_tokens_per_step = 2048;
   int max_prompt_tokens = 0;  // 0 = the model's limit
   int max_new_tokens = 0;     // 0 = the model's limit
+  // Text prompts longer than this are refused before tokenizing; 0 = 32 bytes per token of
+  // max_prompt_tokens.
+  int max_prompt_bytes = 0;
   int drain_grace_seconds = 30;
+  TlsFiles tls;                  // --tls_cert, --tls_key, --tls_client_ca, --tls_reload_seconds
+  std::string auth_tokens_file;  // empty: no token needed
+  bool reflection = true;        // grpc.reflection.v1alpha.ServerReflection on the gRPC port
 };
+
+// What --max_prompt_bytes=0 means: this many bytes per prompt token allowed.
+inline constexpr int kPromptBytesPerToken = 32;
 
 // Parses --tiers: "name=chunk_size,name=chunk_size,..." (an empty string is no tiers). Names are
 // [A-Za-z0-9_-]+ and unique; sizes are positive integers. INVALID_ARGUMENT otherwise, naming the

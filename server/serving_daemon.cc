@@ -11,7 +11,10 @@
 #include "absl/time/clock.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/impl/server_builder_option.h"
+#include "grpcpp/impl/server_builder_plugin.h"
 #include "server/log.h"
+#include "server/server_credentials.h"
 #include "server/unhandled_call_interceptor.h"
 
 #ifndef CATSERVE_VERSION
@@ -29,6 +32,18 @@ std::string ModelName(const std::filesystem::path& dir) {
   if (p.filename().empty()) p = p.parent_path();
   return p.filename().string();
 }
+
+// Removes gRPC's reflection plugin from a ServerBuilder. Linking grpc++_reflection registers the
+// plugin for every builder in a static initializer, so leaving it out takes this.
+class WithoutReflection : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments* args) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    std::erase_if(*plugins, [](const std::unique_ptr<grpc::ServerBuilderPlugin>& plugin) {
+      return plugin->name() == "proto_server_reflection";
+    });
+  }
+};
 
 // A flag's limit when set (> 0) and tighter than the model's, else the model's.
 int Limit(int flag, int model) { return flag > 0 ? std::min(flag, model) : model; }
@@ -103,14 +118,28 @@ absl::Status ServingDaemon::Init() {
   RefreshMetrics();
 
   const int context = config.max_position_embeddings;
-  const ServingLimits limits{.max_prompt_tokens = Limit(options_.max_prompt_tokens, context - 1),
-                             .max_new_tokens = Limit(options_.max_new_tokens, context - 1),
-                             .max_context = context};
+  const int max_prompt_tokens = Limit(options_.max_prompt_tokens, context - 1);
+  const ServingLimits limits{
+      .max_prompt_tokens = max_prompt_tokens,
+      .max_prompt_bytes = options_.max_prompt_bytes > 0
+                              ? options_.max_prompt_bytes
+                              : static_cast<int64_t>(max_prompt_tokens) * kPromptBytesPerToken,
+      .max_new_tokens = Limit(options_.max_new_tokens, context - 1),
+      .max_context = context};
   parser_ = std::make_unique<RequestParser>(tokenizer_.get(), config, limits,
                                             options_.default_chunk_size, options_.tiers);
+  if (!options_.auth_tokens_file.empty()) {
+    absl::StatusOr<std::unique_ptr<TokenAuthenticator>> auth =
+        TokenAuthenticator::Load(options_.auth_tokens_file);
+    if (!auth.ok()) return auth.status();
+    authenticator_ = *std::move(auth);
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials(options_.tls);
+  if (!credentials.ok()) return credentials.status();
   service_ = std::make_unique<GenerationService>(
       GenerateStream::Shared{scheduler_.get(), tokenizer_.get(), serving_metrics_.get()},
-      parser_.get(), BuildModelInfo(model_name, static_cast<int>(pages)));
+      parser_.get(), authenticator_.get(), BuildModelInfo(model_name, static_cast<int>(pages)));
 
   absl::StatusOr<std::unique_ptr<metrics::MetricsHttpServer>> http =
       metrics::MetricsHttpServer::Start(options_.http_listen, serving_metrics_.get(),
@@ -124,7 +153,8 @@ absl::Status ServingDaemon::Init() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &grpc_port_);
+  if (!options_.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
+  builder.AddListeningPort(options_.listen, *credentials, &grpc_port_);
   builder.RegisterService(service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<UnhandledCallInterceptorFactory>(
@@ -152,9 +182,16 @@ absl::Status ServingDaemon::Init() {
       pages, options_.kv_page_entries, geometry.page_bytes() / options_.kv_page_entries,
       static_cast<double>(pages * geometry.page_bytes()) / (1 << 20), geometry.entry_bytes(),
       options_.device, engine_->threads());
-  Log("limits: prompt %d, new tokens %d, queued %d, running %d, tokens per step %d",
-      limits.max_prompt_tokens, limits.max_new_tokens, options_.max_queued, options_.max_running,
-      options_.max_tokens_per_step);
+  Log("limits: prompt %d tokens / %d bytes, new tokens %d, queued %d, running %d, tokens per "
+      "step %d",
+      limits.max_prompt_tokens, limits.max_prompt_bytes, limits.max_new_tokens, options_.max_queued,
+      options_.max_running, options_.max_tokens_per_step);
+  Log("security: %s, %s, reflection %s",
+      options_.tls.cert.empty()        ? "plaintext gRPC"
+      : options_.tls.client_ca.empty() ? "TLS"
+                                       : "mTLS (client certificates required)",
+      authenticator_ != nullptr ? "bearer tokens required" : "no token required",
+      options_.reflection ? "on" : "off");
   Log("listening on %s:%d", grpc_address.host, grpc_port_);
   Log("metrics on http://%s:%d/metrics", http_address.host, http_server_->port());
   Log("ready");

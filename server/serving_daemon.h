@@ -16,6 +16,7 @@
 #include "server/request_parser.h"
 #include "server/scheduler_metrics.h"
 #include "server/server_options.h"
+#include "server/token_authenticator.h"
 
 namespace catserve::server {
 
@@ -65,6 +66,7 @@ class ServingDaemon {
   std::unique_ptr<engine::Engine> engine_;
   std::unique_ptr<engine::Tokenizer> tokenizer_;
   std::unique_ptr<RequestParser> parser_;
+  std::unique_ptr<TokenAuthenticator> authenticator_;  // null without --auth_tokens_file
   std::unique_ptr<scheduler::Scheduler> scheduler_;
   std::unique_ptr<GenerationService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;

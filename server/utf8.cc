@@ -1,5 +1,7 @@
 #include "server/utf8.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace catserve::server {
 namespace {
 
@@ -51,6 +53,14 @@ std::string CoerceToUtf8(absl::string_view text) {
     }
   }
   return out;
+}
+
+std::string Excerpt(absl::string_view text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  size_t end = max_bytes;
+  // Back off over continuation bytes (10xxxxxx) so that no character is cut.
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return absl::StrCat(CoerceToUtf8(text.substr(0, end)), "... (", text.size(), " bytes)");
 }
 
 }  // namespace catserve::server

@@ -15,6 +15,10 @@ namespace catserve::server {
 // U+10FFFF.
 std::string CoerceToUtf8(absl::string_view text);
 
+// `text` itself when it has at most `max_bytes` bytes, else its first whole characters within
+// `max_bytes` followed by "... (N bytes)": how an error message quotes what a client sent.
+std::string Excerpt(absl::string_view text, size_t max_bytes = 64);
+
 }  // namespace catserve::server
 
 #endif  // CATSERVE_SERVER_UTF8_H_

@@ -34,7 +34,10 @@ LATEST = kubernetes_validate.utils.latest_version()
 # The daemon's flags (server/ contract); every one must be reachable from the chart.
 DAEMON_FLAGS = ["model_dir", "listen", "http_listen", "device", "threads", "kv_pool_mb",
                 "kv_page_entries", "default_chunk_size", "tiers", "max_queued", "max_running",
-                "max_tokens_per_step", "max_prompt_tokens", "max_new_tokens", "drain_grace_seconds"]
+                "max_tokens_per_step", "max_prompt_tokens", "max_new_tokens", "drain_grace_seconds",
+                "max_prompt_bytes", "reflection"]
+# Flags of the gRPC port's security, passed when security.tls / security.authTokens ask for them.
+SECURITY_FLAGS = ["tls_cert", "tls_key", "tls_client_ca", "tls_reload_seconds", "auth_tokens_file"]
 
 # name -> (values files, oldest Kubernetes version the set must validate against)
 SETS = {
@@ -42,6 +45,7 @@ SETS = {
     "gpu": (["values-gpu.yaml"], "1.30.0"),          # native preStop sleep action: 1.30+
     "cpu": (["values-cpu.yaml"], "1.27.0"),
     "autoscaling": (["values-autoscaling.yaml"], "1.27.0"),
+    "security": (["values-security.yaml"], "1.27.0"),
 }
 
 CRD_SCHEMAS = {
@@ -129,6 +133,26 @@ def contract_checks(name, values, objs):
     check(cms and cms[0]["data"]["tiers"] == tiers, f"{name}: ConfigMap tiers == {tiers}")
     check(f"--device={merged['device']}" in args, f"{name}: --device={merged['device']}")
     check(f"--drain_grace_seconds={merged['server']['drainGraceSeconds']}" in args, f"{name}: drain grace passed")
+
+    check(f"--reflection={str(merged['security']['reflection']).lower()}" in args,
+          f"{name}: --reflection={str(merged['security']['reflection']).lower()}")
+    tls, tokens = merged["security"]["tls"], merged["security"]["authTokens"]
+    if tls["enabled"] or tokens["secretName"]:
+        missing = [f for f in SECURITY_FLAGS if f not in given]
+        check(not missing, f"{name}: every security flag is passed (missing: {missing})")
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        check(secrets.get("tls") == tls["secretName"] and mounts.get("tls") == "/etc/catserve-tls"
+              and "--tls_cert=/etc/catserve-tls/tls.crt" in args,
+              f"{name}: the TLS Secret is mounted where --tls_cert reads it")
+        check(secrets.get("auth-tokens") == tokens["secretName"]
+              and f"--auth_tokens_file=/etc/catserve-auth/{tokens['key']}" in args,
+              f"{name}: the tokens Secret is mounted where --auth_tokens_file reads it")
+    else:
+        check(not any(a.startswith(("--tls_", "--auth_")) for a in args), f"{name}: no security flags")
+    if tls["enabled"]:
+        # The kubelet's gRPC probe speaks plaintext only.
+        merged["probes"]["type"] = "http"
 
     # Ports, probes.
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -265,6 +289,8 @@ def main():
                                                  "resources": {"requests": {"cpu": None}}}, "requests.cpu"),
         "GRPCRoute without parentRefs": ({"grpcRoute": {"enabled": True}}, "parentRefs"),
         "PDB with both bounds": ({"podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}}, "exactly one"),
+        "TLS without a Secret": ({"security": {"tls": {"enabled": True}}}, "security.tls.secretName"),
+        "tokens key with a slash": ({"security": {"authTokens": {"secretName": "t", "key": "a/b"}}}, "key"),
     }
     for what, (values, why) in bad.items():
         try:

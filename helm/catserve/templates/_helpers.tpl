@@ -84,6 +84,7 @@ Tuning flags kept in the ConfigMap, as an ordered list of [flag, configmap key, 
 - [max_tokens_per_step, max-tokens-per-step, {{ int $s.maxTokensPerStep | quote }}]
 - [max_prompt_tokens, max-prompt-tokens, {{ int $s.maxPromptTokens | quote }}]
 - [max_new_tokens, max-new-tokens, {{ int $s.maxNewTokens | quote }}]
+- [max_prompt_bytes, max-prompt-bytes, {{ int $s.maxPromptBytes | quote }}]
 {{- end }}
 
 {{/* Environment variable name that carries a ConfigMap key in config.mode=env. */}}
