@@ -23,5 +23,16 @@ TEST(Utf8Test, IllFormedPartsBecomeReplacementCharacters) {
   EXPECT_EQ(CoerceToUtf8("\xF4\x90\x80\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
 }
 
+TEST(ExcerptTest, ShortTextIsKept) {
+  EXPECT_EQ(Excerpt("quality"), "quality");
+  EXPECT_EQ(Excerpt(std::string(64, 'a')), std::string(64, 'a'));
+}
+
+TEST(ExcerptTest, LongTextIsCutOnACharacterBoundaryWithItsSize) {
+  EXPECT_EQ(Excerpt(std::string(100000, 'x'), 8), "xxxxxxxx... (100000 bytes)");
+  // "é" is two bytes: a cut after 5 bytes would split the third one.
+  EXPECT_EQ(Excerpt("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", 5), "\xc3\xa9\xc3\xa9... (8 bytes)");
+}
+
 }  // namespace
 }  // namespace catserve::server
