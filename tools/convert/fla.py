@@ -12,8 +12,8 @@ Read from the authors' port (never copied), repository fla-org/flash-linear-atte
     has `attn.{q,k,v,o}_proj` (GQA by num_kv_heads, biases with qkv_bias) and, with qk_norm,
     `attn.{q,k}_norm` built as `RMSNorm(head_dim, dtype=float32)`: fla's RMSNorm default
     epsilon 1e-5, not norm_eps. Every other norm uses norm_eps.
-  * fla/models/cat/configuration_cat.py (same pull request; our search index holds it without a
-    commit id): the keys and defaults of `CATConfig`, among them `train_chunk_size_schedule`
+  * fla/models/cat/configuration_cat.py (same pull request; our search index holds it as file id
+    59808574011 without its commit id): the keys and defaults of `CATConfig`, among them `train_chunk_size_schedule`
     ("power_of_2" trains min_train_chunk_size..max_chunk_size; None, "none" or "fixed" train
     max_chunk_size only) and `hidden_act` (SwiGLU with "swish").
 """

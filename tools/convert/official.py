@@ -1,8 +1,9 @@
 """rajesh-lab/cat-transformer (official, adaptive) state dict -> catserve tensors and config.
 
 Read from the authors' code (never copied), repository rajesh-lab/cat-transformer:
-  * cat_transformer_adaptive.py at its HEAD (the version with `seperator`, indexed in our search
-    tool without a commit id; the commits we could pin, 48175c7 and 8f615e8, are older):
+  * cat_transformer_adaptive.py at its HEAD (the version with `seperator`; our search index
+    holds it as file id 42607679748 without its commit id; the commits we could pin, 48175c7 and
+    8f615e8, are older and have no separator):
     `CAT_Transformer` holds the compressor as `f` (class `Compressor`: `wte`, `pos_tokens`
     [block_size rows], `adaptive_token` [log2(chunk_size) + 1 rows, row = log2(l)], `layers`,
     `norm`, `proj_fx` [dim_fx, chunk_size * dim]) and the decoder as `dummy_fx` [log2(chunk_size)
