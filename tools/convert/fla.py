@@ -12,6 +12,9 @@ Read from the authors' port (never copied), repository fla-org/flash-linear-atte
     has `attn.{q,k,v,o}_proj` (GQA by num_kv_heads, biases with qkv_bias) and, with qk_norm,
     `attn.{q,k}_norm` built as `RMSNorm(head_dim, dtype=float32)`: fla's RMSNorm default
     epsilon 1e-5, not norm_eps. Every other norm uses norm_eps.
+  * fla/modules/mlp.py (commit 20ceee52): `GatedMLP` = `gate_proj`, `up_proj`, `down_proj`, no
+    biases, width 256 * ceil(int(hidden * hidden_ratio * 2 / 3) / 256) unless intermediate_size
+    is set (catserve's rule), swish only.
   * fla/models/cat/configuration_cat.py (same pull request; our search index holds it as file id
     59808574011 without its commit id): the keys and defaults of `CATConfig`, among them `train_chunk_size_schedule`
     ("power_of_2" trains min_train_chunk_size..max_chunk_size; None, "none" or "fixed" train
