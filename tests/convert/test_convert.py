@@ -18,7 +18,8 @@ TOKENIZER = os.path.join(FIXTURES, "tiny", "tokenizer.model")
 sys.path.insert(0, os.path.join(REPO, "tools"))
 
 from convert import fla, official  # noqa: E402
-from convert.official import ConversionError, OfficialOptions  # noqa: E402
+from convert.errors import ConversionError  # noqa: E402
+from convert.official import OfficialOptions  # noqa: E402
 from convert.safetensors_io import Tensor, read, write  # noqa: E402
 
 

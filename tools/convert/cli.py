@@ -16,7 +16,7 @@ import sys
 
 from . import fla, official
 from .model_dir import write_model_dir
-from .official import ConversionError
+from .errors import ConversionError
 from .safetensors_io import Tensor, load_torch_file, read
 
 

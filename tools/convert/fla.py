@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 
-from .official import ConversionError
+from .errors import ConversionError
 from .safetensors_io import Tensor
 
 FLA_QK_NORM_EPS = 1e-5  # fla.modules.RMSNorm's default epsilon

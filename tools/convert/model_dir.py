@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 
-from .official import ConversionError
+from .errors import ConversionError
 from .safetensors_io import FLOAT_DTYPES, TORCH_DTYPE_NAMES, Tensor, write
 
 

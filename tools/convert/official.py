@@ -35,6 +35,7 @@ import re
 
 import numpy as np
 
+from .errors import ConversionError
 from .safetensors_io import Tensor
 
 # Prefixes that wrappers add to every key: torch.compile and DistributedDataParallel.
@@ -67,10 +68,6 @@ class OfficialOptions:
     pad_token_id: int = 0  # the official forward pads with 0
     bos_token_id: int = 1
     eos_token_id: int = 2
-
-
-class ConversionError(ValueError):
-    pass
 
 
 def strip_wrappers(state: dict[str, Tensor]) -> dict[str, Tensor]:
