@@ -12,6 +12,7 @@
 #include <limits>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
@@ -91,6 +92,13 @@ class FieldReader {
     *out = value->number_value();
   }
 
+  void OptionalDouble(std::string_view key, std::optional<double>* out) {
+    if (Find(key) == nullptr) return;
+    double v = 0;
+    Double(key, &v);
+    if (status_.ok()) *out = v;
+  }
+
   void Bool(std::string_view key, bool* out) {
     const Value* value = Find(key);
     if (value == nullptr) return;
@@ -138,6 +146,7 @@ absl::Status Validate(const ModelConfig& c, std::string_view file) {
       {"compressor_hidden_size", c.compressor_hidden_size},
       {"compressor_num_layers", c.compressor_num_layers},
       {"compressor_num_heads", c.compressor_num_heads},
+      {"compressor_num_kv_heads", c.compressor_kv_heads()},
       {"max_chunk_size", c.max_chunk_size},
       {"min_train_chunk_size", c.min_train_chunk_size},
       {"max_position_embeddings", c.max_position_embeddings},
@@ -148,6 +157,10 @@ absl::Status Validate(const ModelConfig& c, std::string_view file) {
   if (c.intermediate_size.has_value() && *c.intermediate_size <= 0) {
     return invalid(
         absl::StrFormat("intermediate_size (%d) must be positive", *c.intermediate_size));
+  }
+  if (c.compressor_intermediate.has_value() && *c.compressor_intermediate <= 0) {
+    return invalid(absl::StrFormat("compressor_intermediate_size (%d) must be positive",
+                                   *c.compressor_intermediate));
   }
   if (c.hidden_size % c.num_heads != 0) {
     return invalid(
@@ -166,6 +179,11 @@ absl::Status Validate(const ModelConfig& c, std::string_view file) {
     return invalid(
         absl::StrFormat("compressor_num_heads (%d) must divide compressor_hidden_size (%d)",
                         c.compressor_num_heads, c.compressor_hidden_size));
+  }
+  if (c.compressor_num_heads % c.compressor_kv_heads() != 0) {
+    return invalid(
+        absl::StrFormat("compressor_num_kv_heads (%d) must divide compressor_num_heads (%d)",
+                        c.compressor_kv_heads(), c.compressor_num_heads));
   }
   if (c.compressor_head_dim() % 2 != 0) {
     return invalid(absl::StrFormat(
@@ -199,8 +217,14 @@ absl::Status Validate(const ModelConfig& c, std::string_view file) {
                                      c.vocab_size));
     }
   }
-  if (!(c.norm_eps > 0)) {
-    return invalid(absl::StrFormat("norm_eps (%g) must be > 0", c.norm_eps));
+  const std::pair<const char*, double> epsilons[] = {
+      {"norm_eps", c.norm_eps},
+      {"qk_norm_eps", c.qk_norm_eps},
+      {"compressor_norm_eps", c.compressor_eps()},
+      {"compressor_qk_norm_eps", c.compressor_qk_eps()},
+  };
+  for (const auto& [name, value] : epsilons) {
+    if (!(value > 0)) return invalid(absl::StrFormat("%s (%g) must be > 0", name, value));
   }
   if (!(c.rope_theta > 0)) {
     return invalid(absl::StrFormat("rope_theta (%g) must be > 0", c.rope_theta));
@@ -208,13 +232,17 @@ absl::Status Validate(const ModelConfig& c, std::string_view file) {
   if (!(c.hidden_ratio > 0)) {
     return invalid(absl::StrFormat("hidden_ratio (%g) must be > 0", c.hidden_ratio));
   }
-  if (!c.intermediate_size.has_value()) {
-    for (int width : {c.hidden_size, c.compressor_hidden_size}) {
-      if (!SwiGluWidth(width, c.hidden_ratio).has_value()) {
-        return invalid(
-            absl::StrFormat("hidden_ratio (%g) makes the MLP of width %d wider than the int range",
-                            c.hidden_ratio, width));
-      }
+  // The widths that come from the rule rather than from a key.
+  std::vector<int> rule_widths;
+  if (!c.intermediate_size.has_value()) rule_widths.push_back(c.hidden_size);
+  if (!c.intermediate_size.has_value() && !c.compressor_intermediate.has_value()) {
+    rule_widths.push_back(c.compressor_hidden_size);
+  }
+  for (int width : rule_widths) {
+    if (!SwiGluWidth(width, c.hidden_ratio).has_value()) {
+      return invalid(
+          absl::StrFormat("hidden_ratio (%g) makes the MLP of width %d wider than the int range",
+                          c.hidden_ratio, width));
     }
   }
   return absl::OkStatus();
@@ -272,6 +300,13 @@ absl::StatusOr<ModelConfig> ParseNamed(std::string_view json_text, std::string_v
   reader.Int("pad_token_id", &c.pad_token_id);
   reader.Int("bos_token_id", &c.bos_token_id);
   reader.Int("eos_token_id", &c.eos_token_id);
+  reader.Double("qk_norm_eps", &c.qk_norm_eps);
+  reader.OptionalInt("compressor_num_kv_heads", &c.compressor_num_kv_heads);
+  reader.OptionalInt("compressor_intermediate_size", &c.compressor_intermediate);
+  reader.OptionalDouble("compressor_norm_eps", &c.compressor_norm_eps);
+  reader.Bool("compressor_qk_norm", &c.compressor_qk_norm);
+  reader.OptionalDouble("compressor_qk_norm_eps", &c.compressor_qk_norm_eps);
+  reader.Bool("compressor_qkv_bias", &c.compressor_qkv_bias);
   if (!reader.status().ok()) return reader.status();
 
   c.num_kv_heads = num_kv_heads.value_or(c.num_heads);
@@ -290,6 +325,16 @@ absl::StatusOr<ModelConfig> ParseNamed(std::string_view json_text, std::string_v
 
 }  // namespace
 
+int ModelConfig::compressor_kv_heads() const {
+  return compressor_num_kv_heads.value_or(compressor_num_heads);
+}
+
+double ModelConfig::compressor_eps() const { return compressor_norm_eps.value_or(norm_eps); }
+
+double ModelConfig::compressor_qk_eps() const {
+  return compressor_qk_norm_eps.value_or(qk_norm_eps);
+}
+
 int ModelConfig::head_dim() const { return hidden_size / num_heads; }
 
 int ModelConfig::compressor_head_dim() const {
@@ -302,6 +347,7 @@ int ModelConfig::decoder_intermediate_size() const {
 }
 
 int ModelConfig::compressor_intermediate_size() const {
+  if (compressor_intermediate.has_value()) return *compressor_intermediate;
   if (intermediate_size.has_value()) return *intermediate_size;
   return SwiGluWidth(compressor_hidden_size, hidden_ratio).value_or(0);
 }

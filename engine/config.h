@@ -9,8 +9,9 @@
 //   - compressor_num_heads divides compressor_hidden_size, compressor_head_dim() is even;
 //   - max_chunk_size and min_train_chunk_size are powers of two, min_train_chunk_size <=
 //     max_chunk_size <= max_position_embeddings;
+//   - compressor_num_kv_heads divides compressor_num_heads;
 //   - pad/bos/eos token ids lie in [0, vocab_size);
-//   - rope_theta > 0, norm_eps > 0, hidden_ratio > 0, and both MLP widths fit in an int.
+//   - rope_theta > 0, every epsilon > 0, hidden_ratio > 0, and both MLP widths fit in an int.
 //
 // ModelConfig is a plain value type: copyable, no hidden state, safe to share between threads.
 
@@ -51,6 +52,26 @@ struct ModelConfig {
   int pad_token_id = 0;  // null in config.json means 0
   int bos_token_id = 1;
   int eos_token_id = 2;
+  double qk_norm_eps = 1e-5;  // epsilon of the decoder's per-head q/k RMSNorm
+
+  // The compressor's own block settings, for checkpoints whose compressor is configured apart
+  // from the decoder (the official code builds it from its own config). Unset (null or absent in
+  // config.json), each is what a compressor had before these keys existed: no GQA, the decoder's
+  // intermediate_size rule, norm_eps and qk_norm_eps, and no q/k norm or q/k/v bias
+  // (cat-model.md: decoder only). Read them through the accessors below.
+  std::optional<int> compressor_num_kv_heads;
+  std::optional<int> compressor_intermediate;  // key compressor_intermediate_size
+  std::optional<double> compressor_norm_eps;
+  bool compressor_qk_norm = false;
+  std::optional<double> compressor_qk_norm_eps;
+  bool compressor_qkv_bias = false;
+
+  // compressor_num_kv_heads, else compressor_num_heads.
+  int compressor_kv_heads() const;
+  // compressor_norm_eps, else norm_eps.
+  double compressor_eps() const;
+  // compressor_qk_norm_eps, else qk_norm_eps.
+  double compressor_qk_eps() const;
 
   // D / H.
   int head_dim() const;
@@ -58,7 +79,8 @@ struct ModelConfig {
   int compressor_head_dim() const;
 
   // SwiGLU hidden widths: intermediate_size when set, else
-  // 256 * ceil(int(width * hidden_ratio * 2 / 3) / 256) with width D (decoder) or Dc (compressor).
+  // 256 * ceil(int(width * hidden_ratio * 2 / 3) / 256) with width D (decoder) or Dc (compressor);
+  // the compressor's is compressor_intermediate_size when that key is set.
   int decoder_intermediate_size() const;
   int compressor_intermediate_size() const;
 

@@ -14,8 +14,6 @@
 namespace catserve::engine {
 namespace {
 
-constexpr float kQkNormEps = 1e-5f;
-
 void CopyRow(const std::vector<float>& table, int row, int width, float* dst) {
   std::copy_n(table.data() + static_cast<size_t>(row) * width, width, dst);
 }
@@ -84,8 +82,7 @@ void CpuEngine::AttentionInputs(const BlockWeights& b, const RopeTable& rope, in
                                 const std::vector<int>& positions) {
   const int W = b.width, qkv_rows = b.qkv_rows();
   norm_.resize(static_cast<size_t>(rows) * W);
-  RmsNorm(x_.data(), b.attn_norm.data(), rows, W, static_cast<float>(config_.norm_eps),
-          norm_.data());
+  RmsNorm(x_.data(), b.attn_norm.data(), rows, W, b.norm_eps, norm_.data());
   qkv_.resize(static_cast<size_t>(rows) * qkv_rows);
   Gemm(norm_.data(), rows, W, b.qkv.data(), qkv_rows, qkv_.data());
   compute_.ParallelFor(rows, [&](int begin, int end) {
@@ -95,9 +92,9 @@ void CpuEngine::AttentionInputs(const BlockWeights& b, const RopeTable& rope, in
         for (int i = 0; i < qkv_rows; ++i) row[i] += b.qkv_bias[i];
       }
       if (!b.q_norm.empty()) {
-        RmsNorm(row, b.q_norm.data(), b.heads, b.head_dim, kQkNormEps, row);
+        RmsNorm(row, b.q_norm.data(), b.heads, b.head_dim, b.qk_norm_eps, row);
         float* k = row + b.heads * b.head_dim;
-        RmsNorm(k, b.k_norm.data(), b.kv_heads, b.head_dim, kQkNormEps, k);
+        RmsNorm(k, b.k_norm.data(), b.kv_heads, b.head_dim, b.qk_norm_eps, k);
       }
       rope.Apply(row, b.heads + b.kv_heads, positions[t]);
     }
@@ -106,7 +103,7 @@ void CpuEngine::AttentionInputs(const BlockWeights& b, const RopeTable& rope, in
 
 void CpuEngine::FinishBlock(const BlockWeights& b, int rows, std::vector<float>& x) {
   const int W = b.width, I = b.intermediate;
-  const float eps = static_cast<float>(config_.norm_eps);
+  const float eps = b.norm_eps;
   proj_.resize(static_cast<size_t>(rows) * W);
   Gemm(attn_.data(), rows, b.heads * b.head_dim, b.o.data(), W, proj_.data());
   for (size_t i = 0; i < proj_.size(); ++i) x[i] += proj_[i];
@@ -136,10 +133,11 @@ void CpuEngine::RunCompressor(absl::Span<const StepItem> items) {
   }
   for (const BlockWeights& b : cw.layers) {
     AttentionInputs(b, compressor_rope_, rows, plan_.chunk_positions);
-    const int H = b.heads, hd = b.head_dim, qkv_rows = b.qkv_rows();
+    const int H = b.heads, Hkv = b.kv_heads, hd = b.head_dim, qkv_rows = b.qkv_rows();
+    const int group = H / Hkv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     attn_.assign(static_cast<size_t>(rows) * H * hd, 0.0f);
-    // Bidirectional attention within each chunk's l + 2 rows.
+    // Bidirectional attention within each chunk's l + 2 rows; query head h reads kv head h / group.
     compute_.ParallelFor(static_cast<int>(plan_.chunks.size()) * H, [&](int begin, int end) {
       std::vector<float> p(config_.max_chunk_size + 2);
       for (int task = begin; task < end; ++task) {
@@ -150,12 +148,13 @@ void CpuEngine::RunCompressor(absl::Span<const StepItem> items) {
         for (int q = 0; q < n; ++q) {
           const float* qv = base + static_cast<size_t>(q) * qkv_rows + h * hd;
           for (int k = 0; k < n; ++k) {
-            p[k] = Dot(qv, base + static_cast<size_t>(k) * qkv_rows + (H + h) * hd, hd) * scale;
+            p[k] = Dot(qv, base + static_cast<size_t>(k) * qkv_rows + (H + h / group) * hd, hd) *
+                   scale;
           }
           Softmax(p.data(), n);
           float* out = attn_.data() + (static_cast<size_t>(ch.first_row + q) * H + h) * hd;
           for (int k = 0; k < n; ++k) {
-            const float* vv = base + static_cast<size_t>(k) * qkv_rows + (2 * H + h) * hd;
+            const float* vv = base + static_cast<size_t>(k) * qkv_rows + (H + Hkv + h / group) * hd;
             for (int i = 0; i < hd; ++i) out[i] += p[k] * vv[i];
           }
         }
@@ -164,7 +163,8 @@ void CpuEngine::RunCompressor(absl::Span<const StepItem> items) {
     FinishBlock(b, rows, x_);
   }
   norm_.resize(x_.size());
-  RmsNorm(x_.data(), cw.norm.data(), rows, Dc, static_cast<float>(config_.norm_eps), norm_.data());
+  RmsNorm(x_.data(), cw.norm.data(), rows, Dc, static_cast<float>(config_.compressor_eps()),
+          norm_.data());
   // fx = W_l [h_2; ...; h_{l+1}]: the token states of a chunk are contiguous in norm_, so each
   // chunk's input is one row of l * Dc floats. Chunks of equal size share one GEMM.
   cx_.assign(static_cast<size_t>(plan_.chunks.size()) * D, 0.0f);

@@ -26,8 +26,11 @@ class Filler {
     return Normal(out * in, 1.0f / std::sqrt(static_cast<float>(in)));
   }
 
-  BlockWeights Block(int width, int heads, int kv_heads, int inter, bool bias, bool qk_norm) {
+  BlockWeights Block(int width, int heads, int kv_heads, int inter, bool bias, bool qk_norm,
+                     double norm_eps, double qk_norm_eps) {
     BlockWeights b;
+    b.norm_eps = static_cast<float>(norm_eps);
+    b.qk_norm_eps = static_cast<float>(qk_norm_eps);
     b.width = width;
     b.heads = heads;
     b.kv_heads = kv_heads;
@@ -64,8 +67,9 @@ ModelWeights RandomModelWeights(const ModelConfig& c, uint64_t seed) {
   cw.adaptive_tokens = f.Normal((M + 1) * Dc, 1.0f);
   for (int i = 0; i < c.compressor_num_layers; ++i) {
     cw.layers.push_back(f.Block(c.compressor_hidden_size, c.compressor_num_heads,
-                                c.compressor_num_heads, c.compressor_intermediate_size(), false,
-                                false));
+                                c.compressor_kv_heads(), c.compressor_intermediate_size(),
+                                c.compressor_qkv_bias, c.compressor_qk_norm, c.compressor_eps(),
+                                c.compressor_qk_eps()));
   }
   cw.norm = f.NearOne(Dc);
   const std::vector<float> proj_fx = f.Linear(D, M * Dc);
@@ -79,7 +83,8 @@ ModelWeights RandomModelWeights(const ModelConfig& c, uint64_t seed) {
   dw.adaptive_token = f.Normal((M + 1) * D, 1.0f);
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     dw.layers.push_back(f.Block(c.hidden_size, c.num_heads, c.num_kv_heads,
-                                c.decoder_intermediate_size(), c.qkv_bias, c.qk_norm));
+                                c.decoder_intermediate_size(), c.qkv_bias, c.qk_norm, c.norm_eps,
+                                c.qk_norm_eps));
   }
   dw.norm = f.NearOne(D);
   dw.lm_head = c.tie_word_embeddings ? dw.embeddings : f.Linear(V, D);

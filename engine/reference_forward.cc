@@ -12,14 +12,13 @@ namespace {
 
 using Mask = std::function<bool(int query, int key)>;
 
-constexpr float kQkNormEps = 1e-5f;
-
 // One pre-norm block over x [T, width] in place: x += Attn(RMSNorm(x)); x += MLP(RMSNorm(x)).
-void BlockForward(const BlockWeights& b, float eps, const RopeTable& rope,
-                  const std::vector<int>& positions, const Mask& mask, std::vector<float>& x) {
+void BlockForward(const BlockWeights& b, const RopeTable& rope, const std::vector<int>& positions,
+                  const Mask& mask, std::vector<float>& x) {
   const int T = static_cast<int>(positions.size());
   const int W = b.width, hd = b.head_dim, H = b.heads, Hkv = b.kv_heads;
   const int rows = b.qkv_rows();
+  const float eps = b.norm_eps;
 
   std::vector<float> n(x.size());
   RmsNorm(x.data(), b.attn_norm.data(), T, W, eps, n.data());
@@ -31,8 +30,8 @@ void BlockForward(const BlockWeights& b, float eps, const RopeTable& rope,
       for (int i = 0; i < rows; ++i) row[i] += b.qkv_bias[i];
     }
     if (!b.q_norm.empty()) {
-      RmsNorm(row, b.q_norm.data(), H, hd, kQkNormEps, row);
-      RmsNorm(row + H * hd, b.k_norm.data(), Hkv, hd, kQkNormEps, row + H * hd);
+      RmsNorm(row, b.q_norm.data(), H, hd, b.qk_norm_eps, row);
+      RmsNorm(row + H * hd, b.k_norm.data(), Hkv, hd, b.qk_norm_eps, row + H * hd);
     }
     rope.Apply(row, H + Hkv, positions[t]);  // q heads then k heads
   }
@@ -101,10 +100,11 @@ std::vector<float> ReferenceCompress(const ModelConfig& c, const ModelWeights& w
   const RopeTable rope(c.compressor_head_dim(), c.rope_theta, l + 2);
   const Mask bidirectional = [](int, int) { return true; };
   for (const BlockWeights& b : cw.layers) {
-    BlockForward(b, static_cast<float>(c.norm_eps), rope, positions, bidirectional, x);
+    BlockForward(b, rope, positions, bidirectional, x);
   }
   std::vector<float> normed(x.size());
-  RmsNorm(x.data(), cw.norm.data(), l + 2, Dc, static_cast<float>(c.norm_eps), normed.data());
+  RmsNorm(x.data(), cw.norm.data(), l + 2, Dc, static_cast<float>(c.compressor_eps()),
+          normed.data());
   std::vector<float> fx(c.hidden_size);
   // fx = W_l v, v = the l token states concatenated (rows 2.. of normed).
   Linear(normed.data() + 2 * Dc, 1, l * Dc, cw.proj_fx.at(l).data(), c.hidden_size, fx.data());
@@ -160,7 +160,7 @@ absl::StatusOr<std::vector<float>> ReferenceForward(const ModelConfig& c, const 
   };
   const RopeTable rope(c.head_dim(), c.rope_theta, block);
   for (const BlockWeights& b : dw.layers) {
-    BlockForward(b, static_cast<float>(c.norm_eps), rope, positions, mask, x);
+    BlockForward(b, rope, positions, mask, x);
   }
 
   // Row i reads the S of block i / l when i % l == 0, else the position of token t_{i-1}.

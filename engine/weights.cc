@@ -54,14 +54,25 @@ std::vector<float> StackRows(std::initializer_list<const std::vector<float>*> pa
   return out;
 }
 
+// The shape and options of one block, from the decoder's or the compressor's config keys.
+struct BlockSpec {
+  int width, heads, kv_heads, intermediate;
+  bool qkv_bias, qk_norm;
+  double norm_eps, qk_norm_eps;
+};
+
 absl::Status LoadBlock(TensorReader& reader, const std::string& prefix, const std::string& attn,
-                       const std::string& mlp, int width, int heads, int kv_heads, int intermediate,
-                       bool qkv_bias, bool qk_norm, BlockWeights& b) {
+                       const std::string& mlp, const BlockSpec& spec, BlockWeights& b) {
+  const int width = spec.width, heads = spec.heads, kv_heads = spec.kv_heads;
+  const int intermediate = spec.intermediate;
+  const bool qkv_bias = spec.qkv_bias, qk_norm = spec.qk_norm;
   b.width = width;
   b.heads = heads;
   b.kv_heads = kv_heads;
   b.head_dim = width / heads;
   b.intermediate = intermediate;
+  b.norm_eps = static_cast<float>(spec.norm_eps);
+  b.qk_norm_eps = static_cast<float>(spec.qk_norm_eps);
   const int64_t hd = b.head_dim;
   std::vector<float> q, k, v, gate, up;
   auto r = [&](const std::string& name, std::vector<int64_t> shape, std::vector<float>& out) {
@@ -91,6 +102,28 @@ absl::Status LoadBlock(TensorReader& reader, const std::string& prefix, const st
   if (!(s = r(mlp + "down_proj.weight", {width, intermediate}, b.down)).ok()) return s;
   b.gate_up = StackRows({&gate, &up});
   return absl::OkStatus();
+}
+
+BlockSpec DecoderBlockSpec(const ModelConfig& c) {
+  return {.width = c.hidden_size,
+          .heads = c.num_heads,
+          .kv_heads = c.num_kv_heads,
+          .intermediate = c.decoder_intermediate_size(),
+          .qkv_bias = c.qkv_bias,
+          .qk_norm = c.qk_norm,
+          .norm_eps = c.norm_eps,
+          .qk_norm_eps = c.qk_norm_eps};
+}
+
+BlockSpec CompressorBlockSpec(const ModelConfig& c) {
+  return {.width = c.compressor_hidden_size,
+          .heads = c.compressor_num_heads,
+          .kv_heads = c.compressor_kv_heads(),
+          .intermediate = c.compressor_intermediate_size(),
+          .qkv_bias = c.compressor_qkv_bias,
+          .qk_norm = c.compressor_qk_norm,
+          .norm_eps = c.compressor_eps(),
+          .qk_norm_eps = c.compressor_qk_eps()};
 }
 
 }  // namespace
@@ -133,9 +166,8 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const Tensor
   }
   cw.layers.resize(c.compressor_num_layers);
   for (int i = 0; i < c.compressor_num_layers; ++i) {
-    s = LoadBlock(reader, absl::StrCat("model.compressor.layers.", i, "."), "attn.", "mlp.", Dc,
-                  c.compressor_num_heads, c.compressor_num_heads, c.compressor_intermediate_size(),
-                  /*qkv_bias=*/false, /*qk_norm=*/false, cw.layers[i]);
+    s = LoadBlock(reader, absl::StrCat("model.compressor.layers.", i, "."), "attn.", "mlp.",
+                  CompressorBlockSpec(c), cw.layers[i]);
     if (!s.ok()) return s;
   }
   if (!(s = reader.Read("model.compressor.norm.weight", {Dc}, cw.norm)).ok()) return s;
@@ -157,9 +189,8 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const Tensor
   }
   dw.layers.resize(c.num_hidden_layers);
   for (int i = 0; i < c.num_hidden_layers; ++i) {
-    s = LoadBlock(reader, absl::StrCat("model.layers.", i, "."), "attn.", "mlp.", D, c.num_heads,
-                  c.num_kv_heads, c.decoder_intermediate_size(), c.qkv_bias, c.qk_norm,
-                  dw.layers[i]);
+    s = LoadBlock(reader, absl::StrCat("model.layers.", i, "."), "attn.", "mlp.",
+                  DecoderBlockSpec(c), dw.layers[i]);
     if (!s.ok()) return s;
   }
   if (!(s = reader.Read("model.norm.weight", {D}, dw.norm)).ok()) return s;

@@ -20,6 +20,8 @@ struct BlockWeights {
   int kv_heads = 0;
   int head_dim = 0;
   int intermediate = 0;
+  float norm_eps = 0;            // epsilon of attn_norm and mlp_norm
+  float qk_norm_eps = 0;         // epsilon of q_norm and k_norm
   std::vector<float> attn_norm;  // [width]
   std::vector<float> qkv;        // [(heads + 2 * kv_heads) * head_dim, width]
   std::vector<float> qkv_bias;   // same rows as qkv, or empty

@@ -25,7 +25,6 @@ using cuda::DeviceBuffer;
 using cuda::KvSlot;
 using cuda::RowSource;
 
-constexpr float kQkNormEps = 1e-5f;  // cat-model.md: qk_norm's epsilon, not norm_eps
 constexpr int kBf16Bytes = 2;
 
 #define CATSERVE_CUDA_RETURN_IF_ERROR(expr, what)                                           \
@@ -291,7 +290,7 @@ template <typename Attend>
 absl::Status CudaEngine::Block(const DeviceBlock& b, int rows, float* x, const int32_t* positions,
                                const float* rope_cos, const float* rope_sin, Attend attend) {
   const int W = b.width, I = b.intermediate, qkv_rows = b.qkv_rows();
-  const float eps = static_cast<float>(config_.norm_eps);
+  const float eps = b.norm_eps;
   uint16_t* norm = norm_.as<uint16_t>();
   float* qkv = qkv_.as<float>();
   CATSERVE_CUDA_RETURN_IF_ERROR(
@@ -300,7 +299,7 @@ absl::Status CudaEngine::Block(const DeviceBlock& b, int rows, float* x, const i
   CATSERVE_RETURN_IF_ERROR(Gemm(norm, rows, W, b.qkv.as<uint16_t>(), qkv_rows, qkv, false));
   CATSERVE_CUDA_RETURN_IF_ERROR(
       cuda::QkvPostprocess(qkv, rows, b.heads, b.kv_heads, b.head_dim, b.qkv_bias.as<float>(),
-                           b.q_norm.as<float>(), b.k_norm.as<float>(), kQkNormEps, positions,
+                           b.q_norm.as<float>(), b.k_norm.as<float>(), b.qk_norm_eps, positions,
                            rope_cos, rope_sin, stream_),
       "QkvPostprocess");
   CATSERVE_RETURN_IF_ERROR(attend());
@@ -341,7 +340,7 @@ absl::Status CudaEngine::RunCompressor() {
   uint16_t* norm = norm_.as<uint16_t>();
   CATSERVE_CUDA_RETURN_IF_ERROR(
       cuda::RmsNormToBf16(cx, nullptr, rows, Dc, w_.compressor_norm.as<float>(),
-                          static_cast<float>(config_.norm_eps), norm, stream_),
+                          static_cast<float>(config_.compressor_eps()), norm, stream_),
       "RmsNorm (compressor)");
   // fx = W_l [h_2; ...; h_{l+1}] per chunk; chunks of one size share one GEMM.
   for (const SizeGroup& g : groups_) {
@@ -507,6 +506,13 @@ absl::Status CheckShapes(const ModelConfig& c) {
         "the CUDA backend takes head_dim <= ", cuda::kMaxHeadDim,
         " and GQA groups <= ", cuda::kMaxGroup, "; this model has head_dim ", c.head_dim(),
         ", compressor head_dim ", c.compressor_head_dim(), ", group ", group));
+  }
+  if (c.compressor_kv_heads() != c.compressor_num_heads) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the CUDA backend's compressor attention takes no GQA; this model has "
+                     "compressor_num_kv_heads ",
+                     c.compressor_kv_heads(), " < compressor_num_heads ", c.compressor_num_heads,
+                     " (serve it with the CPU backend)"));
   }
   return absl::OkStatus();
 }

@@ -22,6 +22,8 @@ absl::StatusOr<DeviceBlock> PutBlock(const BlockWeights& b, size_t& total) {
   d.kv_heads = b.kv_heads;
   d.head_dim = b.head_dim;
   d.intermediate = b.intermediate;
+  d.norm_eps = b.norm_eps;
+  d.qk_norm_eps = b.qk_norm_eps;
   for (auto [host, bf16, dst] :
        {std::tuple{&b.attn_norm, false, &d.attn_norm}, std::tuple{&b.qkv, true, &d.qkv},
         std::tuple{&b.qkv_bias, false, &d.qkv_bias}, std::tuple{&b.q_norm, false, &d.q_norm},

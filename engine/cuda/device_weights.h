@@ -19,6 +19,8 @@ struct DeviceBlock {
   int kv_heads = 0;
   int head_dim = 0;
   int intermediate = 0;
+  float norm_eps = 0;
+  float qk_norm_eps = 0;
   DeviceBuffer attn_norm, qkv, qkv_bias, q_norm, k_norm, o, mlp_norm, gate_up, down;
 
   int qkv_rows() const { return (heads + 2 * kv_heads) * head_dim; }

@@ -186,7 +186,21 @@ TEST_P(CudaFixtureTest, LoadsThroughEngineLoad) {
   EXPECT_EQ(g.page_bytes(), engines_.cpu->kv_geometry(16).page_bytes() / 2);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixtureTest, ::testing::Values("tiny", "tiny_gqa"));
+// fla_tiny (tools/make_convert_fixtures.py): compressor q/k/v biases, norm_eps 0.1 with the q/k
+// norm's own 1e-5.
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixtureTest,
+                         ::testing::Values("tiny", "tiny_gqa", "fla_tiny"));
+
+TEST(CudaConvertedModelTest, RefusesCompressorGqaWithAStatus) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  // official_tiny's compressor has 4 query heads over 2 kv heads; ChunkAttention has no GQA.
+  auto engine = Engine::Load(kFixtures / "official_tiny", {.device = Device::kCuda});
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(engine.status().message().find("compressor_num_kv_heads 2 < compressor_num_heads 4"),
+            absl::string_view::npos)
+      << engine.status();
+}
 
 class CudaIncrementalTest : public ::testing::TestWithParam<bool> {
  protected:

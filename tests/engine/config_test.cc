@@ -151,6 +151,59 @@ TEST(ParseModelConfigTest, ExplicitIntermediateSizeAppliesToBothMlps) {
   EXPECT_EQ(config->compressor_intermediate_size(), 96);
 }
 
+TEST(ParseModelConfigTest, CompressorSettingsDefaultToWhatTheCompressorHadBefore) {
+  absl::StatusOr<ModelConfig> config = ParseModelConfig(SmallConfig(R"(,
+      "norm_eps": 1e-4, "qk_norm_eps": 0.25, "qk_norm": true, "qkv_bias": true,
+      "intermediate_size": 96)"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->qk_norm_eps, 0.25);
+  EXPECT_FALSE(config->compressor_num_kv_heads.has_value());
+  EXPECT_EQ(config->compressor_kv_heads(), config->compressor_num_heads);
+  EXPECT_EQ(config->compressor_intermediate_size(), 96);
+  EXPECT_EQ(config->compressor_eps(), 1e-4);
+  EXPECT_EQ(config->compressor_qk_eps(), 0.25);
+  EXPECT_FALSE(config->compressor_qk_norm);
+  EXPECT_FALSE(config->compressor_qkv_bias);
+  EXPECT_EQ(ModelConfig().qk_norm_eps, 1e-5);
+}
+
+TEST(ParseModelConfigTest, CompressorSettingsOfItsOwn) {
+  absl::StatusOr<ModelConfig> config = ParseModelConfig(SmallConfig(R"(,
+      "compressor_num_heads": 4, "compressor_num_kv_heads": 2,
+      "compressor_intermediate_size": 80, "intermediate_size": 96, "compressor_norm_eps": 0.3,
+      "compressor_qk_norm": true, "compressor_qk_norm_eps": 0.125,
+      "compressor_qkv_bias": true)"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->compressor_kv_heads(), 2);
+  EXPECT_EQ(config->compressor_intermediate_size(), 80);
+  EXPECT_EQ(config->decoder_intermediate_size(), 96);
+  EXPECT_EQ(config->compressor_eps(), 0.3);
+  EXPECT_EQ(config->norm_eps, 1e-6);
+  EXPECT_TRUE(config->compressor_qk_norm);
+  EXPECT_EQ(config->compressor_qk_eps(), 0.125);
+  EXPECT_TRUE(config->compressor_qkv_bias);
+  EXPECT_FALSE(config->qk_norm);
+  EXPECT_FALSE(config->qkv_bias);
+}
+
+TEST(ParseModelConfigTest, RejectsBadCompressorSettings) {
+  ExpectInvalid(SmallConfig(R"(, "compressor_num_heads": 4, "compressor_num_kv_heads": 3)"),
+                "compressor_num_kv_heads (3) must divide compressor_num_heads (4)");
+  ExpectInvalid(SmallConfig(R"(, "compressor_num_kv_heads": 0)"),
+                "compressor_num_kv_heads (0) must be positive");
+  ExpectInvalid(SmallConfig(R"(, "compressor_intermediate_size": 0)"),
+                "compressor_intermediate_size (0) must be positive");
+  ExpectInvalid(SmallConfig(R"(, "compressor_norm_eps": 0)"),
+                "compressor_norm_eps (0) must be > 0");
+  ExpectInvalid(SmallConfig(R"(, "qk_norm_eps": -1)"), "qk_norm_eps (-1) must be > 0");
+  ExpectInvalid(SmallConfig(R"(, "compressor_qk_norm_eps": 0)"),
+                "compressor_qk_norm_eps (0) must be > 0");
+  ExpectInvalid(SmallConfig(R"(, "compressor_qk_norm": 1)"), "compressor_qk_norm",
+                "must be true or false");
+  ExpectInvalid(SmallConfig(R"(, "compressor_norm_eps": "1e-5")"), "compressor_norm_eps",
+                "must be a number");
+}
+
 TEST(ParseModelConfigTest, ChunkSizesArePowersOfTwoFromMinToMax) {
   absl::StatusOr<ModelConfig> config = ParseModelConfig(SmallConfig());
   ASSERT_TRUE(config.ok()) << config.status();

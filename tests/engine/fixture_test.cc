@@ -1,5 +1,6 @@
-// The C++ engine against the PyTorch reference (tools/make_fixtures.py): the reference forward
-// and the incremental engine reproduce the golden logits of both fixture models at every position
+// The C++ engine against the PyTorch reference (tools/make_fixtures.py and
+// tools/make_convert_fixtures.py): the reference forward and the incremental engine reproduce the
+// golden logits of every fixture model at every position
 // and chunk size; resized proj_fx and the tokenizer match PyTorch and Python's sentencepiece.
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
@@ -207,6 +208,11 @@ TEST_P(FixtureTest, StreamDecoderStaysValidOnInvalidByteRuns) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, FixtureTest, ::testing::Values("tiny", "tiny_gqa"));
+// Models written by tools/convert from random checkpoints in the official and the fla layout
+// (tools/make_convert_fixtures.py): their own q/k-norm and compressor epsilons, compressor GQA,
+// MLP width and q/k norm (official), compressor q/k/v biases (fla), a padded vocabulary.
+INSTANTIATE_TEST_SUITE_P(ConvertedModels, FixtureTest,
+                         ::testing::Values("official_tiny", "fla_tiny"));
 
 }  // namespace
 }  // namespace catserve::engine

@@ -26,8 +26,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-QK_NORM_EPS = 1e-5  # per-head q/k RMSNorm epsilon; fixed, independent of norm_eps
-
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 TORCH_DTYPE_NAMES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
@@ -62,6 +60,15 @@ class CatConfig:
     eos_token_id: int = 2
     tie_word_embeddings: bool = False
     dim_fx: Optional[int] = None  # must equal hidden_size
+    qk_norm_eps: float = 1e-5  # per-head q/k RMSNorm epsilon of the decoder
+    # The compressor's own block settings (engine/config.h). None -> what a compressor had before
+    # these keys: no GQA, the decoder's MLP width rule, norm_eps, qk_norm_eps; no q/k norm or bias.
+    compressor_num_kv_heads: Optional[int] = None  # None -> compressor_num_heads
+    compressor_intermediate_size: Optional[int] = None  # None -> mlp_width(Dc) rule
+    compressor_norm_eps: Optional[float] = None  # None -> norm_eps
+    compressor_qk_norm: bool = False
+    compressor_qk_norm_eps: Optional[float] = None  # None -> qk_norm_eps
+    compressor_qkv_bias: bool = False
 
     def __post_init__(self):
         if self.num_kv_heads is None:
@@ -72,6 +79,12 @@ class CatConfig:
             self.compressor_num_layers = max(1, self.num_hidden_layers // 4)
         if self.compressor_num_heads is None:
             self.compressor_num_heads = max(1, self.num_heads // 2)
+        if self.compressor_num_kv_heads is None:
+            self.compressor_num_kv_heads = self.compressor_num_heads
+        if self.compressor_norm_eps is None:
+            self.compressor_norm_eps = self.norm_eps
+        if self.compressor_qk_norm_eps is None:
+            self.compressor_qk_norm_eps = self.qk_norm_eps
         if self.pad_token_id is None:
             self.pad_token_id = 0
         if self.dim_fx is None:
@@ -80,8 +93,10 @@ class CatConfig:
             raise ValueError(f"dim_fx ({self.dim_fx}) must equal hidden_size ({self.hidden_size})")
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise ValueError("hidden_size % num_heads and num_heads % num_kv_heads must be 0")
-        if self.compressor_hidden_size % self.compressor_num_heads:
-            raise ValueError("compressor_hidden_size % compressor_num_heads must be 0")
+        if (self.compressor_hidden_size % self.compressor_num_heads
+                or self.compressor_num_heads % self.compressor_num_kv_heads):
+            raise ValueError("compressor_hidden_size % compressor_num_heads and "
+                             "compressor_num_heads % compressor_num_kv_heads must be 0")
 
     @property
     def head_dim(self) -> int:
@@ -92,6 +107,11 @@ class CatConfig:
         if self.intermediate_size is not None:
             return self.intermediate_size
         return 256 * math.ceil(int(width * self.hidden_ratio * 2 / 3) / 256)
+
+    def compressor_mlp_width(self) -> int:
+        if self.compressor_intermediate_size is not None:
+            return self.compressor_intermediate_size
+        return self.mlp_width(self.compressor_hidden_size)
 
     def train_chunk_sizes(self) -> list[int]:
         sizes, l = [], self.min_train_chunk_size
@@ -158,7 +178,8 @@ def masked_attention(q, k, v, mask: Optional[torch.Tensor]) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, width: int, num_heads: int, num_kv_heads: int, bias: bool, qk_norm: bool):
+    def __init__(self, width: int, num_heads: int, num_kv_heads: int, bias: bool, qk_norm: bool,
+                 qk_norm_eps: float):
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = width // num_heads
@@ -167,8 +188,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(width, num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(num_heads * self.head_dim, width, bias=False)
         if qk_norm:
-            self.q_norm = RMSNorm(self.head_dim, QK_NORM_EPS)
-            self.k_norm = RMSNorm(self.head_dim, QK_NORM_EPS)
+            self.q_norm = RMSNorm(self.head_dim, qk_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, qk_norm_eps)
         else:
             self.q_norm = self.k_norm = None
 
@@ -206,10 +227,11 @@ class SwiGLU(nn.Module):
 class Block(nn.Module):
     """Pre-norm block: h = x + Attn(RMSNorm(x)); out = h + MLP(RMSNorm(h))."""
 
-    def __init__(self, width, num_heads, num_kv_heads, mlp_hidden, eps, bias=False, qk_norm=False):
+    def __init__(self, width, num_heads, num_kv_heads, mlp_hidden, eps, bias=False, qk_norm=False,
+                 qk_norm_eps=1e-5):
         super().__init__()
         self.attn_norm = RMSNorm(width, eps)
-        self.attn = Attention(width, num_heads, num_kv_heads, bias, qk_norm)
+        self.attn = Attention(width, num_heads, num_kv_heads, bias, qk_norm, qk_norm_eps)
         self.mlp_norm = RMSNorm(width, eps)
         self.mlp = SwiGLU(width, mlp_hidden)
 
@@ -245,9 +267,11 @@ class Compressor(nn.Module):
         self.pos_tokens = nn.Embedding(c.max_position_embeddings, Dc)
         self.adaptive_tokens = nn.Embedding(c.max_chunk_size + 1, Dc)
         self.layers = nn.ModuleList(
-            Block(Dc, c.compressor_num_heads, c.compressor_num_heads, c.mlp_width(Dc), c.norm_eps)
+            Block(Dc, c.compressor_num_heads, c.compressor_num_kv_heads, c.compressor_mlp_width(),
+                  c.compressor_norm_eps, bias=c.compressor_qkv_bias, qk_norm=c.compressor_qk_norm,
+                  qk_norm_eps=c.compressor_qk_norm_eps)
             for _ in range(c.compressor_num_layers))
-        self.norm = RMSNorm(Dc, c.norm_eps)
+        self.norm = RMSNorm(Dc, c.compressor_norm_eps)
         self.proj_fx = nn.Linear(c.max_chunk_size * Dc, c.hidden_size, bias=False)
 
     def forward(self, chunks: torch.Tensor, chunk_indices: torch.Tensor) -> torch.Tensor:
@@ -280,7 +304,7 @@ class CatModel(nn.Module):
         self.adaptive_token = nn.Embedding(c.max_chunk_size + 1, D)
         self.layers = nn.ModuleList(
             Block(D, c.num_heads, c.num_kv_heads, c.mlp_width(D), c.norm_eps,
-                  bias=c.qkv_bias, qk_norm=c.qk_norm)
+                  bias=c.qkv_bias, qk_norm=c.qk_norm, qk_norm_eps=c.qk_norm_eps)
             for _ in range(c.num_hidden_layers))
         self.norm = RMSNorm(D, c.norm_eps)
 

@@ -1,0 +1,1 @@
+"""Converters from the authors' CAT checkpoints to catserve model directories (docs/MODELS.md)."""
