@@ -17,7 +17,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 debs=(
-  build-essential cmake pkg-config git ca-certificates
+  build-essential cmake pkg-config git ca-certificates clang
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libmicrohttpd-dev prometheus-cpp-dev libsentencepiece-dev sentencepiece
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev
