@@ -98,7 +98,7 @@ absl::Status ServingDaemon::Init() {
   scheduler_options.kv_pool_pages = static_cast<int>(pages);
   scheduler_options.kv_page_entries = options_.kv_page_entries;
   absl::StatusOr<std::unique_ptr<scheduler::Scheduler>> scheduler = scheduler::Scheduler::Create(
-      engine_.get(), scheduler_options, scheduler::MakeQueuePolicy(), scheduler_metrics_.get());
+      engine_.get(), scheduler_options, *scheduler::MakeAdmissionPolicy("queue"), scheduler_metrics_.get());
   if (!scheduler.ok()) return scheduler.status();
   scheduler_ = *std::move(scheduler);
   RefreshMetrics();
