@@ -15,6 +15,11 @@ int CountFor(const std::map<int, int>& by_chunk_size, int chunk_size) {
 SchedulerMetrics::SchedulerMetrics(metrics::ServingMetrics* metrics, std::vector<int> chunk_sizes)
     : metrics_(metrics), chunk_sizes_(std::move(chunk_sizes)) {
   for (int l : chunk_sizes_) metrics_->ForChunkSize(l);  // every series exists from the start
+  for (int from : chunk_sizes_) {
+    for (int to : chunk_sizes_) {
+      if (from < to) metrics_->degrades(from, to);
+    }
+  }
 }
 
 void SchedulerMetrics::OnStep(const scheduler::StepReport& report,
@@ -24,6 +29,16 @@ void SchedulerMetrics::OnStep(const scheduler::StepReport& report,
   metrics_->step_batch_size().Observe(report.batch_size);
   metrics_->engine_seconds().Add(absl::ToDoubleSeconds(report.engine_time));
   metrics_->iteration_seconds().Add(absl::ToDoubleSeconds(report.iteration));
+  for (const scheduler::PressureEvent& e : report.pressure) {
+    switch (e.kind) {
+      case scheduler::PressureEvent::Kind::kDegrade:
+        metrics_->degrades(e.from_chunk_size, e.to_chunk_size).Increment();
+        break;
+      case scheduler::PressureEvent::Kind::kPreempt:
+        metrics_->preemptions().Increment();
+        break;
+    }
+  }
   for (const auto& [chunk_size, chunks] : report.compressed_chunks) {
     if (chunks > 0) metrics_->ForChunkSize(chunk_size).compressor_calls->Increment(chunks);
   }

@@ -206,7 +206,8 @@ absl::Status ServingMetrics::Register(Registry* registry, const BuildInfo& build
         return Assign(registry->AddCounter(
                           "catserve_degrades_total",
                           "Requests admitted or continued at a larger chunk size under memory "
-                          "pressure."),
+                          "pressure, by chunk size before and after.",
+                          {"from", "to"}),
                       &degrades);
       },
       [&] {
@@ -251,13 +252,17 @@ absl::Status ServingMetrics::Register(Registry* registry, const BuildInfo& build
   kv_bytes_used_ = &kv_bytes_used->WithLabels({});
   kv_bytes_total_ = &kv_bytes_total->WithLabels({});
   preemptions_ = &preemptions->WithLabels({});
-  degrades_ = &degrades->WithLabels({});
+  degrades_ = degrades;
   step_duration_ = &step_duration->WithLabels({});
   step_tokens_ = &step_tokens->WithLabels({});
   step_batch_size_ = &step_batch_size->WithLabels({});
   engine_seconds_ = &engine_seconds->WithLabels({});
   iteration_seconds_ = &iteration_seconds->WithLabels({});
   return absl::OkStatus();
+}
+
+Counter& ServingMetrics::degrades(int from_chunk_size, int to_chunk_size) {
+  return degrades_->WithLabels({absl::StrCat(from_chunk_size), absl::StrCat(to_chunk_size)});
 }
 
 std::unique_ptr<ChunkSizeMetrics> ServingMetrics::MakeChunkSizeMetrics(int chunk_size) const {

@@ -88,9 +88,10 @@ class ServingMetrics {
   Gauge& kv_bytes_used() { return *kv_bytes_used_; }
   Gauge& kv_bytes_total() { return *kv_bytes_total_; }
 
-  // Memory-pressure decisions.
+  // Memory-pressure decisions. degrades() is the series labelled from="<from_chunk_size>",
+  // to="<to_chunk_size>", created on first use (takes a lock: for rare events only).
   Counter& preemptions() { return *preemptions_; }
-  Counter& degrades() { return *degrades_; }
+  Counter& degrades(int from_chunk_size, int to_chunk_size);
 
   // One observation per engine step.
   Histogram& step_duration() { return *step_duration_; }      // seconds
@@ -127,7 +128,7 @@ class ServingMetrics {
   Gauge* kv_bytes_used_ = nullptr;
   Gauge* kv_bytes_total_ = nullptr;
   Counter* preemptions_ = nullptr;
-  Counter* degrades_ = nullptr;
+  CounterFamily* degrades_ = nullptr;
   Histogram* step_duration_ = nullptr;
   Histogram* step_tokens_ = nullptr;
   Histogram* step_batch_size_ = nullptr;

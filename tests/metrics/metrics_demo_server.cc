@@ -42,7 +42,7 @@ void Populate(ServingMetrics& metrics) {
   metrics.kv_bytes_total().Set(4096.0 * 2 * 1024 * 1024);
   metrics.kv_bytes_used().Set(1024.0 * 2 * 1024 * 1024);
   metrics.preemptions().Increment(2);
-  metrics.degrades().Increment(5);
+  metrics.degrades(8, 16).Increment(5);
   metrics.step_duration().Observe(0.018);
   metrics.step_tokens().Observe(37);
   metrics.step_batch_size().Observe(12);
