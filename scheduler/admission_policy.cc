@@ -1,5 +1,6 @@
 #include "scheduler/admission_policy.h"
 
+#include <algorithm>
 #include <string>
 
 #include "absl/status/status.h"
@@ -120,10 +121,14 @@ class PreemptPolicy : public QueuePolicy {
   }
 
  protected:
-  // The prompt's pages, with one page to spare for each running sequence's next token.
+  // The prompt's pages fit what the running sequences leave free in their next step: at least
+  // one page each, and what a sequence admitted but not yet prefilled still needs for its tokens.
   bool Fits(const PressureView& view, const WaitingRequest& w, int l) const override {
-    return view.kv->PeakPages(w.pending_tokens, l) + static_cast<int>(view.running.size()) <=
-           view.kv->free_pages();
+    int claimed = 0;
+    for (const RunningSequence& r : view.running) {
+      claimed += std::max(1, view.kv->PeakPages(r.tokens, r.chunk_size) - r.held_pages);
+    }
+    return view.kv->PeakPages(w.pending_tokens, l) + claimed <= view.kv->free_pages();
   }
 };
 

@@ -87,7 +87,8 @@ class AdmissionPolicy {
 //  `degrade`: as coarser; when the head fits at no size it allows, degrades running sequences of
 //             no higher priority that allow a coarser size (lowest priority first, then most
 //             pages freed), to the coarsest they allow, if that makes room for the head.
-//  `preempt`: admits on the prompt's pages only (coarser when the asked size does not fit);
+//  `preempt`: admits when the prompt's pages fit what running sequences leave free for their next
+//             step (coarser when the asked size does not fit), promising nothing more;
 //             when running sequences outgrow the pool, degrades one that allows it, else preempts
 //             by recompute the lowest priority, latest arrival.
 // INVALID_ARGUMENT for any other name, listing these.
