@@ -318,8 +318,8 @@ bool Scheduler::Apply(const Decision& d, Outbox& out) {
       }
       Sequence& q = **it;
       if (d.chunk_size != q.state.chunk_size) {
-        pressure_.push_back(
-            {PressureEvent::Kind::kDegrade, q.id, q.state.chunk_size, d.chunk_size});
+        pressure_.push_back({PressureEvent::Kind::kDegrade, q.id, q.state.chunk_size, d.chunk_size,
+                             static_cast<int>(q.state.tokens.size())});
         q.state.chunk_size = d.chunk_size;
         q.degraded = true;
       }
@@ -339,7 +339,8 @@ bool Scheduler::Apply(const Decision& d, Outbox& out) {
         return false;
       }
       Sequence& q = **it;
-      pressure_.push_back({PressureEvent::Kind::kDegrade, q.id, q.state.chunk_size, d.chunk_size});
+      pressure_.push_back({PressureEvent::Kind::kDegrade, q.id, q.state.chunk_size, d.chunk_size,
+                           static_cast<int>(q.state.tokens.size())});
       kv_cache_.Release(q.state);  // its tokens are prefilled again at the coarser size
       q.state.chunk_size = d.chunk_size;
       q.degraded = true;
@@ -352,8 +353,8 @@ bool Scheduler::Apply(const Decision& d, Outbox& out) {
       auto it = find(running_);
       if (it == running_.end()) return false;
       Sequence& q = **it;
-      pressure_.push_back(
-          {PressureEvent::Kind::kPreempt, q.id, q.state.chunk_size, q.state.chunk_size});
+      pressure_.push_back({PressureEvent::Kind::kPreempt, q.id, q.state.chunk_size,
+                           q.state.chunk_size, static_cast<int>(q.state.tokens.size())});
       kv_cache_.Unpromise(q.id);
       kv_cache_.Release(q.state);
       q.preempted = true;

@@ -35,6 +35,7 @@ struct PressureEvent {
   uint64_t id = 0;
   int from_chunk_size = 0;
   int to_chunk_size = 0;
+  int tokens = 0;  // tokens the sequence knew (prompt + generated) when it was applied
 };
 
 // A running sequence's cache after a step.
@@ -91,10 +92,10 @@ class SchedulerObserver {
 // sink, called in order from one delivery thread so that sink work overlaps the next step.
 class Scheduler {
  public:
+  // A scheduler with a pool of options.kv_pool_pages pages; `policy` null is the `queue` policy.
   static absl::StatusOr<std::unique_ptr<Scheduler>> Create(
       engine::Engine* engine, const SchedulerOptions& options,
       std::unique_ptr<AdmissionPolicy> policy = nullptr, SchedulerObserver* observer = nullptr);
-  // `policy` null: the `queue` policy.
   ~Scheduler();  // Shutdown()
 
   // Validates and queues a request. INVALID_ARGUMENT for a bad request (the message says what to

@@ -138,6 +138,7 @@ TEST_F(PressureTest, DegradeSwitchesARunningSequenceAtTheTokenItHadReached) {
   const GenerationRequest b = Request(20, 20, 2, 0, 2);  // never coarser than 2
   constexpr int kSwitchAfter = 5;                        // A has 5 tokens when B arrives
   const std::vector<int32_t> a_expected = AloneSwitching(a, kSwitchAfter, 8);
+  ASSERT_NE(a_expected, Alone(a));  // the switch shows in the output, so the test sees it
   const std::vector<int32_t> b_expected = Alone(b);
   PressureObserver observer(kSwitchAfter);
   // 10 pages: A at 2 is promised 6, leaving 4; B needs 6 at 2 and allows nothing coarser, so A
@@ -158,6 +159,7 @@ TEST_F(PressureTest, DegradeSwitchesARunningSequenceAtTheTokenItHadReached) {
   EXPECT_EQ(e.id, a_id);
   EXPECT_EQ(e.from_chunk_size, 2);
   EXPECT_EQ(e.to_chunk_size, 8);
+  EXPECT_EQ(e.tokens, 20 + kSwitchAfter);
   EXPECT_EQ(a_sink->tokens, a_expected);
   EXPECT_EQ(a_info.chunk_size, 8);
   EXPECT_TRUE(a_info.degraded);
@@ -194,6 +196,11 @@ TEST_F(PressureTest, QueueNeverSwitchesAndCoarserAdmitsAtTheFinestSizeThatFits) 
       EXPECT_FALSE(b_info.degraded);
       EXPECT_EQ(b_sink->tokens, Alone(b));
     } else {
+      ASSERT_NE(Alone(b), [&] {
+        GenerationRequest at4 = b;
+        at4.chunk_size = 4;
+        return Alone(at4);
+      }());
       ASSERT_EQ(observer.events().size(), 1u);
       EXPECT_EQ(observer.events()[0].id, b_id);
       EXPECT_EQ(observer.events()[0].from_chunk_size, 2);
@@ -240,6 +247,42 @@ TEST_F(PressureTest, PreemptedAndResumedDecodesAsIfUninterrupted) {
   EXPECT_FALSE(b_info.degraded);
   EXPECT_EQ(b_sink->admitted, 1);
   EXPECT_NE(a_id, b_id);
+  EXPECT_EQ(sched->Snapshot().kv_pages_used, 0);
+}
+
+TEST_F(PressureTest, PreemptPolicyDegradesBeforeItPreempts) {
+  // As above, but A allows chunk size 8: when the two outgrow the pool, A is re-compressed at 8
+  // (it frees the most) instead of B being preempted.
+  const GenerationRequest a = Request(20, 40, 2, 8, 7);
+  const GenerationRequest b = Request(20, 40, 2, 0, 8);
+  const std::vector<int32_t> b_expected = Alone(b);
+  PressureObserver observer(1);
+  auto sched = Make("preempt", 12, &observer);
+  auto a_sink = std::make_shared<CollectingSink>();
+  auto b_sink = std::make_shared<CollectingSink>();
+  const uint64_t a_id = *sched->Submit(a, a_sink);
+  observer.WaitHeld();
+  ASSERT_TRUE(sched->Submit(b, b_sink).ok());
+  observer.Release();
+  const FinishInfo a_info = a_sink->Wait();
+  const FinishInfo b_info = b_sink->Wait();
+
+  ASSERT_EQ(observer.events().size(), 1u);
+  const PressureEvent e = observer.events()[0];
+  EXPECT_EQ(e.kind, PressureEvent::Kind::kDegrade);
+  EXPECT_EQ(e.id, a_id);
+  EXPECT_EQ(e.from_chunk_size, 2);
+  EXPECT_EQ(e.to_chunk_size, 8);
+  // A switched with e.tokens tokens known: e.tokens - 20 generated at 2, the rest at 8.
+  ASSERT_GT(e.tokens, 21);
+  const std::vector<int32_t> a_expected = AloneSwitching(a, e.tokens - 20, 8);
+  ASSERT_NE(a_expected, Alone(a));
+  EXPECT_EQ(a_sink->tokens, a_expected);
+  EXPECT_TRUE(a_info.degraded);
+  EXPECT_FALSE(a_info.preempted);
+  EXPECT_EQ(b_sink->tokens, b_expected);
+  EXPECT_FALSE(b_info.degraded);
+  EXPECT_FALSE(b_info.preempted);
   EXPECT_EQ(sched->Snapshot().kv_pages_used, 0);
 }
 
