@@ -119,7 +119,7 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o) {
   const KvEntries e = KvEntriesAfter(context, l);
   r.kv_bytes_per_seq = (e.compressed + e.local) * geometry.entry_bytes();
   const int final_len = context + o.steps + 2;
-  const int pages_per_seq = (1 + final_len / l + 15) / 16 + (std::min(l, 1 + final_len) + 15) / 16;
+  const int pages_per_seq = PeakPages(final_len, l, 16);
   const double pool_bytes = static_cast<double>(pages_per_seq) * batch * geometry.page_bytes();
   if (pool_bytes > o.kv_cap_gb * (1 << 30)) {
     r.skipped = true;

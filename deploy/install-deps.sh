@@ -3,13 +3,16 @@
 # Idempotent: a second run installs nothing and takes seconds.
 #   deploy/install-deps.sh            build + test dependencies (Debian packages, small PyPI set)
 #   deploy/install-deps.sh --torch    also PyTorch, for tools/ (fixtures, training); not needed by tests
+#   deploy/install-deps.sh --bench    also matplotlib, for tools/bench/loadgen.py --plot; not needed by tests
 set -euo pipefail
 
 want_torch=0
+want_bench=0
 for arg in "$@"; do
   case "$arg" in
     --torch) want_torch=1 ;;
-    *) echo "usage: $0 [--torch]" >&2; exit 2 ;;
+    --bench) want_bench=1 ;;
+    *) echo "usage: $0 [--torch] [--bench]" >&2; exit 2 ;;
   esac
 done
 
@@ -42,6 +45,7 @@ fi
 PY=${PYTHON:-python3}
 pip_pkgs=(numpy safetensors sentencepiece grpcio grpcio-tools protobuf pytest jsonschema kubernetes-validate pyyaml helm-python-sdk)
 if [ "$want_torch" -eq 1 ]; then pip_pkgs+=(torch); fi
+if [ "$want_bench" -eq 1 ]; then pip_pkgs+=(matplotlib); fi
 need_pip=()
 for p in "${pip_pkgs[@]}"; do
   mod="$p"

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 
 namespace catserve::engine {
 
@@ -11,9 +12,15 @@ absl::StatusOr<std::vector<int32_t>> GenerateAlone(Engine& engine, absl::Span<co
                                                    const SamplingParams& sampling,
                                                    absl::Span<const int32_t> stop_ids) {
   if (absl::Status s = ValidateSamplingParams(sampling); !s.ok()) return s;
-  const int total = static_cast<int>(prompt.size()) + max_new_tokens;
-  KvEntries worst = KvEntriesAfter(total, 1);  // chunk size 1 holds the most entries
-  absl::StatusOr<KvPool> pool = engine.CreateKvPool((worst.compressed + 15) / 16 + 2, 16);
+  if (!engine.config().serves_chunk_size(chunk_size)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk size ", chunk_size, " is not served by the model"));
+  }
+  // Every token but the last generated one enters the cache.
+  const int cached = static_cast<int>(prompt.size()) + max_new_tokens - 1;
+  constexpr int kPageEntries = 16;
+  absl::StatusOr<KvPool> pool =
+      engine.CreateKvPool(PeakPages(cached, chunk_size, kPageEntries), kPageEntries);
   if (!pool.ok()) return pool.status();
   SequenceState seq;
   seq.chunk_size = chunk_size;

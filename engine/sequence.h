@@ -1,6 +1,7 @@
 #ifndef CATSERVE_ENGINE_SEQUENCE_H_
 #define CATSERVE_ENGINE_SEQUENCE_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -17,6 +18,20 @@ struct KvEntries {
 inline KvEntries KvEntriesAfter(int tokens, int chunk_size) {
   if (tokens <= 0) return {};
   return {1 + tokens / chunk_size, 1 + tokens % chunk_size};
+}
+// The most entries each region holds at any point while a sequence's cache grows from empty to
+// `tokens` tokens at chunk size `chunk_size` (>= 1): the compressed region only grows, the local
+// one peaks at min(chunk_size, 1 + tokens). Everything that sizes KV memory ahead derives from
+// this one statement.
+inline KvEntries PeakKvEntries(int tokens, int chunk_size) {
+  if (tokens <= 0) return {};
+  return {1 + tokens / chunk_size, std::min(chunk_size, 1 + tokens)};
+}
+// Pages of `page_entries` entries a sequence peaks at: each region's peak, in whole pages.
+inline int PeakPages(int tokens, int chunk_size, int page_entries) {
+  const KvEntries peak = PeakKvEntries(tokens, chunk_size);
+  return (peak.compressed + page_entries - 1) / page_entries +
+         (peak.local + page_entries - 1) / page_entries;
 }
 
 // The decode state of one sequence. `tokens` holds every token known (prompt, then generated);

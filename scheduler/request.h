@@ -22,7 +22,10 @@ struct GenerationRequest {
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
   int chunk_size = 0;  // must be served by the model
-  int priority = 0;    // higher is admitted first; FIFO within a priority
+  // The coarsest chunk size the scheduler may switch the request to under memory pressure (a
+  // served size >= chunk_size); 0 = chunk_size: never coarser than asked.
+  int coarsest_chunk_size = 0;
+  int priority = 0;  // higher is admitted first; FIFO within a priority
   absl::Time deadline = absl::InfiniteFuture();
   bool want_logprobs = false;
 };
@@ -40,7 +43,9 @@ struct FinishInfo {
   absl::Status error;  // set when reason is kError
   int prompt_tokens = 0;
   int generated_tokens = 0;
-  int chunk_size = 0;
+  int chunk_size = 0;      // the chunk size it finished with
+  bool degraded = false;   // it ran at a coarser chunk size than asked (admitted or continued)
+  bool preempted = false;  // its pages were taken back and its cache recomputed at least once
   // Compressed-KV bytes the sequence held when it finished (before they were freed).
   size_t kv_bytes_at_end = 0;
 };

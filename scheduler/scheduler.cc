@@ -17,17 +17,34 @@ struct Scheduler::Sequence {
   engine::SequenceState state;
   engine::Sampler sampler;
   absl::Time arrival;
-  int worst_pages = 0;
+  std::vector<int> allowed;  // chunk sizes it may run at, ascending from the asked one
+  int final_tokens = 0;      // tokens its cache holds at most: all but the last generated one
   int generated = 0;
+  bool admitted_once = false;
+  bool degraded = false;
+  bool preempted = false;
 
   Sequence(uint64_t id, GenerationRequest req, std::shared_ptr<GenerationSink> sink)
       : id(id), request(std::move(req)), sink(std::move(sink)), sampler(request.sampling) {
     state.chunk_size = request.chunk_size;
     state.tokens = request.prompt;
+    final_tokens = static_cast<int>(request.prompt.size()) + request.max_new_tokens - 1;
   }
   int prompt_tokens() const { return static_cast<int>(request.prompt.size()); }
-  // Tokens known but not yet in the cache: the prompt's rest, or the last sampled token.
+  // Tokens known but not yet in the cache: the prompt's rest (or every token after a degrade or
+  // preemption), or the last sampled token.
   int pending() const { return static_cast<int>(state.tokens.size()) - state.cached; }
+  // Allowed chunk sizes from the one it runs at now.
+  absl::Span<const int> allowed_now() const {
+    auto it = std::find(allowed.begin(), allowed.end(), state.chunk_size);
+    return absl::MakeConstSpan(&*it, allowed.end() - it);
+  }
+};
+
+struct Scheduler::Plan {
+  std::vector<engine::StepItem> items;
+  std::vector<Sequence*> owners;
+  int tokens = 0;
 };
 
 struct Scheduler::Outbox {
@@ -64,35 +81,29 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
     return absl::InvalidArgumentError(
         "max_queued, max_running and max_tokens_per_step must each be at least 1");
   }
-  absl::StatusOr<engine::KvPool> pool =
-      engine->CreateKvPool(options.kv_pool_pages, options.kv_page_entries);
-  if (!pool.ok()) return pool.status();
-  if (policy == nullptr) policy = MakeQueuePolicy();
+  absl::StatusOr<KvCacheManager> kv =
+      KvCacheManager::Create(*engine, options.kv_pool_pages, options.kv_page_entries);
+  if (!kv.ok()) return kv.status();
+  if (policy == nullptr) policy = *MakeAdmissionPolicy("queue");
   return std::unique_ptr<Scheduler>(
-      new Scheduler(engine, *std::move(pool), options, std::move(policy), observer));
+      new Scheduler(engine, *std::move(kv), options, std::move(policy), observer));
 }
 
-Scheduler::Scheduler(engine::Engine* engine, engine::KvPool pool, const SchedulerOptions& options,
-                     std::unique_ptr<AdmissionPolicy> policy, SchedulerObserver* observer)
+Scheduler::Scheduler(engine::Engine* engine, KvCacheManager kv_cache,
+                     const SchedulerOptions& options, std::unique_ptr<AdmissionPolicy> policy,
+                     SchedulerObserver* observer)
     : engine_(engine),
       options_(options),
       policy_(std::move(policy)),
       observer_(observer),
-      pool_(std::move(pool)) {
+      kv_cache_(std::move(kv_cache)) {
+  kv_ = kv_cache_.Snapshot();
   logits_.resize(static_cast<size_t>(options_.max_running) * engine_->config().vocab_size);
   deliver_thread_ = std::thread([this] { DeliverLoop(); });
   thread_ = std::thread([this] { Loop(); });
 }
 
 Scheduler::~Scheduler() { Shutdown(); }
-
-int Scheduler::WorstCasePages(const GenerationRequest& r) const {
-  // Every token but the last generated one enters the cache. The local region peaks at
-  // min(l, 1 + n) entries somewhere along the way.
-  const int n = static_cast<int>(r.prompt.size()) + r.max_new_tokens - 1;
-  const int l = r.chunk_size;
-  return pool_.PagesFor(1 + n / l) + pool_.PagesFor(std::min(l, 1 + n));
-}
 
 absl::Status Scheduler::Validate(const GenerationRequest& r) const {
   const engine::ModelConfig& c = engine_->config();
@@ -120,6 +131,13 @@ absl::Status Scheduler::Validate(const GenerationRequest& r) const {
         absl::StrCat("chunk size ", r.chunk_size,
                      " is not served; served chunk sizes: ", absl::StrJoin(c.chunk_sizes(), ", ")));
   }
+  if (r.coarsest_chunk_size != 0 &&
+      (!c.serves_chunk_size(r.coarsest_chunk_size) || r.coarsest_chunk_size < r.chunk_size)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "coarsest chunk size ", r.coarsest_chunk_size,
+        " must be a served chunk size >= ", r.chunk_size,
+        " (or 0: none coarser); served chunk sizes: ", absl::StrJoin(c.chunk_sizes(), ", ")));
+  }
   const int64_t total = static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens;
   if (total > c.max_position_embeddings) {
     return absl::InvalidArgumentError(
@@ -128,10 +146,12 @@ absl::Status Scheduler::Validate(const GenerationRequest& r) const {
                      " tokens: shorten the prompt or lower max_tokens"));
   }
   if (absl::Status s = engine::ValidateSamplingParams(r.sampling); !s.ok()) return s;
-  if (WorstCasePages(r) > pool_.total_pages()) {
+  // At the asked size: a request must be servable without pressure ever switching it.
+  const int peak = kv_cache_.PeakPages(static_cast<int>(total) - 1, r.chunk_size);
+  if (peak > kv_cache_.total_pages()) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "request needs up to ", WorstCasePages(r), " KV pages but the pool has only ",
-        pool_.total_pages(), ": use a larger chunk size, fewer tokens, or a larger pool"));
+        "request needs up to ", peak, " KV pages but the pool has only ", kv_cache_.total_pages(),
+        ": use a larger chunk size, fewer tokens, or a larger pool"));
   }
   return absl::OkStatus();
 }
@@ -140,6 +160,8 @@ absl::StatusOr<uint64_t> Scheduler::Submit(GenerationRequest request,
                                            std::shared_ptr<GenerationSink> sink) {
   if (absl::Status s = Validate(request); !s.ok()) return s;
   if (!request.ignore_eos) request.stop_token_ids.push_back(engine_->config().eos_token_id);
+  const int coarsest =
+      request.coarsest_chunk_size == 0 ? request.chunk_size : request.coarsest_chunk_size;
   absl::MutexLock lock(&mu_);
   if (!accepting_ || stop_) {
     return absl::UnavailableError("server is draining and accepts no new requests");
@@ -151,7 +173,9 @@ absl::StatusOr<uint64_t> Scheduler::Submit(GenerationRequest request,
   const uint64_t id = next_id_++;
   auto seq = std::make_unique<Sequence>(id, std::move(request), std::move(sink));
   seq->arrival = absl::Now();
-  seq->worst_pages = WorstCasePages(seq->request);
+  for (int l : engine_->config().chunk_sizes()) {
+    if (l >= seq->request.chunk_size && l <= coarsest) seq->allowed.push_back(l);
+  }
   waiting_.push_back(std::move(seq));
   return id;
 }
@@ -224,12 +248,12 @@ SchedulerSnapshot Scheduler::Snapshot() const {
 
 SchedulerSnapshot Scheduler::SnapshotLocked() const {
   SchedulerSnapshot s;
-  for (const auto& q : running_) ++s.running[q->request.chunk_size];
-  for (const auto& q : waiting_) ++s.waiting[q->request.chunk_size];
-  s.kv_pages_used = pages_used_;
-  s.kv_pages_total = pool_.total_pages();
-  s.kv_bytes_used = static_cast<size_t>(pages_used_) * pool_.geometry().page_bytes();
-  s.kv_bytes_total = pool_.total_bytes();
+  for (const auto& q : running_) ++s.running[q->state.chunk_size];
+  for (const auto& q : waiting_) ++s.waiting[q->state.chunk_size];
+  s.kv_pages_used = kv_.pages_used;
+  s.kv_pages_total = kv_.pages_total;
+  s.kv_bytes_used = kv_.bytes_used;
+  s.kv_bytes_total = kv_.bytes_total;
   s.accepting = accepting_;
   return s;
 }
@@ -240,11 +264,13 @@ void Scheduler::Finish(Sequence& seq, FinishReason reason, absl::Status error, O
   info.error = std::move(error);
   info.prompt_tokens = seq.prompt_tokens();
   info.generated_tokens = seq.generated;
-  info.chunk_size = seq.request.chunk_size;
-  info.kv_bytes_at_end = (seq.state.pages.compressed.size() + seq.state.pages.local.size()) *
-                         pool_.geometry().page_bytes();
-  pool_.ReleaseAll(seq.state.pages);
-  pages_used_ = pool_.used_pages();
+  info.chunk_size = seq.state.chunk_size;
+  info.degraded = seq.degraded;
+  info.preempted = seq.preempted;
+  info.kv_bytes_at_end = kv_cache_.BytesOf(kv_cache_.HeldPages(seq.state));
+  kv_cache_.Unpromise(seq.id);
+  kv_cache_.Release(seq.state);
+  kv_ = kv_cache_.Snapshot();
   out.events.push_back({seq.sink, Outbox::Event::kFinish, {}, std::move(info)});
   for (auto* list : {&running_, &waiting_}) {
     auto it = std::find_if(list->begin(), list->end(),
@@ -256,33 +282,104 @@ void Scheduler::Finish(Sequence& seq, FinishReason reason, absl::Status error, O
   }
 }
 
-void Scheduler::Admit(Outbox& out) {
-  // Pages the running sequences may still claim; admission keeps them available so a running
-  // sequence never waits for memory.
-  int promised = 0;
+PressureView Scheduler::View(std::vector<WaitingRequest>& waiting,
+                             std::vector<RunningSequence>& running) const {
+  waiting.clear();
+  running.clear();
+  for (const auto& q : waiting_) {
+    waiting.push_back({q->id, q->request.priority, q->arrival, q->state.chunk_size,
+                       q->allowed_now(), q->pending(), q->final_tokens});
+  }
   for (const auto& q : running_) {
-    promised += q->worst_pages -
-                static_cast<int>(q->state.pages.compressed.size() + q->state.pages.local.size());
+    running.push_back({q->id, q->request.priority, q->arrival, q->state.chunk_size,
+                       q->allowed_now(), static_cast<int>(q->state.tokens.size()), q->final_tokens,
+                       kv_cache_.HeldPages(q->state)});
   }
-  std::vector<WaitingRequest> view;
-  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
-    view.clear();
-    for (const auto& q : waiting_) {
-      view.push_back({q->id, q->request.priority, q->request.chunk_size, q->prompt_tokens(),
-                      q->worst_pages, q->arrival});
-    }
-    const int pick = policy_->PickNext(view);
-    if (pick < 0) break;
-    Sequence& seq = *waiting_[pick];
-    if (seq.worst_pages > pool_.free_pages() - promised) break;
-    promised += seq.worst_pages;
-    out.events.push_back({seq.sink, Outbox::Event::kAdmitted, {}, {}});
-    running_.push_back(std::move(waiting_[pick]));
-    waiting_.erase(waiting_.begin() + pick);
-  }
+  return {waiting, running, &kv_cache_, static_cast<int>(running_.size()) >= options_.max_running};
 }
 
-void Scheduler::UpdateQueues(Outbox& out) {
+bool Scheduler::Apply(const Decision& d, Outbox& out) {
+  auto find = [&](std::vector<std::unique_ptr<Sequence>>& list) {
+    return std::find_if(list.begin(), list.end(),
+                        [&](const std::unique_ptr<Sequence>& p) { return p->id == d.id; });
+  };
+  auto allows = [](const Sequence& q, int l) {
+    absl::Span<const int> a = q.allowed_now();
+    return std::find(a.begin(), a.end(), l) != a.end();
+  };
+  switch (d.kind) {
+    case Decision::Kind::kWait:
+      return false;
+    case Decision::Kind::kAdmit: {
+      auto it = find(waiting_);
+      if (it == waiting_.end() || static_cast<int>(running_.size()) >= options_.max_running ||
+          !allows(**it, d.chunk_size)) {
+        return false;
+      }
+      Sequence& q = **it;
+      if (d.chunk_size != q.state.chunk_size) {
+        pressure_.push_back({PressureEvent::Kind::kDegrade, q.id, q.state.chunk_size, d.chunk_size,
+                             static_cast<int>(q.state.tokens.size())});
+        q.state.chunk_size = d.chunk_size;
+        q.degraded = true;
+      }
+      if (policy_->promises_peak()) {
+        kv_cache_.Promise(q.id, &q.state, kv_cache_.PeakPages(q.final_tokens, d.chunk_size));
+      }
+      if (!q.admitted_once) out.events.push_back({q.sink, Outbox::Event::kAdmitted, {}, {}});
+      q.admitted_once = true;
+      running_.push_back(std::move(*it));
+      waiting_.erase(it);
+      return true;
+    }
+    case Decision::Kind::kDegrade: {
+      auto it = find(running_);
+      if (it == running_.end() || d.chunk_size <= (*it)->state.chunk_size ||
+          !allows(**it, d.chunk_size)) {
+        return false;
+      }
+      Sequence& q = **it;
+      pressure_.push_back({PressureEvent::Kind::kDegrade, q.id, q.state.chunk_size, d.chunk_size,
+                           static_cast<int>(q.state.tokens.size())});
+      kv_cache_.Release(q.state);  // its tokens are prefilled again at the coarser size
+      q.state.chunk_size = d.chunk_size;
+      q.degraded = true;
+      if (policy_->promises_peak()) {
+        kv_cache_.Promise(q.id, &q.state, kv_cache_.PeakPages(q.final_tokens, d.chunk_size));
+      }
+      return true;
+    }
+    case Decision::Kind::kPreempt: {
+      auto it = find(running_);
+      if (it == running_.end()) return false;
+      Sequence& q = **it;
+      pressure_.push_back({PressureEvent::Kind::kPreempt, q.id, q.state.chunk_size,
+                           q.state.chunk_size, static_cast<int>(q.state.tokens.size())});
+      kv_cache_.Unpromise(q.id);
+      kv_cache_.Release(q.state);
+      q.preempted = true;
+      waiting_.insert(waiting_.begin(), std::move(*it));
+      running_.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+void Scheduler::Admit(Outbox& out) {
+  std::vector<WaitingRequest> waiting;
+  std::vector<RunningSequence> running;
+  // Each sequence is admitted at most once and switched to a coarser size at most once per size
+  // served; the bound stops a policy that would cycle.
+  const size_t bound =
+      (waiting_.size() + running_.size()) * (1 + engine_->config().chunk_sizes().size()) + 1;
+  for (size_t i = 0; i < bound && !waiting_.empty(); ++i) {
+    if (!Apply(policy_->Admit(View(waiting, running)), out)) break;
+  }
+  kv_ = kv_cache_.Snapshot();
+}
+
+void Scheduler::DropFinished(Outbox& out) {
   for (uint64_t id : cancelled_) {
     for (auto* list : {&running_, &waiting_}) {
       auto it = std::find_if(list->begin(), list->end(),
@@ -304,46 +401,55 @@ void Scheduler::UpdateQueues(Outbox& out) {
       }
     }
   }
-  Admit(out);
 }
 
-bool Scheduler::RunStep(Outbox& out, StepReport& report, SchedulerSnapshot& after) {
-  const absl::Time start = absl::Now();
-  const int V = engine_->config().vocab_size;
-  // Decoding sequences first (one token each keeps every stream's pace), then prompt pieces in
-  // admission order within the remaining token budget.
-  std::vector<engine::StepItem> items;
-  std::vector<Sequence*> owners;
-  int budget = options_.max_tokens_per_step;
-  for (int pass = 0; pass < 2; ++pass) {
-    for (const auto& q : running_) {
-      const bool prefilling = q->state.cached < q->prompt_tokens();
-      if (prefilling != (pass == 1) || budget == 0) continue;
-      const int n = std::min(q->pending(), budget);
-      budget -= n;
-      const bool last_piece = q->state.cached + n == static_cast<int>(q->state.tokens.size());
-      items.push_back({&q->state, n, last_piece});
-      owners.push_back(q.get());
+bool Scheduler::Schedule(Plan& plan, Outbox& out) {
+  std::vector<WaitingRequest> waiting;
+  std::vector<RunningSequence> running;
+  while (true) {
+    // Decoding sequences first (one token each keeps every stream's pace), then prefill pieces in
+    // admission order within the remaining token budget.
+    plan.items.clear();
+    plan.owners.clear();
+    plan.tokens = 0;
+    int budget = options_.max_tokens_per_step;
+    int pages = 0;
+    for (int pass = 0; pass < 2; ++pass) {
+      for (const auto& q : running_) {
+        const bool prefilling = q->pending() > 1;
+        if (prefilling != (pass == 1) || budget == 0) continue;
+        const int n = std::min(q->pending(), budget);
+        budget -= n;
+        plan.tokens += n;
+        const bool last_piece = q->state.cached + n == static_cast<int>(q->state.tokens.size());
+        plan.items.push_back({&q->state, n, last_piece});
+        plan.owners.push_back(q.get());
+        pages += kv_cache_.PagesToGrow(q->state, q->state.cached + n);
+      }
+    }
+    if (plan.items.empty()) return false;
+    if (pages <= kv_cache_.free_pages()) break;
+    // Only a policy that does not promise peak pages gets here.
+    if (!Apply(policy_->Relieve(View(waiting, running), pages - kv_cache_.free_pages()), out) &&
+        !Apply(Decision::Preempt(running_.back()->id), out)) {
+      return false;
     }
   }
-  if (items.empty()) return false;
-  int tokens = 0;
-  for (size_t i = 0; i < items.size(); ++i) {
-    Sequence& q = *owners[i];
-    // Admission promised these pages, so reserving cannot fail.
-    engine::ReservePages(pool_, q.state, q.state.cached + items[i].num_tokens);
-    tokens += items[i].num_tokens;
+  for (const engine::StepItem& item : plan.items) {
+    kv_cache_.Reserve(*item.seq, item.seq->cached + item.num_tokens);  // fits: counted above
   }
-  engine::StepStats stats;
-  const absl::Time engine_start = absl::Now();
-  absl::Status status = engine_->Step(items, pool_, absl::MakeSpan(logits_), &stats);
-  const absl::Duration engine_time = absl::Now() - engine_start;
+  kv_ = kv_cache_.Snapshot();
+  return true;
+}
 
+void Scheduler::Postprocess(Plan& plan, const absl::Status& status, Outbox& out, StepReport& report,
+                            SchedulerSnapshot& after) {
+  const int V = engine_->config().vocab_size;
   std::vector<std::pair<Sequence*, FinishReason>> finished;
-  for (size_t i = 0; i < items.size(); ++i) {
-    Sequence& q = *owners[i];
-    engine::TrimPages(pool_, q.state);
-    if (!status.ok() || !items[i].want_logits) continue;
+  for (size_t i = 0; i < plan.items.size(); ++i) {
+    Sequence& q = *plan.owners[i];
+    kv_cache_.Trim(q.state);
+    if (!status.ok() || !plan.items[i].want_logits) continue;
     absl::Span<float> row(logits_.data() + i * V, V);
     GeneratedToken token;
     if (q.request.want_logprobs) {
@@ -367,45 +473,59 @@ bool Scheduler::RunStep(Outbox& out, StepReport& report, SchedulerSnapshot& afte
       finished.push_back({&q, FinishReason::kLength});
     }
   }
-  report.engine_time = engine_time;
-  report.batch_size = static_cast<int>(items.size());
-  report.tokens = tokens;
-  report.decoder_positions = stats.decoder_positions;
+  report.batch_size = static_cast<int>(plan.items.size());
+  report.tokens = plan.tokens;
   if (status.ok()) {
-    for (const engine::StepItem& it : items) {
+    for (const engine::StepItem& it : plan.items) {
       const int l = it.seq->chunk_size;
       const int completed = (it.seq->cached / l) - ((it.seq->cached - it.num_tokens) / l);
       if (completed > 0) report.compressed_chunks[l] += completed;
     }
   }
-  {
-    absl::MutexLock lock(&mu_);
-    if (!status.ok()) {
-      for (Sequence* q : owners) Finish(*q, FinishReason::kError, status, out);
-    }
-    for (auto& [q, reason] : finished) Finish(*q, reason, {}, out);
-    pages_used_ = pool_.used_pages();
-    after = SnapshotLocked();
+  absl::MutexLock lock(&mu_);
+  if (!status.ok()) {
+    for (Sequence* q : plan.owners) Finish(*q, FinishReason::kError, status, out);
   }
-  report.duration = absl::Now() - start;
-  return true;
+  for (auto& [q, reason] : finished) Finish(*q, reason, {}, out);
+  kv_ = kv_cache_.Snapshot();
+  for (const auto& q : running_) {
+    report.sequences.push_back(
+        {q->id, q->state.chunk_size, q->state.cached, kv_cache_.HeldPages(q->state)});
+  }
+  after = SnapshotLocked();
 }
 
 void Scheduler::Iterate() {
   const absl::Time start = absl::Now();
   Outbox out;
+  Plan plan;
+  bool scheduled;
   {
     absl::MutexLock lock(&mu_);
-    UpdateQueues(out);
-    pages_used_ = pool_.used_pages();
+    DropFinished(out);
+    Admit(out);
+    scheduled = Schedule(plan, out);
   }
   StepReport report;
   SchedulerSnapshot after;
-  const bool stepped = RunStep(out, report, after);
+  if (scheduled) {
+    engine::StepStats stats;
+    const absl::Time engine_start = absl::Now();
+    const absl::Status status =
+        engine_->Step(plan.items, kv_cache_.pool(), absl::MakeSpan(logits_), &stats);
+    report.engine_time = absl::Now() - engine_start;
+    report.decoder_positions = stats.decoder_positions;
+    Postprocess(plan, status, out, report, after);
+    report.duration = absl::Now() - start;
+  }
   Post(std::move(out));
-  if (stepped && observer_ != nullptr) {
+  if (scheduled && observer_ != nullptr) {
+    report.pressure = std::move(pressure_);
+    pressure_.clear();
     report.iteration = absl::Now() - start;
     observer_->OnStep(report, after);
+  } else if (scheduled) {
+    pressure_.clear();
   }
 }
 

@@ -11,8 +11,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/engine.h"
-#include "engine/kv_pool.h"
 #include "scheduler/admission_policy.h"
+#include "scheduler/kv_cache_manager.h"
 #include "scheduler/request.h"
 
 namespace catserve::scheduler {
@@ -23,6 +23,27 @@ struct SchedulerOptions {
   int max_tokens_per_step = 2048;  // prompt tokens + decode tokens one step processes at most
   int kv_pool_pages = 0;           // pages of the compressed-KV pool (> 0)
   int kv_page_entries = 16;        // entries a page holds
+};
+
+// A memory-pressure decision the scheduler applied.
+struct PressureEvent {
+  enum class Kind {
+    kDegrade,  // admitted or continued at a coarser chunk size: from -> to
+    kPreempt,  // pages taken back, to be recomputed on resume
+  };
+  Kind kind = Kind::kDegrade;
+  uint64_t id = 0;
+  int from_chunk_size = 0;
+  int to_chunk_size = 0;
+  int tokens = 0;  // tokens the sequence knew (prompt + generated) when it was applied
+};
+
+// A running sequence's cache after a step.
+struct SequenceKv {
+  uint64_t id = 0;
+  int chunk_size = 0;
+  int cached_tokens = 0;
+  int pages = 0;
 };
 
 // What one engine step did; handed to the observer after every step.
@@ -36,12 +57,16 @@ struct StepReport {
   int tokens = 0;      // tokens the step consumed (prefill + decode)
   int decoder_positions = 0;
   std::map<int, int> compressed_chunks;  // by chunk size
+  // Pressure decisions applied since the previous report, in order.
+  std::vector<PressureEvent> pressure;
+  // Every running sequence after the step, in admission order.
+  std::vector<SequenceKv> sequences;
 };
 
 // A consistent view of the scheduler's state.
 struct SchedulerSnapshot {
-  std::map<int, int> running;  // by chunk size
-  std::map<int, int> waiting;  // by chunk size
+  std::map<int, int> running;  // by the chunk size each runs at now
+  std::map<int, int> waiting;  // by the chunk size each would run at
   int kv_pages_used = 0;
   int kv_pages_total = 0;
   size_t kv_bytes_used = 0;
@@ -56,25 +81,27 @@ class SchedulerObserver {
   virtual void OnStep(const StepReport& report, const SchedulerSnapshot& after) = 0;
 };
 
-// Continuous batching over one Engine and one KvPool. A single scheduler thread owns the engine
-// and the pool; every public method is thread-safe and returns without waiting for a step.
+// Continuous batching over one Engine and one KvCacheManager. A single scheduler thread owns the
+// engine and the pool; every public method is thread-safe and returns without waiting for a step.
 //
-// Each iteration: drop cancelled and expired requests (their pages are freed at once), admit
-// waiting requests whose prompt pages fit (AdmissionPolicy decides the order and what happens
-// when they do not), then run one engine step over every running sequence: one token for each
-// decoding sequence plus bounded pieces of prompts, within max_tokens_per_step, with any mix of
-// chunk sizes. Sampled tokens go to each request's sink, called in order from one delivery
-// thread so that sink work overlaps the next step.
+// Each iteration: drop cancelled and expired requests (their pages are freed at once), apply the
+// AdmissionPolicy's decisions (admit at a chunk size, wait, degrade, preempt), then schedule ->
+// run -> postprocess one engine step over every running sequence: one token for each decoding
+// sequence plus bounded pieces of prompts (and of re-prefills after a degrade or preemption),
+// within max_tokens_per_step, with any mix of chunk sizes. Sampled tokens go to each request's
+// sink, called in order from one delivery thread so that sink work overlaps the next step.
 class Scheduler {
  public:
+  // A scheduler with a pool of options.kv_pool_pages pages; `policy` null is the `queue` policy.
   static absl::StatusOr<std::unique_ptr<Scheduler>> Create(
       engine::Engine* engine, const SchedulerOptions& options,
       std::unique_ptr<AdmissionPolicy> policy = nullptr, SchedulerObserver* observer = nullptr);
   ~Scheduler();  // Shutdown()
 
   // Validates and queues a request. INVALID_ARGUMENT for a bad request (the message says what to
-  // fix), RESOURCE_EXHAUSTED when the queue is full or the request can never fit the pool,
-  // UNAVAILABLE once draining. On success the sink receives every later event.
+  // fix; a coarsest_chunk_size that is unserved or finer than chunk_size included),
+  // RESOURCE_EXHAUSTED when the queue is full or the request can never fit the pool, UNAVAILABLE
+  // once draining. On success the sink receives every later event.
   absl::StatusOr<uint64_t> Submit(GenerationRequest request, std::shared_ptr<GenerationSink> sink);
   // Finishes the request with kCancelled at the next iteration (no-op if already finished).
   void Cancel(uint64_t id);
@@ -90,26 +117,36 @@ class Scheduler {
 
  private:
   struct Sequence;
-  Scheduler(engine::Engine* engine, engine::KvPool pool, const SchedulerOptions& options,
+  Scheduler(engine::Engine* engine, KvCacheManager kv_cache, const SchedulerOptions& options,
             std::unique_ptr<AdmissionPolicy> policy, SchedulerObserver* observer);
 
   // Sink calls gathered under the lock and made after it is released, so a sink may call back
   // into the scheduler (Cancel from OnToken, say).
   struct Outbox;
 
+  // The engine's work for one step: items and the sequences they advance.
+  struct Plan;
+
   absl::Status Validate(const GenerationRequest& request) const;
-  // Pages a sequence of this request may hold at most over its whole life.
-  int WorstCasePages(const GenerationRequest& request) const;
   void Loop();
   void Iterate();
-  // Drops cancelled and expired requests and admits waiting ones; returns the step's items.
-  void UpdateQueues(Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Finishes cancelled and expired requests.
+  void DropFinished(Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies the policy's admission decisions until it waits.
   void Admit(Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies one decision; false if it cannot be applied (unknown id, size not allowed, ...).
+  bool Apply(const Decision& decision, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  PressureView View(std::vector<WaitingRequest>& waiting,
+                    std::vector<RunningSequence>& running) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Picks the step's items and reserves their pages, asking the policy to relieve the pool when
+  // they do not fit. Returns false when no sequence has work.
+  bool Schedule(Plan& plan, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Samples, trims and finishes after the engine step.
+  void Postprocess(Plan& plan, const absl::Status& status, Outbox& out, StepReport& report,
+                   SchedulerSnapshot& after);
   // Ends `seq` (frees its pages at once) and queues its OnFinish.
   void Finish(Sequence& seq, FinishReason reason, absl::Status error, Outbox& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Runs one step if any sequence has work; returns whether it did, with its report.
-  bool RunStep(Outbox& out, StepReport& report, SchedulerSnapshot& after);
   SchedulerSnapshot SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands an outbox to the delivery thread, which makes the sink calls in order. Sinks' own work
   // (detokenizing, writing to the network) then overlaps the next engine step instead of
@@ -122,11 +159,12 @@ class Scheduler {
   std::unique_ptr<AdmissionPolicy> policy_;
   SchedulerObserver* observer_;
 
-  // The pool is touched only by the scheduler thread; `pages_used_` mirrors it for Snapshot.
-  engine::KvPool pool_;
+  // Touched only by the scheduler thread; `kv_` mirrors its accounting for Snapshot.
+  KvCacheManager kv_cache_;
+  std::vector<PressureEvent> pressure_;  // not yet reported; scheduler thread only
 
   mutable absl::Mutex mu_;
-  int pages_used_ ABSL_GUARDED_BY(mu_) = 0;
+  KvCacheSnapshot kv_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<std::unique_ptr<Sequence>> waiting_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Sequence>> running_ ABSL_GUARDED_BY(mu_);

@@ -32,6 +32,9 @@ ABSL_FLAG(std::string, token_ids, "", "Prompt as comma-separated token ids inste
 ABSL_FLAG(int, max_tokens, 64, "Most tokens to generate");
 ABSL_FLAG(int, chunk_size, 0, "Chunk size (0: the tier's or the server default)");
 ABSL_FLAG(std::string, tier, "", "Named chunk size, e.g. quality, balanced, throughput");
+ABSL_FLAG(int, coarsest_chunk_size, 0,
+          "Coarsest chunk size the server may switch to under memory pressure (0: the tier's, "
+          "or none coarser)");
 ABSL_FLAG(std::optional<float>, temperature, std::nullopt, "0 = greedy; server default 1");
 ABSL_FLAG(int, top_k, 0, "0 = off");
 ABSL_FLAG(std::optional<float>, top_p, std::nullopt, "in (0, 1]; server default 1 (off)");
@@ -97,6 +100,7 @@ absl::StatusOr<v1::GenerateRequest> BuildRequest() {
   request.set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
   request.set_chunk_size(absl::GetFlag(FLAGS_chunk_size));
   request.set_tier(absl::GetFlag(FLAGS_tier));
+  request.set_coarsest_chunk_size(absl::GetFlag(FLAGS_coarsest_chunk_size));
   request.set_priority(absl::GetFlag(FLAGS_priority));
   request.set_logprobs(absl::GetFlag(FLAGS_logprobs));
   return request;
@@ -133,9 +137,9 @@ int Generate(v1::Generation::Stub& stub) {
   const v1::Usage& u = last.usage();
   absl::FPrintF(stderr,
                 "\n[finish_reason=%s prompt_tokens=%d generated_tokens=%d chunk_size=%d "
-                "kv_bytes=%d ttft_ms=%.1f total_ms=%.1f]\n",
+                "degraded=%s preempted=%s kv_bytes=%d ttft_ms=%.1f total_ms=%.1f]\n",
                 last.finish_reason(), u.prompt_tokens(), u.generated_tokens(), u.chunk_size(),
-                u.kv_bytes(),
+                u.degraded() ? "true" : "false", u.preempted() ? "true" : "false", u.kv_bytes(),
                 first == absl::InfinitePast() ? 0.0 : absl::ToDoubleMilliseconds(first - start),
                 absl::ToDoubleMilliseconds(absl::Now() - start));
   return EXIT_SUCCESS;

@@ -165,6 +165,8 @@ void GenerateStream::OnFinish(const scheduler::FinishInfo& info) {
       usage->set_generated_tokens(stop_hit_ ? tokens_sent_ : info.generated_tokens);
       usage->set_chunk_size(info.chunk_size);
       usage->set_kv_bytes(static_cast<int64_t>(info.kv_bytes_at_end));
+      usage->set_degraded(info.degraded);
+      usage->set_preempted(info.preempted);
       has_pending_ = true;
     }
     done_ = true;

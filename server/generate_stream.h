@@ -24,16 +24,16 @@ namespace catserve::server {
 // The server half of a Generate call (gRPC callback API: no thread of its own) and the
 // scheduler's sink for its request.
 //
-// The scheduler thread delivers tokens (OnToken); each is decoded to whole UTF-8 characters,
-// checked for stop strings and appended to one pending response. At most one write is in flight:
-// when it completes (OnWriteDone, a gRPC thread) the pending response, which has gathered every
-// token since, is written next. So a slow client costs one growing message, never a blocked
-// scheduler. OnFinish appends finish_reason and usage and the call finishes once everything is
-// written.
+// The scheduler's delivery thread hands over tokens (OnToken); each is decoded to whole UTF-8
+// characters, checked for stop strings and appended to one pending response. At most one write is
+// in flight: when it completes (OnWriteDone, a gRPC thread) the pending response, which has
+// gathered every token since, is written next. So a slow client costs one growing message, never a
+// blocked scheduler. OnFinish appends finish_reason and usage and the call finishes once everything
+// is written.
 //
 // Cancellation: a client cancel, disconnect or expired deadline (OnCancel) and a stop string both
 // end the request with Scheduler::Cancel, always called from a gRPC thread (never from inside a
-// sink call, which the scheduler makes on its own thread). The call is finished only after the
+// sink call, which the scheduler makes on its delivery thread). The call is finished only after the
 // scheduler's OnFinish, so the scheduler never calls a deleted sink; the object deletes itself in
 // OnDone.
 class GenerateStream : public grpc::ServerWriteReactor<v1::GenerateResponse>,
@@ -56,7 +56,7 @@ class GenerateStream : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   // A reactor that finishes its call at once with `status` (a request that failed validation).
   static grpc::ServerWriteReactor<v1::GenerateResponse>* Reject(grpc::Status status);
 
-  // scheduler::GenerationSink, on the scheduler thread.
+  // scheduler::GenerationSink, on the scheduler's delivery thread.
   void OnAdmitted() override;
   void OnToken(const scheduler::GeneratedToken& token) override;
   void OnFinish(const scheduler::FinishInfo& info) override;
@@ -83,7 +83,7 @@ class GenerateStream : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   const absl::Time deadline_;
   const bool want_logprobs_;
 
-  // Scheduler thread only.
+  // Delivery thread only.
   engine::StreamDecoder decoder_;
   StopStringMatcher matcher_;
   RequestMetrics metrics_;

@@ -26,8 +26,12 @@ ABSL_FLAG(int, kv_pool_mb, 512, "Size of the compressed-KV pool in MiB");
 ABSL_FLAG(int, kv_page_entries, 16, "Compressed KV entries per page");
 ABSL_FLAG(int, default_chunk_size, 8,
           "Chunk size of requests that name neither chunk_size nor tier");
-ABSL_FLAG(std::string, tiers, "quality=2,balanced=8,throughput=16",
-          "Named chunk sizes: name=size,...; every size must be served by the model");
+ABSL_FLAG(std::string, tiers, "quality=2,balanced=8:16,throughput=16",
+          "Named chunk sizes: name=size or name=size:coarsest,...; a tier's requests run at size "
+          "and may be switched up to coarsest under memory pressure; every size must be served");
+ABSL_FLAG(std::string, pressure_policy, "degrade",
+          "What to do when the KV pool runs short: queue, coarser, degrade or preempt "
+          "(docs/SCHEDULER.md)");
 ABSL_FLAG(int, max_queued, 1024, "Waiting requests beyond this get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_running, 256, "Sequences decoded concurrently at most");
 ABSL_FLAG(int, max_tokens_per_step, 2048, "Prompt + decode tokens one engine step processes");
@@ -72,9 +76,10 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.kv_pool_mb = absl::GetFlag(FLAGS_kv_pool_mb);
   o.kv_page_entries = absl::GetFlag(FLAGS_kv_page_entries);
   o.default_chunk_size = absl::GetFlag(FLAGS_default_chunk_size);
-  absl::StatusOr<std::map<std::string, int>> tiers = ParseTiers(absl::GetFlag(FLAGS_tiers));
+  absl::StatusOr<std::map<std::string, Tier>> tiers = ParseTiers(absl::GetFlag(FLAGS_tiers));
   if (!tiers.ok()) return tiers.status();
   o.tiers = *std::move(tiers);
+  o.pressure_policy = absl::GetFlag(FLAGS_pressure_policy);
   o.max_queued = absl::GetFlag(FLAGS_max_queued);
   o.max_running = absl::GetFlag(FLAGS_max_running);
   o.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);

@@ -10,7 +10,7 @@ namespace catserve::server {
 // Records one request's life into its chunk size's series: queue time (arrival to admission),
 // time to first token and end-to-end latency (from arrival), time per output token (between the
 // first and the last token), generated tokens as they come, prompt tokens and the outcome at the
-// end. Not thread-safe: the scheduler thread drives it through the request's sink.
+// end. Not thread-safe: the scheduler's delivery thread drives it through the request's sink.
 class RequestMetrics {
  public:
   // `series` must outlive this object.

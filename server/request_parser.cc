@@ -22,7 +22,7 @@ absl::Status CheckTokenId(int32_t id, int vocab_size, absl::string_view field, i
 
 RequestParser::RequestParser(const engine::Tokenizer* tokenizer, const engine::ModelConfig& config,
                              const ServingLimits& limits, int default_chunk_size,
-                             std::map<std::string, int> tiers)
+                             std::map<std::string, Tier> tiers)
     : tokenizer_(tokenizer),
       config_(config),
       limits_(limits),
@@ -38,12 +38,14 @@ absl::StatusOr<int> RequestParser::ResolveChunkSize(const v1::GenerateRequest& r
   if (!request.tier().empty()) {
     auto it = tiers_.find(request.tier());
     if (it == tiers_.end()) {
-      return Invalid(absl::StrCat("unknown tier '", Excerpt(request.tier()), "'; tiers: ",
-                                  tiers_.empty()
-                                      ? std::string("none")
-                                      : absl::StrJoin(tiers_, ", ", absl::PairFormatter("="))));
+      return Invalid(absl::StrCat(
+          "unknown tier '", Excerpt(request.tier()), "'; tiers: ",
+          tiers_.empty() ? std::string("none")
+                         : absl::StrJoin(tiers_, ", ", [](std::string* out, const auto& t) {
+                             absl::StrAppend(out, t.first, "=", FormatTier(t.second));
+                           })));
     }
-    return it->second;
+    return it->second.chunk_size;
   }
   if (request.chunk_size() == 0) return default_chunk_size_;
   if (!config_.serves_chunk_size(request.chunk_size())) {
@@ -135,6 +137,17 @@ absl::StatusOr<ParsedGeneration> RequestParser::Parse(const v1::GenerateRequest&
   absl::StatusOr<int> chunk_size = ResolveChunkSize(request);
   if (!chunk_size.ok()) return chunk_size.status();
   out.chunk_size = *chunk_size;
+  out.coarsest_chunk_size = request.coarsest_chunk_size();
+  if (out.coarsest_chunk_size == 0 && !request.tier().empty()) {
+    out.coarsest_chunk_size = tiers_.at(request.tier()).coarsest_chunk_size;
+  }
+  if (out.coarsest_chunk_size != 0 && (!config_.serves_chunk_size(out.coarsest_chunk_size) ||
+                                       out.coarsest_chunk_size < out.chunk_size)) {
+    return Invalid(absl::StrCat(
+        "coarsest_chunk_size ", request.coarsest_chunk_size(),
+        " must be a served chunk size >= the chunk size ", out.chunk_size,
+        ", or 0 (none coarser); served chunk sizes: ", absl::StrJoin(config_.chunk_sizes(), ", ")));
+  }
   out.priority = request.priority();
   out.deadline = deadline;
   out.want_logprobs = request.logprobs();

@@ -14,6 +14,7 @@
 #include "engine/config.h"
 #include "engine/tokenizer.h"
 #include "scheduler/request.h"
+#include "server/server_options.h"
 
 namespace catserve::server {
 
@@ -39,14 +40,15 @@ class RequestParser {
   // does `default_chunk_size` (see ValidateChunkSizes).
   RequestParser(const engine::Tokenizer* tokenizer, const engine::ModelConfig& config,
                 const ServingLimits& limits, int default_chunk_size,
-                std::map<std::string, int> tiers);
+                std::map<std::string, Tier> tiers);
 
   // Validates `request` and converts it; `deadline` becomes the scheduler's deadline and
   // `random_seed` the seed when the request sets none. Every error is INVALID_ARGUMENT and its
   // message names the field and what to change: empty prompt, token id outside the vocabulary,
   // prompt or max_tokens past the limits, sampling values out of range, a chunk size the model
   // does not serve (listing the served ones), an unknown tier (listing the tiers), both
-  // chunk_size and tier, an empty stop string.
+  // chunk_size and tier, an empty stop string, a coarsest_chunk_size not served or finer than
+  // the chunk size.
   absl::StatusOr<ParsedGeneration> Parse(const v1::GenerateRequest& request, absl::Time deadline,
                                          uint64_t random_seed) const;
 
@@ -56,7 +58,7 @@ class RequestParser {
 
   const ServingLimits& limits() const { return limits_; }
   int default_chunk_size() const { return default_chunk_size_; }
-  const std::map<std::string, int>& tiers() const { return tiers_; }
+  const std::map<std::string, Tier>& tiers() const { return tiers_; }
 
  private:
   absl::StatusOr<std::vector<int32_t>> Prompt(const v1::GenerateRequest& request) const;
@@ -65,7 +67,7 @@ class RequestParser {
   const engine::ModelConfig config_;
   const ServingLimits limits_;
   const int default_chunk_size_;
-  const std::map<std::string, int> tiers_;
+  const std::map<std::string, Tier> tiers_;
 };
 
 }  // namespace catserve::server

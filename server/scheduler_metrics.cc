@@ -15,10 +15,10 @@ int CountFor(const std::map<int, int>& by_chunk_size, int chunk_size) {
 SchedulerMetrics::SchedulerMetrics(metrics::ServingMetrics* metrics, std::vector<int> chunk_sizes)
     : metrics_(metrics), chunk_sizes_(std::move(chunk_sizes)) {
   // Every series exists from the start, so rates begin from a known zero.
-  for (int l : chunk_sizes_) {
-    metrics_->ForChunkSize(l);
-    for (int coarser : chunk_sizes_) {
-      if (coarser > l) metrics_->degrades(l, coarser);
+  for (int l : chunk_sizes_) metrics_->ForChunkSize(l);
+  for (int from : chunk_sizes_) {
+    for (int to : chunk_sizes_) {
+      if (from < to) metrics_->degrades(from, to);
     }
   }
 }
@@ -30,6 +30,16 @@ void SchedulerMetrics::OnStep(const scheduler::StepReport& report,
   metrics_->step_batch_size().Observe(report.batch_size);
   metrics_->engine_seconds().Increment(absl::ToDoubleSeconds(report.engine_time));
   metrics_->iteration_seconds().Increment(absl::ToDoubleSeconds(report.iteration));
+  for (const scheduler::PressureEvent& e : report.pressure) {
+    switch (e.kind) {
+      case scheduler::PressureEvent::Kind::kDegrade:
+        metrics_->degrades(e.from_chunk_size, e.to_chunk_size).Increment();
+        break;
+      case scheduler::PressureEvent::Kind::kPreempt:
+        metrics_->preemptions().Increment();
+        break;
+    }
+  }
   for (const auto& [chunk_size, chunks] : report.compressed_chunks) {
     if (chunks > 0) metrics_->ForChunkSize(chunk_size).compressor_calls->Increment(chunks);
   }

@@ -9,14 +9,16 @@
 
 namespace catserve::server {
 
-// Feeds ServingMetrics from the scheduler: step duration, tokens and batch size and compressor
-// calls per step (OnStep), and the gauges that mirror a SchedulerSnapshot (requests running and
+// Feeds ServingMetrics from the scheduler: step duration, tokens and batch size, compressor
+// calls, degrades (by chunk size before and after) and preemptions per step (OnStep), and the
+// gauges that mirror a SchedulerSnapshot (requests running and
 // waiting by chunk size, KV pages and bytes). The gauges are also refreshed from outside the
 // steps by Update(), since an idle scheduler reports no steps. Thread-safe.
 class SchedulerMetrics : public scheduler::SchedulerObserver {
  public:
   // `metrics` must outlive this object; `chunk_sizes` are every chunk size served, so that a
-  // size with no requests reads 0 rather than its last value.
+  // size with no requests reads 0 rather than its last value, and every degrade series (from a
+  // size to a larger one) reads 0 before its first degrade.
   SchedulerMetrics(metrics::ServingMetrics* metrics, std::vector<int> chunk_sizes);
 
   void OnStep(const scheduler::StepReport& report,

@@ -1,5 +1,6 @@
 #include "server/server_options.h"
 
+#include <memory>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -7,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "scheduler/admission_policy.h"
 
 namespace catserve::server {
 namespace {
@@ -31,29 +33,47 @@ absl::Status AtLeast(absl::string_view flag, int value, int minimum) {
 
 }  // namespace
 
-absl::StatusOr<std::map<std::string, int>> ParseTiers(absl::string_view text) {
-  std::map<std::string, int> tiers;
+absl::StatusOr<std::map<std::string, Tier>> ParseTiers(absl::string_view text) {
+  std::map<std::string, Tier> tiers;
   if (absl::StripAsciiWhitespace(text).empty()) return tiers;
   for (absl::string_view entry : absl::StrSplit(text, ',')) {
     entry = absl::StripAsciiWhitespace(entry);
     std::vector<absl::string_view> kv = absl::StrSplit(entry, absl::MaxSplits('=', 1));
-    int size = 0;
-    if (kv.size() != 2 || !IsTierName(absl::StripAsciiWhitespace(kv[0])) ||
-        !absl::SimpleAtoi(kv[1], &size) || size <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--tiers: bad entry '", entry,
-                       "'; expected name=chunk_size, e.g. --tiers=quality=2,balanced=8"));
+    Tier tier;
+    bool ok = kv.size() == 2 && IsTierName(absl::StripAsciiWhitespace(kv[0]));
+    if (ok) {
+      std::vector<absl::string_view> range = absl::StrSplit(kv[1], absl::MaxSplits(':', 1));
+      ok = absl::SimpleAtoi(range[0], &tier.chunk_size) && tier.chunk_size > 0;
+      tier.coarsest_chunk_size = tier.chunk_size;
+      if (ok && range.size() == 2) {
+        ok = absl::SimpleAtoi(range[1], &tier.coarsest_chunk_size) &&
+             tier.coarsest_chunk_size >= tier.chunk_size;
+      }
+    }
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--tiers: bad entry '", entry,
+          "'; expected name=chunk_size or name=chunk_size:coarsest_chunk_size (coarsest >= "
+          "chunk_size), e.g. --tiers=quality=2,balanced=8:16"));
     }
     std::string name(absl::StripAsciiWhitespace(kv[0]));
-    if (!tiers.emplace(name, size).second) {
+    if (!tiers.emplace(name, tier).second) {
       return absl::InvalidArgumentError(absl::StrCat("--tiers: tier '", name, "' given twice"));
     }
   }
   return tiers;
 }
 
-std::string FormatTiers(const std::map<std::string, int>& tiers) {
-  return absl::StrJoin(tiers, ",", absl::PairFormatter("="));
+std::string FormatTier(const Tier& tier) {
+  return tier.coarsest_chunk_size == tier.chunk_size
+             ? absl::StrCat(tier.chunk_size)
+             : absl::StrCat(tier.chunk_size, ":", tier.coarsest_chunk_size);
+}
+
+std::string FormatTiers(const std::map<std::string, Tier>& tiers) {
+  return absl::StrJoin(tiers, ",", [](std::string* out, const auto& entry) {
+    absl::StrAppend(out, entry.first, "=", FormatTier(entry.second));
+  });
 }
 
 absl::StatusOr<HostPort> ParseHostPort(absl::string_view address, absl::string_view flag) {
@@ -77,6 +97,12 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
         absl::StrCat("--device=", o.device, " is invalid: expected cpu or cuda"));
   }
   if (o.model_dir.empty()) return absl::InvalidArgumentError("--model_dir is empty");
+  if (absl::StatusOr<std::unique_ptr<scheduler::AdmissionPolicy>> policy =
+          scheduler::MakeAdmissionPolicy(o.pressure_policy);
+      !policy.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--pressure_policy: ", policy.status().message()));
+  }
   for (auto [flag, value, minimum] : std::vector<std::tuple<absl::string_view, int, int>>{
            {"threads", o.threads, 0},
            {"kv_pool_mb", o.kv_pool_mb, 1},
@@ -108,11 +134,13 @@ absl::Status ValidateChunkSizes(const ServerOptions& options, const engine::Mode
         absl::StrCat("--default_chunk_size=", options.default_chunk_size,
                      " is not served by the model; served chunk sizes: ", JoinSizes(served)));
   }
-  for (const auto& [name, size] : options.tiers) {
-    if (!config.serves_chunk_size(size)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--tiers: tier '", name, "' has chunk size ", size,
-          ", which the model does not serve; served chunk sizes: ", JoinSizes(served)));
+  for (const auto& [name, tier] : options.tiers) {
+    for (int size : {tier.chunk_size, tier.coarsest_chunk_size}) {
+      if (!config.serves_chunk_size(size)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--tiers: tier '", name, "' has chunk size ", size,
+            ", which the model does not serve; served chunk sizes: ", JoinSizes(served)));
+      }
     }
   }
   return absl::OkStatus();

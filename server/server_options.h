@@ -14,6 +14,13 @@
 
 namespace catserve::server {
 
+// A named chunk size, and the coarsest chunk size its requests accept under memory pressure.
+struct Tier {
+  int chunk_size = 0;
+  int coarsest_chunk_size = 0;  // >= chunk_size; equal: never coarser
+  bool operator==(const Tier&) const = default;
+};
+
 struct ServerOptions {
   std::string model_dir = "models/cat-small-en";
   std::string listen = "0.0.0.0:50051";      // gRPC
@@ -23,7 +30,9 @@ struct ServerOptions {
   int kv_pool_mb = 512;
   int kv_page_entries = 16;
   int default_chunk_size = 8;
-  std::map<std::string, int> tiers = {{"quality", 2}, {"balanced", 8}, {"throughput", 16}};
+  std::map<std::string, Tier> tiers = {
+      {"quality", {2, 2}}, {"balanced", {8, 16}}, {"throughput", {16, 16}}};
+  std::string pressure_policy = "degrade";  // scheduler::AdmissionPolicyNames()
   int max_queued = 1024;
   int max_running = 256;
   int max_tokens_per_step = 2048;
@@ -41,19 +50,23 @@ struct ServerOptions {
 // What --max_prompt_bytes=0 means: this many bytes per prompt token allowed.
 inline constexpr int kPromptBytesPerToken = 32;
 
-// Parses --tiers: "name=chunk_size,name=chunk_size,..." (an empty string is no tiers). Names are
-// [A-Za-z0-9_-]+ and unique; sizes are positive integers. INVALID_ARGUMENT otherwise, naming the
-// bad entry.
-absl::StatusOr<std::map<std::string, int>> ParseTiers(absl::string_view text);
-// The inverse of ParseTiers: "balanced=8,quality=2,throughput=16".
-std::string FormatTiers(const std::map<std::string, int>& tiers);
+// Parses --tiers: "name=size,name=size:coarsest,..." (an empty string is no tiers): requests of a
+// tier run at `size` and, under memory pressure, may be switched up to `coarsest` (none coarser
+// when absent). Names are [A-Za-z0-9_-]+ and unique; sizes are positive integers, coarsest >=
+// size. INVALID_ARGUMENT otherwise, naming the bad entry.
+absl::StatusOr<std::map<std::string, Tier>> ParseTiers(absl::string_view text);
+// The inverse of ParseTiers: "balanced=8:16,quality=2,throughput=16".
+std::string FormatTiers(const std::map<std::string, Tier>& tiers);
+// One tier's sizes: "8", or "8:16" when it accepts a coarser one.
+std::string FormatTier(const Tier& tier);
 
-// Checks the options that do not need the model: numeric ranges, the device name (and that this
+// Checks the options that do not need the model: numeric ranges, the pressure policy's name, the
+// device name (and that this
 // build has its backend: a CPU-only build refuses "cuda" with FAILED_PRECONDITION), the
 // addresses' shape. The message names the flag to fix.
 absl::Status ValidateServerOptions(const ServerOptions& options);
 
-// Checks that --default_chunk_size and every tier's size are chunk sizes `config` serves.
+// Checks that --default_chunk_size and every tier's sizes are chunk sizes `config` serves.
 absl::Status ValidateChunkSizes(const ServerOptions& options, const engine::ModelConfig& config);
 
 // Splits "HOST:PORT" (HOST may be empty or a bracketed IPv6 literal). INVALID_ARGUMENT when

@@ -111,8 +111,11 @@ absl::Status ServingDaemon::Init() {
   scheduler_options.max_tokens_per_step = options_.max_tokens_per_step;
   scheduler_options.kv_pool_pages = static_cast<int>(pages);
   scheduler_options.kv_page_entries = options_.kv_page_entries;
+  absl::StatusOr<std::unique_ptr<scheduler::AdmissionPolicy>> policy =
+      scheduler::MakeAdmissionPolicy(options_.pressure_policy);
+  if (!policy.ok()) return policy.status();
   absl::StatusOr<std::unique_ptr<scheduler::Scheduler>> scheduler = scheduler::Scheduler::Create(
-      engine_.get(), scheduler_options, scheduler::MakeQueuePolicy(), scheduler_metrics_.get());
+      engine_.get(), scheduler_options, *std::move(policy), scheduler_metrics_.get());
   if (!scheduler.ok()) return scheduler.status();
   scheduler_ = *std::move(scheduler);
   RefreshMetrics();
@@ -173,10 +176,11 @@ absl::Status ServingDaemon::Init() {
 
   const HostPort grpc_address = *ParseHostPort(options_.listen, "listen");
   const HostPort http_address = *ParseHostPort(options_.http_listen, "http_listen");
-  Log("model %s (%s): vocab %d, %d layers, context %d; chunk sizes %s, default %d, tiers %s",
+  Log("model %s (%s): vocab %d, %d layers, context %d; chunk sizes %s, default %d, tiers %s, "
+      "pressure policy %s",
       model_name, options_.model_dir, config.vocab_size, config.num_hidden_layers, context,
       absl::StrJoin(config.chunk_sizes(), ","), options_.default_chunk_size,
-      FormatTiers(options_.tiers));
+      FormatTiers(options_.tiers), options_.pressure_policy);
   Log("kv pool: %d pages x %d entries x %d bytes = %.1f MiB (%d bytes per entry); backend %s, "
       "%d compute threads",
       pages, options_.kv_page_entries, geometry.page_bytes() / options_.kv_page_entries,
@@ -205,7 +209,11 @@ v1::ModelInfo ServingDaemon::BuildModelInfo(const std::string& model_name, int p
   info.set_model(model_name);
   for (int l : config.chunk_sizes()) info.add_chunk_sizes(l);
   info.set_default_chunk_size(options_.default_chunk_size);
-  for (const auto& [name, size] : options_.tiers) (*info.mutable_tiers())[name] = size;
+  for (const auto& [name, tier] : options_.tiers) {
+    (*info.mutable_tiers())[name] = tier.chunk_size;
+    (*info.mutable_tier_coarsest_chunk_sizes())[name] = tier.coarsest_chunk_size;
+  }
+  info.set_pressure_policy(options_.pressure_policy);
   v1::Limits* limits = info.mutable_limits();
   const ServingLimits& serving = parser_->limits();
   limits->set_max_prompt_tokens(serving.max_prompt_tokens);

@@ -31,6 +31,7 @@ def test_generate_streams_pieces_then_finish_and_usage(stubs, channel):
     assert last.usage.chunk_size == 2
     assert last.usage.prompt_tokens > 0
     assert last.usage.kv_bytes > 0
+    assert not last.usage.degraded and not last.usage.preempted  # a pool far from full
     assert all(not m.finish_reason for m in messages[:-1])
 
     # Greedy is deterministic; the same ids come back as a token-id prompt continuation.
@@ -80,6 +81,9 @@ def test_model_info(stubs, channel):
     assert list(info.chunk_sizes) == [1, 2, 4, 8, 16]
     assert info.default_chunk_size == 8
     assert dict(info.tiers) == {"quality": 2, "balanced": 8, "throughput": 16}
+    assert dict(info.tier_coarsest_chunk_sizes) == {"quality": 2, "balanced": 16,
+                                                    "throughput": 16}
+    assert info.pressure_policy == "degrade"
     assert info.limits.max_context == 128
     assert info.vocab_size == 384
     assert info.kv_bytes_per_entry == 1024

@@ -11,33 +11,10 @@
 #include "engine/random_model.h"
 #include "gtest/gtest.h"
 #include "tests/common/test_models.h"
+#include "tests/scheduler/collecting_sink.h"
 
 namespace catserve::scheduler {
 namespace {
-
-// Collects one request's events; Wait() returns once OnFinish came.
-class CollectingSink : public GenerationSink {
- public:
-  void OnAdmitted() override { admitted = true; }
-  void OnToken(const GeneratedToken& t) override {
-    tokens.push_back(t.id);
-    if (on_token) on_token(static_cast<int>(tokens.size()));
-  }
-  void OnFinish(const FinishInfo& f) override {
-    info = f;
-    done.Notify();
-  }
-  FinishInfo Wait() {
-    done.WaitForNotification();
-    return info;
-  }
-
-  bool admitted = false;
-  std::vector<int32_t> tokens;
-  std::function<void(int)> on_token;
-  FinishInfo info;
-  absl::Notification done;
-};
 
 class SchedulerTest : public ::testing::Test {
  protected:

@@ -69,6 +69,8 @@ TEST_F(GenerateTest, GreedyStreamEqualsOfflineGenerationForEveryChunkSize) {
     EXPECT_EQ(served.usage.generated_tokens(), static_cast<int>(offline->size()));
     EXPECT_EQ(served.usage.chunk_size(), chunk_size);
     EXPECT_GT(served.usage.kv_bytes(), 0);
+    EXPECT_FALSE(served.usage.degraded());  // the pool is far from full
+    EXPECT_FALSE(served.usage.preempted());
 
     // The pieces add up to the text of the whole sequence after the prompt's.
     std::vector<int32_t> all = prompt;
@@ -166,6 +168,11 @@ TEST_F(GenerateTest, ModelInfoDescribesModelAndLimits) {
   EXPECT_EQ(info.tiers().at("quality"), 2);
   EXPECT_EQ(info.tiers().at("balanced"), 8);
   EXPECT_EQ(info.tiers().at("throughput"), 16);
+  // Under memory pressure a balanced request may go to 16; the others stay where they are.
+  EXPECT_EQ(info.tier_coarsest_chunk_sizes().at("quality"), 2);
+  EXPECT_EQ(info.tier_coarsest_chunk_sizes().at("balanced"), 16);
+  EXPECT_EQ(info.tier_coarsest_chunk_sizes().at("throughput"), 16);
+  EXPECT_EQ(info.pressure_policy(), "degrade");
   EXPECT_EQ(info.limits().max_context(), 128);
   EXPECT_EQ(info.limits().max_prompt_tokens(), 127);
   EXPECT_EQ(info.limits().max_new_tokens(), 127);

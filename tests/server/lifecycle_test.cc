@@ -129,10 +129,20 @@ TEST(LifecycleTest, BadInputGetsAClearStatus) {
     v1::GenerateRequest r = base();
     r.set_tier("fastest");
     cases.push_back({"unknown tier", r, grpc::StatusCode::INVALID_ARGUMENT,
-                     "tiers: balanced=8, quality=2, throughput=16"});
+                     "tiers: balanced=8:16, quality=2, throughput=16"});
     r.set_tier("quality");
     r.set_chunk_size(4);
     cases.push_back({"chunk size and tier", r, grpc::StatusCode::INVALID_ARGUMENT, "not both"});
+  }
+  {
+    v1::GenerateRequest r = base();
+    r.set_chunk_size(8);
+    r.set_coarsest_chunk_size(4);
+    cases.push_back({"coarsest finer than asked", r, grpc::StatusCode::INVALID_ARGUMENT,
+                     "coarsest_chunk_size 4 must be a served chunk size >= the chunk size 8"});
+    r.set_coarsest_chunk_size(12);
+    cases.push_back({"coarsest not served", r, grpc::StatusCode::INVALID_ARGUMENT,
+                     "served chunk sizes: 1, 2, 4, 8, 16"});
   }
   {
     v1::GenerateRequest r = base();
@@ -240,6 +250,10 @@ TEST(LifecycleTest, StartupErrorsNameTheFlag) {
   const std::vector<Case> cases = {
       {{"--device=cuda"}, "this build has no CUDA backend"},
       {{"--tiers=quality=3"}, "served chunk sizes: 1, 2, 4, 8, 16"},
+      {{"--tiers=balanced=8:4"}, "--tiers: bad entry 'balanced=8:4'"},
+      {{"--pressure_policy=evict"},
+       "--pressure_policy: unknown pressure policy 'evict'; policies: queue, coarser, degrade, "
+       "preempt"},
       {{"--default_chunk_size=32"}, "--default_chunk_size=32"},
       {{"--model_dir=/no/such/model"}, "model directory '/no/such/model' does not exist"},
       {{"--listen=nonsense"}, "--listen=nonsense"},

@@ -6,21 +6,37 @@ namespace catserve::server {
 namespace {
 
 TEST(ServerOptionsTest, ParsesTiers) {
-  absl::StatusOr<std::map<std::string, int>> tiers =
-      ParseTiers("quality=2, balanced=8,throughput=16");
+  absl::StatusOr<std::map<std::string, Tier>> tiers =
+      ParseTiers("quality=2, balanced=8:16,throughput=16, same=4:4");
   ASSERT_TRUE(tiers.ok()) << tiers.status();
-  EXPECT_EQ(*tiers,
-            (std::map<std::string, int>{{"quality", 2}, {"balanced", 8}, {"throughput", 16}}));
-  EXPECT_EQ(FormatTiers(*tiers), "balanced=8,quality=2,throughput=16");
+  EXPECT_EQ(
+      *tiers,
+      (std::map<std::string, Tier>{
+          {"quality", {2, 2}}, {"balanced", {8, 16}}, {"throughput", {16, 16}}, {"same", {4, 4}}}));
+  EXPECT_EQ(FormatTiers(*tiers), "balanced=8:16,quality=2,same=4,throughput=16");
   EXPECT_TRUE(ParseTiers("")->empty());
+  EXPECT_EQ(FormatTiers(ServerOptions().tiers), "balanced=8:16,quality=2,throughput=16");
 }
 
 TEST(ServerOptionsTest, RejectsBadTiers) {
   for (const char* bad :
-       {"quality", "quality=", "=2", "quality=0", "quality=x", "a b=2", "quality=2,quality=4"}) {
+       {"quality", "quality=", "=2", "quality=0", "quality=x", "a b=2", "quality=2,quality=4",
+        "balanced=8:4", "balanced=8:", "balanced=:16", "balanced=8:16:32"}) {
     SCOPED_TRACE(bad);
     EXPECT_EQ(ParseTiers(bad).status().code(), absl::StatusCode::kInvalidArgument);
   }
+}
+
+TEST(ServerOptionsTest, PressurePolicyMustBeKnown) {
+  ServerOptions o;
+  for (const char* policy : {"queue", "coarser", "degrade", "preempt"}) {
+    o.pressure_policy = policy;
+    EXPECT_TRUE(ValidateServerOptions(o).ok()) << policy;
+  }
+  o.pressure_policy = "evict";
+  absl::Status s = ValidateServerOptions(o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("--pressure_policy"), std::string::npos) << s;
 }
 
 TEST(ServerOptionsTest, ValidatesFlags) {
@@ -42,10 +58,13 @@ TEST(ServerOptionsTest, ChunkSizesMustBeServed) {
   engine::ModelConfig config;  // serves 2, 4, 8, 16
   ServerOptions o;
   EXPECT_TRUE(ValidateChunkSizes(o, config).ok());
-  o.tiers["tiny"] = 1;
+  o.tiers["tiny"] = {1, 1};
   absl::Status s = ValidateChunkSizes(o, config);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("served chunk sizes: 2, 4, 8, 16"), std::string::npos) << s;
+  o.tiers["tiny"] = {2, 32};  // the coarsest size must be served too
+  s = ValidateChunkSizes(o, config);
+  EXPECT_NE(s.message().find("chunk size 32"), std::string::npos) << s;
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 //
 // Common flags: --threads (engine compute threads; 0 = one per hardware thread).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -31,6 +32,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "engine/engine.h"
 #include "engine/generate.h"
@@ -58,9 +60,8 @@ ABSL_FLAG(int, threads, 1, "Engine compute threads (0 = one per hardware thread)
 namespace {
 
 using catserve::engine::Engine;
-using catserve::engine::KvEntries;
-using catserve::engine::KvEntriesAfter;
 using catserve::engine::KvPool;
+using catserve::engine::PeakPages;
 using catserve::engine::SamplingParams;
 using catserve::engine::SequenceState;
 using catserve::engine::StepItem;
@@ -124,9 +125,13 @@ absl::StatusOr<double> ScoreSequence(Engine& engine, const std::vector<int32_t>&
                                      int chunk_size) {
   const int n = static_cast<int>(tokens.size());
   const int vocab = engine.config().vocab_size;
-  KvEntries worst = KvEntriesAfter(n, 1);
-  absl::StatusOr<KvPool> pool =
-      KvPool::Create(engine.kv_geometry(16), (worst.compressed + 15) / 16 + 2);
+  if (!engine.config().serves_chunk_size(chunk_size)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk size ", chunk_size, " is not served by the model"));
+  }
+  constexpr int kPageEntries = 16;
+  absl::StatusOr<KvPool> pool = KvPool::Create(
+      engine.kv_geometry(kPageEntries), PeakPages(std::max(n - 1, 1), chunk_size, kPageEntries));
   if (!pool.ok()) return pool.status();
   SequenceState seq;
   seq.chunk_size = chunk_size;
