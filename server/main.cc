@@ -33,6 +33,8 @@ ABSL_FLAG(int, max_prompt_tokens, 0, "Longest prompt accepted; 0 = the model's l
 ABSL_FLAG(int, max_new_tokens, 0, "Most tokens one request generates; 0 = the model's limit");
 ABSL_FLAG(int, drain_grace_seconds, 30,
           "After SIGTERM/SIGINT, seconds in-flight requests get to finish");
+ABSL_FLAG(std::string, check_weights, "auto",
+          "Refuse a model with NaN or infinite weights: auto (models under 1 GiB), true, false");
 
 namespace catserve::server {
 namespace {
@@ -56,6 +58,10 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   o.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   o.drain_grace_seconds = absl::GetFlag(FLAGS_drain_grace_seconds);
+  absl::StatusOr<engine::WeightCheck> check_weights =
+      ParseWeightCheck(absl::GetFlag(FLAGS_check_weights));
+  if (!check_weights.ok()) return check_weights.status();
+  o.check_weights = *check_weights;
   return o;
 }
 

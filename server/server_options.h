@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/config.h"
+#include "engine/weights.h"
 
 namespace catserve::server {
 
@@ -29,6 +30,8 @@ struct ServerOptions {
   int max_prompt_tokens = 0;  // 0 = the model's limit
   int max_new_tokens = 0;     // 0 = the model's limit
   int drain_grace_seconds = 30;
+  // Refuse NaN/Inf weights at load: "auto" (models under 1 GiB), "true" or "false".
+  engine::WeightCheck check_weights = engine::WeightCheck::kAuto;
 };
 
 // Parses --tiers: "name=chunk_size,name=chunk_size,..." (an empty string is no tiers). Names are
@@ -37,6 +40,9 @@ struct ServerOptions {
 absl::StatusOr<std::map<std::string, int>> ParseTiers(absl::string_view text);
 // The inverse of ParseTiers: "balanced=8,quality=2,throughput=16".
 std::string FormatTiers(const std::map<std::string, int>& tiers);
+
+// Parses --check_weights: "auto", "true" or "false"; INVALID_ARGUMENT otherwise.
+absl::StatusOr<engine::WeightCheck> ParseWeightCheck(absl::string_view text);
 
 // Checks the options that do not need the model: numeric ranges, the device name (and that this
 // build has its backend: a CPU-only build refuses "cuda" with FAILED_PRECONDITION), the
