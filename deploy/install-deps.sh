@@ -21,6 +21,7 @@ debs=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libcivetweb-dev libsentencepiece-dev sentencepiece
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-dev
   prometheus python3 python3-pip python3-venv
 )
 missing=()
