@@ -364,15 +364,23 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::filesystem::path& model_d
     return absl::Status(absl::ErrnoToStatusCode(error),
                         absl::StrCat("cannot open ", path.string(), ": ", std::strerror(error)));
   }
+  // Real configs are a few KB; a bigger file is not read into memory whole.
+  constexpr size_t kMaxConfigBytes = 1 << 20;
   std::string text;
   char buffer[1 << 14];
   size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) text.append(buffer, n);
+  while (text.size() <= kMaxConfigBytes && (n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) {
+    text.append(buffer, n);
+  }
   const int error = std::ferror(file) != 0 ? errno : 0;
   std::fclose(file);
   if (error != 0) {
     return absl::Status(absl::ErrnoToStatusCode(error),
                         absl::StrCat("cannot read ", path.string(), ": ", std::strerror(error)));
+  }
+  if (text.size() > kMaxConfigBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: larger than %d bytes, which no config.json is", path.string(), kMaxConfigBytes));
   }
   return ParseNamed(text, path.string());
 }

@@ -21,8 +21,9 @@ struct ModelFootprint {
 };
 
 // The footprint of `config`. Every product and sum is overflow-checked: INVALID_ARGUMENT when one
-// overflows 64 bits (impossible for a config that passed ParseModelConfig's ranges, possible for
-// a hand-built one).
+// overflows 64 bits or a size is not positive (impossible for a config that passed
+// ParseModelConfig's ranges, possible for a hand-built one, whose hidden_ratio must still lie in
+// its range when intermediate_size is unset).
 absl::StatusOr<ModelFootprint> ComputeModelFootprint(const ModelConfig& config);
 
 // Checks a footprint against the weights found and the memory there is. `tensor_bytes` is the

@@ -30,7 +30,7 @@ static_assert(std::endian::native == std::endian::little,
 using google::protobuf::Struct;
 using google::protobuf::Value;
 
-// A header longer than this is treated as corrupt rather than parsed.
+// A header (or a shard index) longer than this is treated as corrupt rather than parsed.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 // JSON numbers are doubles; integers above this are not exact and no real file is that large.
 constexpr double kMaxExactInteger = 9007199254740992.0;  // 2^53
@@ -246,10 +246,15 @@ absl::StatusOr<std::string> ReadTextFile(const std::filesystem::path& path) {
   std::string text;
   char buffer[1 << 14];
   size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) text.append(buffer, n);
+  while (text.size() <= kMaxHeaderBytes && (n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) {
+    text.append(buffer, n);
+  }
   const int error = std::ferror(file) != 0 ? errno : 0;
   std::fclose(file);
   if (error != 0) return ErrnoError(error, "cannot read", path);
+  if (text.size() > kMaxHeaderBytes) {
+    return Invalid(path.string(), absl::StrFormat("larger than %d bytes", kMaxHeaderBytes));
+  }
   return text;
 }
 

@@ -493,6 +493,13 @@ TEST_F(ShardedTest, RejectsShardNameOutsideDir) {
                  "not a file name inside");
 }
 
+TEST_F(ShardedTest, RejectsIndexLargerThanAnyHeader) {
+  // A sparse file: nothing is written, but reading it whole would take 100 MB.
+  std::filesystem::resize_file(Write("model.safetensors.index.json", "{"), 100'000'001);
+  ExpectDirError(absl::StatusCode::kInvalidArgument, "model.safetensors.index.json",
+                 "larger than 100000000 bytes");
+}
+
 TEST_F(ShardedTest, RejectsIndexThatIsNotJson) {
   Write("model.safetensors.index.json", "{weight_map: }");
   ExpectDirError(absl::StatusCode::kInvalidArgument, "model.safetensors.index.json",

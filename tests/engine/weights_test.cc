@@ -148,6 +148,13 @@ TEST(LoadModelTest, AutoChecksModelsUnderOneGiB) {
   EXPECT_FALSE(ChecksWeights(WeightCheck::kOff, 0));
 }
 
+TEST(LoadModelTest, HugeConfigIsNotReadWhole) {
+  ModelDirCopy dir(kFixtures / "tiny", TestName());
+  dir.Write("config.json", absl::StrCat(dir.Read("config.json"), std::string(2 << 20, ' ')));
+  ExpectLoadFails(dir, WeightCheck::kAuto, absl::StatusCode::kInvalidArgument,
+                  dir.file("config.json").string(), "larger than 1048576 bytes");
+}
+
 TEST(LoadModelTest, MissingOrUnreadableFilesNameThem) {
   {
     ModelDirCopy dir(kFixtures / "tiny", TestName());
