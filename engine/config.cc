@@ -48,13 +48,11 @@ std::string Describe(const Value& value) {
 bool IsPowerOfTwo(int v) { return v > 0 && (v & (v - 1)) == 0; }
 
 // 256 * ceil(int(width * ratio * 2 / 3) / 256), the reference's SwiGLU width rule, evaluated in
-// the same order and precision (double) as the Python expression. nullopt when it overflows int.
-std::optional<int> SwiGluWidth(int width, double ratio) {
-  const double raw = width * ratio * 2 / 3;
-  constexpr double kLimit = std::numeric_limits<int>::max() - 255;
-  if (!(raw < kLimit)) return std::nullopt;
-  const int64_t truncated = static_cast<int64_t>(raw);
-  return static_cast<int>(256 * ((truncated + 255) / 256));
+// the same order and precision (double) as the Python expression. Exact for the widths and ratios
+// of kIntRanges and kRealRanges (below), which Validate checks before calling it.
+int64_t SwiGluWidth(int width, double ratio) {
+  const int64_t truncated = static_cast<int64_t>(width * ratio * 2 / 3);
+  return 256 * ((truncated + 255) / 256);
 }
 
 // Reads typed fields out of the top-level object, keeping the first error. A missing key or a
@@ -67,9 +65,12 @@ class FieldReader {
     const Value* value = Find(key);
     if (value == nullptr) return;
     const double number = value->number_value();
-    if (value->kind_case() != Value::kNumberValue || std::trunc(number) != number ||
-        number < std::numeric_limits<int>::min() || number > std::numeric_limits<int>::max()) {
+    if (value->kind_case() != Value::kNumberValue || std::trunc(number) != number) {
       Fail(key, *value, "must be an integer");
+      return;
+    }
+    if (number < std::numeric_limits<int>::min() || number > std::numeric_limits<int>::max()) {
+      Fail(key, *value, "is outside the 32-bit integer range");
       return;
     }
     *out = static_cast<int>(number);
@@ -131,36 +132,106 @@ class FieldReader {
   absl::Status status_;
 };
 
+// The sane range of every size and real-valued field, checked before anything is sized from the
+// config: wide enough for any real CAT model, narrow enough that a config.json cannot make the
+// loader allocate absurd amounts before the weights are opened, and that products of two sizes
+// (vocab_size * hidden_size, max_chunk_size * compressor_hidden_size, ...) fit in 64 bits with
+// room to spare. A new field gets a row here.
+constexpr int kMaxHeads = 1024;
+
+struct IntRange {
+  const char* name;
+  int ModelConfig::*field;
+  int min;
+  int max;
+};
+constexpr IntRange kIntRanges[] = {
+    {"vocab_size", &ModelConfig::vocab_size, 1, 1 << 22},
+    {"hidden_size", &ModelConfig::hidden_size, 1, 1 << 16},
+    {"num_hidden_layers", &ModelConfig::num_hidden_layers, 1, 1024},
+    {"num_heads", &ModelConfig::num_heads, 1, kMaxHeads},
+    {"num_kv_heads", &ModelConfig::num_kv_heads, 1, kMaxHeads},
+    {"compressor_hidden_size", &ModelConfig::compressor_hidden_size, 1, 1 << 16},
+    {"compressor_num_layers", &ModelConfig::compressor_num_layers, 1, 1024},
+    {"compressor_num_heads", &ModelConfig::compressor_num_heads, 1, kMaxHeads},
+    {"max_chunk_size", &ModelConfig::max_chunk_size, 1, 1024},
+    {"min_train_chunk_size", &ModelConfig::min_train_chunk_size, 1, 1024},
+    {"max_position_embeddings", &ModelConfig::max_position_embeddings, 1, 1 << 20},
+};
+// intermediate_size, and the SwiGLU widths hidden_ratio implies without it.
+constexpr int kMaxIntermediate = 1 << 20;
+
+constexpr double kMinEps = 1e-12;
+constexpr double kMaxEps = 0.1;
+
+struct RealRange {
+  const char* name;
+  double ModelConfig::*field;
+  double min;
+  double max;
+};
+constexpr RealRange kRealRanges[] = {
+    {"rope_theta", &ModelConfig::rope_theta, 1.0, 1e12},
+    {"norm_eps", &ModelConfig::norm_eps, kMinEps, kMaxEps},
+    {"qk_norm_eps", &ModelConfig::qk_norm_eps, kMinEps, kMaxEps},
+    {"hidden_ratio", &ModelConfig::hidden_ratio, 1.0 / 64, 64.0},
+};
+
 // Checks every rule of the header comment in config.h, in a fixed order so that the first broken
-// rule is the one reported.
+// rule is the one reported: the ranges first, so the later rules never see an absurd value.
 absl::Status Validate(const ModelConfig& c, std::string_view file) {
   auto invalid = [file](std::string_view message) {
     return absl::InvalidArgumentError(absl::StrFormat("%s: %s", file, message));
   };
-  const std::pair<const char*, int> sizes[] = {
-      {"vocab_size", c.vocab_size},
-      {"hidden_size", c.hidden_size},
-      {"num_hidden_layers", c.num_hidden_layers},
-      {"num_heads", c.num_heads},
-      {"num_kv_heads", c.num_kv_heads},
-      {"compressor_hidden_size", c.compressor_hidden_size},
-      {"compressor_num_layers", c.compressor_num_layers},
-      {"compressor_num_heads", c.compressor_num_heads},
-      {"compressor_num_kv_heads", c.compressor_kv_heads()},
-      {"max_chunk_size", c.max_chunk_size},
-      {"min_train_chunk_size", c.min_train_chunk_size},
-      {"max_position_embeddings", c.max_position_embeddings},
-  };
-  for (const auto& [name, value] : sizes) {
-    if (value <= 0) return invalid(absl::StrFormat("%s (%d) must be positive", name, value));
+  for (const IntRange& range : kIntRanges) {
+    const int value = c.*range.field;
+    if (value < range.min || value > range.max) {
+      return invalid(
+          absl::StrFormat("%s (%d) must lie in [%d, %d]", range.name, value, range.min, range.max));
+    }
   }
-  if (c.intermediate_size.has_value() && *c.intermediate_size <= 0) {
-    return invalid(
-        absl::StrFormat("intermediate_size (%d) must be positive", *c.intermediate_size));
+  if (c.compressor_kv_heads() < 1 || c.compressor_kv_heads() > kMaxHeads) {
+    return invalid(absl::StrFormat("compressor_num_kv_heads (%d) must lie in [1, %d]",
+                                   c.compressor_kv_heads(), kMaxHeads));
   }
-  if (c.compressor_intermediate.has_value() && *c.compressor_intermediate <= 0) {
-    return invalid(absl::StrFormat("compressor_intermediate_size (%d) must be positive",
-                                   *c.compressor_intermediate));
+  if (c.intermediate_size.has_value() &&
+      (*c.intermediate_size < 1 || *c.intermediate_size > kMaxIntermediate)) {
+    return invalid(absl::StrFormat("intermediate_size (%d) must lie in [1, %d]",
+                                   *c.intermediate_size, kMaxIntermediate));
+  }
+  if (c.compressor_intermediate.has_value() &&
+      (*c.compressor_intermediate < 1 || *c.compressor_intermediate > kMaxIntermediate)) {
+    return invalid(absl::StrFormat("compressor_intermediate_size (%d) must lie in [1, %d]",
+                                   *c.compressor_intermediate, kMaxIntermediate));
+  }
+  for (const RealRange& range : kRealRanges) {
+    const double value = c.*range.field;
+    if (!(value >= range.min && value <= range.max)) {  // NaN fails too
+      return invalid(
+          absl::StrFormat("%s (%g) must lie in [%g, %g]", range.name, value, range.min, range.max));
+    }
+  }
+  // The compressor's epsilons default to the decoder's, which the table has checked.
+  for (auto [name, value] : {std::pair<const char*, double>{"compressor_norm_eps", c.compressor_eps()},
+                             {"compressor_qk_norm_eps", c.compressor_qk_eps()}}) {
+    if (!(value >= kMinEps && value <= kMaxEps)) {
+      return invalid(absl::StrFormat("%s (%g) must lie in [%g, %g]", name, value, kMinEps, kMaxEps));
+    }
+  }
+  // The MLP widths that come from the hidden_ratio rule rather than from a key.
+  std::vector<std::pair<const char*, int>> rule_widths;
+  if (!c.intermediate_size.has_value()) rule_widths.push_back({"hidden_size", c.hidden_size});
+  if (!c.intermediate_size.has_value() && !c.compressor_intermediate.has_value()) {
+    rule_widths.push_back({"compressor_hidden_size", c.compressor_hidden_size});
+  }
+  for (auto [name, width] : rule_widths) {
+    const int64_t mlp = SwiGluWidth(width, c.hidden_ratio);
+    if (mlp < 1 || mlp > kMaxIntermediate) {
+      return invalid(absl::StrFormat(
+          "hidden_ratio (%g) with %s (%d) gives an MLP width of %d, outside [1, %d]; set "
+          "hidden_ratio or intermediate_size",
+          c.hidden_ratio, name, width, mlp, kMaxIntermediate));
+    }
   }
   if (c.hidden_size % c.num_heads != 0) {
     return invalid(
@@ -215,34 +286,6 @@ absl::Status Validate(const ModelConfig& c, std::string_view file) {
     if (value < 0 || value >= c.vocab_size) {
       return invalid(absl::StrFormat("%s (%d) must lie in [0, vocab_size) = [0, %d)", name, value,
                                      c.vocab_size));
-    }
-  }
-  const std::pair<const char*, double> epsilons[] = {
-      {"norm_eps", c.norm_eps},
-      {"qk_norm_eps", c.qk_norm_eps},
-      {"compressor_norm_eps", c.compressor_eps()},
-      {"compressor_qk_norm_eps", c.compressor_qk_eps()},
-  };
-  for (const auto& [name, value] : epsilons) {
-    if (!(value > 0)) return invalid(absl::StrFormat("%s (%g) must be > 0", name, value));
-  }
-  if (!(c.rope_theta > 0)) {
-    return invalid(absl::StrFormat("rope_theta (%g) must be > 0", c.rope_theta));
-  }
-  if (!(c.hidden_ratio > 0)) {
-    return invalid(absl::StrFormat("hidden_ratio (%g) must be > 0", c.hidden_ratio));
-  }
-  // The widths that come from the rule rather than from a key.
-  std::vector<int> rule_widths;
-  if (!c.intermediate_size.has_value()) rule_widths.push_back(c.hidden_size);
-  if (!c.intermediate_size.has_value() && !c.compressor_intermediate.has_value()) {
-    rule_widths.push_back(c.compressor_hidden_size);
-  }
-  for (int width : rule_widths) {
-    if (!SwiGluWidth(width, c.hidden_ratio).has_value()) {
-      return invalid(
-          absl::StrFormat("hidden_ratio (%g) makes the MLP of width %d wider than the int range",
-                          c.hidden_ratio, width));
     }
   }
   return absl::OkStatus();
@@ -343,13 +386,13 @@ int ModelConfig::compressor_head_dim() const {
 
 int ModelConfig::decoder_intermediate_size() const {
   if (intermediate_size.has_value()) return *intermediate_size;
-  return SwiGluWidth(hidden_size, hidden_ratio).value_or(0);
+  return static_cast<int>(SwiGluWidth(hidden_size, hidden_ratio));
 }
 
 int ModelConfig::compressor_intermediate_size() const {
   if (compressor_intermediate.has_value()) return *compressor_intermediate;
   if (intermediate_size.has_value()) return *intermediate_size;
-  return SwiGluWidth(compressor_hidden_size, hidden_ratio).value_or(0);
+  return static_cast<int>(SwiGluWidth(compressor_hidden_size, hidden_ratio));
 }
 
 std::vector<int> ModelConfig::chunk_sizes() const {
@@ -377,15 +420,23 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::filesystem::path& model_d
     return absl::Status(absl::ErrnoToStatusCode(error),
                         absl::StrCat("cannot open ", path.string(), ": ", std::strerror(error)));
   }
+  // Real configs are a few KB; a bigger file is not read into memory whole.
+  constexpr size_t kMaxConfigBytes = 1 << 20;
   std::string text;
   char buffer[1 << 14];
   size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) text.append(buffer, n);
+  while (text.size() <= kMaxConfigBytes && (n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) {
+    text.append(buffer, n);
+  }
   const int error = std::ferror(file) != 0 ? errno : 0;
   std::fclose(file);
   if (error != 0) {
     return absl::Status(absl::ErrnoToStatusCode(error),
                         absl::StrCat("cannot read ", path.string(), ": ", std::strerror(error)));
+  }
+  if (text.size() > kMaxConfigBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: larger than %d bytes, which no config.json is", path.string(), kMaxConfigBytes));
   }
   return ParseNamed(text, path.string());
 }

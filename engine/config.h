@@ -4,14 +4,17 @@
 // CATConfig). A ModelConfig returned by ParseModelConfig or LoadModelConfig has every default
 // applied and has passed every validation rule below, so the rest of the engine may rely on the
 // invariants without re-checking them:
-//   - every size and count is positive;
+//   - every size and count lies in its sane range (config.cc's kIntRanges): vocab_size <= 2^22,
+//     hidden_size and compressor_hidden_size <= 2^16, layer and head counts <= 1024, chunk sizes
+//     <= 1024, max_position_embeddings <= 2^20, both MLP widths in [1, 2^20];
 //   - num_heads divides hidden_size, num_kv_heads divides num_heads, head_dim() is even (RoPE);
 //   - compressor_num_heads divides compressor_hidden_size, compressor_head_dim() is even;
 //   - max_chunk_size and min_train_chunk_size are powers of two, min_train_chunk_size <=
 //     max_chunk_size <= max_position_embeddings;
 //   - compressor_num_kv_heads divides compressor_num_heads;
 //   - pad/bos/eos token ids lie in [0, vocab_size);
-//   - rope_theta > 0, every epsilon > 0, hidden_ratio > 0, and both MLP widths fit in an int.
+//   - rope_theta in [1, 1e12], every epsilon in [1e-12, 0.1], hidden_ratio in [1/64, 64], and
+//     every size in the range Validate's tables give (engine/config.cc).
 //
 // ModelConfig is a plain value type: copyable, no hidden state, safe to share between threads.
 
@@ -96,9 +99,10 @@ struct ModelConfig {
 // Parses the text of a config.json. Unknown keys are ignored (HF configs carry many); a key whose
 // value is null takes its default. Returns INVALID_ARGUMENT when the text is not a JSON object,
 // when model_type is not "cat", when a value has the wrong JSON type (a string or a fraction where
-// an integer is expected, ...), when dim_fx is present and differs from hidden_size, or when any
-// rule listed at the top of this file fails. The message names the field, its value and the rule,
-// e.g. "config.json: num_heads (5) must divide hidden_size (64)".
+// an integer is expected, ...), when an integer is outside the int range, when dim_fx is present
+// and differs from hidden_size, or when any rule listed at the top of this file fails. The message
+// names the field, its value and the rule, e.g. "config.json: num_heads (5) must divide hidden_size
+// (64)".
 absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text);
 
 // Reads and parses model_dir/config.json. NOT_FOUND when the file does not exist, another code

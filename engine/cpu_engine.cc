@@ -44,7 +44,7 @@ ModelWeights RoundedToBf16(ModelWeights w) {
 
 absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem::path& model_dir,
                                                            const EngineOptions& options) {
-  absl::StatusOr<Model> model = LoadModel(model_dir);
+  absl::StatusOr<Model> model = LoadModel(model_dir, options.check_weights);
   if (!model.ok()) return model.status();
   return std::make_unique<CpuEngine>(std::move(model->config), std::move(model->weights), options);
 }

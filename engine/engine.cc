@@ -27,7 +27,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::filesystem::path
   }
 #ifdef CATSERVE_HAVE_CUDA
   if (options.device == Device::kCuda) {
-    absl::StatusOr<Model> model = LoadModel(model_dir);
+    absl::StatusOr<Model> model = LoadModel(model_dir, options.check_weights);
     if (!model.ok()) return model.status();
     return CreateCudaEngine(model->config, model->weights, options);
   }

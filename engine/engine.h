@@ -11,6 +11,7 @@
 #include "engine/config.h"
 #include "engine/kv_pool.h"
 #include "engine/sequence.h"
+#include "engine/weights.h"
 
 namespace catserve::engine {
 
@@ -22,6 +23,8 @@ struct EngineOptions {
   // CPU only, for testing the CUDA backend: round weights, every GEMM input and every cached K/V
   // to bf16 where the CUDA backend stores bf16, so the CPU computes what the GPU should.
   bool emulate_bf16 = false;
+  // Whether Load refuses a model with NaN or infinite weights (see WeightCheck).
+  WeightCheck check_weights = WeightCheck::kAuto;
 };
 
 // True when this build contains the CUDA backend (CMake option CATSERVE_CUDA). Whether a GPU is

@@ -30,7 +30,7 @@ static_assert(std::endian::native == std::endian::little,
 using google::protobuf::Struct;
 using google::protobuf::Value;
 
-// A header longer than this is treated as corrupt rather than parsed.
+// A header (or a shard index) longer than this is treated as corrupt rather than parsed.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 // JSON numbers are doubles; integers above this are not exact and no real file is that large.
 constexpr double kMaxExactInteger = 9007199254740992.0;  // 2^53
@@ -181,22 +181,39 @@ absl::Status ParseFile(const std::byte* bytes, size_t size, std::string_view fil
     tensors->push_back(std::move(info));
   }
 
-  // Overlap check over the non-empty byte ranges, in data order.
+  // The non-empty byte ranges, in data order, must tile the data region exactly: an overlap, a
+  // gap or trailing bytes mean the header length or the offsets are wrong (a header length one
+  // byte short shifts every tensor by one byte and leaves one byte over at the end).
   std::vector<const TensorInfo*> by_offset;
   for (const TensorInfo& t : *tensors) {
     if (t.nbytes > 0) by_offset.push_back(&t);
   }
   std::sort(by_offset.begin(), by_offset.end(),
             [](const TensorInfo* a, const TensorInfo* b) { return a->data < b->data; });
-  for (size_t i = 1; i < by_offset.size(); ++i) {
-    const TensorInfo& prev = *by_offset[i - 1];
-    const TensorInfo& next = *by_offset[i];
-    if (prev.data + prev.nbytes > next.data) {
-      return Invalid(file,
-                     absl::StrFormat("tensors %s [%d, %d) and %s [%d, %d) overlap", prev.name,
-                                     prev.data - data, prev.data - data + prev.nbytes, next.name,
-                                     next.data - data, next.data - data + next.nbytes));
+  uint64_t covered = 0;  // the data region's bytes [0, covered) belong to tensors seen so far
+  const TensorInfo* prev = nullptr;
+  for (const TensorInfo* next : by_offset) {
+    const uint64_t begin = static_cast<uint64_t>(next->data - data);
+    if (begin < covered) {
+      return Invalid(
+          file, absl::StrFormat("tensors %s [%d, %d) and %s [%d, %d) overlap", prev->name,
+                                prev->data - data, prev->data - data + prev->nbytes, next->name,
+                                begin, begin + next->nbytes));
     }
+    if (begin > covered) {
+      return Invalid(
+          file, absl::StrFormat("data region bytes [%d, %d) before tensor %s belong to no tensor; "
+                                "the header length or data_offsets are wrong",
+                                covered, begin, next->name));
+    }
+    covered = begin + next->nbytes;
+    prev = next;
+  }
+  if (covered != data_size) {
+    return Invalid(file,
+                   absl::StrFormat("the last %d bytes of the %d-byte data region belong to no "
+                                   "tensor; the header length or data_offsets are wrong",
+                                   data_size - covered, data_size));
   }
   std::sort(tensors->begin(), tensors->end(),
             [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
@@ -229,10 +246,15 @@ absl::StatusOr<std::string> ReadTextFile(const std::filesystem::path& path) {
   std::string text;
   char buffer[1 << 14];
   size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) text.append(buffer, n);
+  while (text.size() <= kMaxHeaderBytes && (n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) {
+    text.append(buffer, n);
+  }
   const int error = std::ferror(file) != 0 ? errno : 0;
   std::fclose(file);
   if (error != 0) return ErrnoError(error, "cannot read", path);
+  if (text.size() > kMaxHeaderBytes) {
+    return Invalid(path.string(), absl::StrFormat("larger than %d bytes", kMaxHeaderBytes));
+  }
   return text;
 }
 
@@ -430,6 +452,19 @@ std::vector<std::string> TensorSet::names() const {
   names.reserve(by_name_.size());
   for (const auto& [name, tensor] : by_name_) names.push_back(name);
   return names;
+}
+
+std::string TensorSet::FileOf(std::string_view name) const {
+  for (const SafetensorsFile& file : files_) {
+    if (file.Find(name) != nullptr) return file.path().string();
+  }
+  return "";
+}
+
+uint64_t TensorSet::tensor_bytes() const {
+  uint64_t bytes = 0;
+  for (const auto& [name, tensor] : by_name_) bytes += tensor->nbytes;
+  return bytes;
 }
 
 absl::StatusOr<std::vector<float>> TensorSet::ReadFloat(std::string_view name,

@@ -6,7 +6,9 @@
 //
 // Open validates the whole header before handing anything out: after a successful Open, every
 // TensorInfo's [data, data + nbytes) lies inside the mapping, nbytes == product(shape) * element
-// size, and no two tensors overlap (gaps are allowed). Nothing ever reads past the file.
+// size, and the tensors' byte ranges tile the data region exactly: no overlap, no gap and no
+// trailing byte, so a wrong header length or offset is refused instead of read shifted. Nothing
+// ever reads past the file.
 //
 // Errors: NOT_FOUND (or the errno's code) when a file cannot be opened, INVALID_ARGUMENT for
 // anything malformed; every message names the file and the problem.
@@ -102,6 +104,12 @@ class TensorSet {
   const TensorInfo* Find(std::string_view name) const;
   // All tensor names, sorted.
   std::vector<std::string> names() const;
+  // The file of the set that holds tensor `name`, for messages; empty if none does.
+  std::string FileOf(std::string_view name) const;
+  // The directory or file the set was opened from.
+  const std::string& source() const { return source_; }
+  // The bytes of every tensor of every file: their data regions, which tensors tile exactly.
+  uint64_t tensor_bytes() const;
 
   // Converts one tensor to fp32 after checking that it exists (else NOT_FOUND), that its shape is
   // exactly `shape` and that its dtype is F32, F16 or BF16 (else INVALID_ARGUMENT, e.g. "tensor

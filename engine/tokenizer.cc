@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -76,6 +77,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::filesystem
         absl::StrCat("cannot load tokenizer ", path.string(), ": ", error));
   }
   return tokenizer;
+}
+
+std::unique_ptr<Tokenizer> Tokenizer::Create(std::unique_ptr<SentencePieceApi> sp) {
+  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(sp)));
 }
 
 int Tokenizer::vocab_size() const { return sp_->size(); }

@@ -18,6 +18,9 @@ namespace catserve::engine {
 class Tokenizer {
  public:
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::filesystem::path& path);
+  // A tokenizer over an already loaded SentencePieceApi: how the fuzzers (tools/fuzz/) run the
+  // request path under AddressSanitizer, which refuses the module's RTLD_DEEPBIND.
+  static std::unique_ptr<Tokenizer> Create(std::unique_ptr<SentencePieceApi> sp);
 
   int vocab_size() const;
   // Text to ids, without BOS/EOS.

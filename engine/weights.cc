@@ -8,7 +8,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "engine/model_footprint.h"
 
 namespace catserve::engine {
 namespace {
@@ -16,11 +18,22 @@ namespace {
 // Reads tensors by name and remembers which were read, so unexpected extras can be reported.
 class TensorReader {
  public:
-  explicit TensorReader(const TensorSet& tensors) : tensors_(tensors) {}
+  TensorReader(const TensorSet& tensors, bool check_finite)
+      : tensors_(tensors), check_finite_(check_finite) {}
 
   absl::Status Read(const std::string& name, std::vector<int64_t> shape, std::vector<float>& out) {
     absl::StatusOr<std::vector<float>> data = tensors_.ReadFloat(name, shape);
     if (!data.ok()) return data.status();
+    if (check_finite_) {
+      auto bad =
+          std::find_if(data->begin(), data->end(), [](float x) { return !std::isfinite(x); });
+      if (bad != data->end()) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: tensor %s element %d is %s; the weight check refuses NaN and infinite weights",
+            tensors_.FileOf(name), name, bad - data->begin(),
+            std::isnan(*bad) ? "NaN" : (*bad > 0 ? "+inf" : "-inf")));
+      }
+    }
     out = *std::move(data);
     used_.insert(name);
     return absl::OkStatus();
@@ -38,12 +51,13 @@ class TensorReader {
       extras.push_back(absl::StrCat("and ", more, " more"));
     }
     return absl::InvalidArgumentError(
-        absl::StrCat("model has tensors the config does not imply: ", absl::StrJoin(extras, ", "),
-                     " (check config.json matches the weights)"));
+        absl::StrCat(tensors_.source(), ": holds tensors the config does not imply: ",
+                     absl::StrJoin(extras, ", "), " (check config.json matches the weights)"));
   }
 
  private:
   const TensorSet& tensors_;
+  const bool check_finite_;
   std::set<std::string> used_;
 };
 
@@ -148,8 +162,9 @@ std::vector<float> ResizeProjFx(const std::vector<float>& proj_fx, int rows, int
   return out;
 }
 
-absl::StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const TensorSet& tensors) {
-  TensorReader reader(tensors);
+absl::StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const TensorSet& tensors,
+                                              bool check_finite) {
+  TensorReader reader(tensors, check_finite);
   ModelWeights w;
   const int V = c.vocab_size, D = c.hidden_size, Dc = c.compressor_hidden_size;
   const int M = c.max_chunk_size, P = c.max_position_embeddings;
@@ -203,12 +218,36 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const Tensor
   return w;
 }
 
-absl::StatusOr<Model> LoadModel(const std::filesystem::path& model_dir) {
+bool ChecksWeights(WeightCheck check, uint64_t tensor_bytes) {
+  switch (check) {
+    case WeightCheck::kOn:
+      return true;
+    case WeightCheck::kOff:
+      return false;
+    case WeightCheck::kAuto:
+      break;
+  }
+  return tensor_bytes < kAutoWeightCheckMaxBytes;
+}
+
+absl::StatusOr<Model> LoadModel(const std::filesystem::path& model_dir, WeightCheck check) {
   absl::StatusOr<ModelConfig> config = LoadModelConfig(model_dir);
   if (!config.ok()) return config.status();
   absl::StatusOr<TensorSet> tensors = TensorSet::OpenModelDir(model_dir);
   if (!tensors.ok()) return tensors.status();
-  absl::StatusOr<ModelWeights> weights = LoadModelWeights(*config, *tensors);
+  const std::string config_file = (model_dir / "config.json").string();
+  absl::StatusOr<ModelFootprint> footprint = ComputeModelFootprint(*config);
+  if (!footprint.ok()) {
+    return absl::Status(footprint.status().code(),
+                        absl::StrCat(config_file, ": ", footprint.status().message()));
+  }
+  if (absl::Status s = CheckModelFootprint(*footprint, tensors->tensor_bytes(), MemoryLimitBytes(),
+                                           config_file, tensors->source());
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<ModelWeights> weights =
+      LoadModelWeights(*config, *tensors, ChecksWeights(check, tensors->tensor_bytes()));
   if (!weights.ok()) return weights.status();
   return Model{*std::move(config), *std::move(weights)};
 }

@@ -1,6 +1,7 @@
 #ifndef CATSERVE_ENGINE_WEIGHTS_H_
 #define CATSERVE_ENGINE_WEIGHTS_H_
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <vector>
@@ -61,15 +62,29 @@ struct ModelWeights {
 };
 
 // Loads every tensor the config implies, checking each by name, shape and dtype, and rejects
-// tensors the config does not imply. All float dtypes are converted to fp32.
-absl::StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& config, const TensorSet& tensors);
+// tensors the config does not imply. All float dtypes are converted to fp32. With
+// `check_finite`, a NaN or infinite weight is INVALID_ARGUMENT naming the file, the tensor and the
+// element.
+absl::StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& config, const TensorSet& tensors,
+                                              bool check_finite = false);
 
-// A model directory's config.json and safetensors weights, checked against each other.
+// Whether LoadModel scans every weight for NaN and infinity: kAuto does for models whose tensor
+// data is under kAutoWeightCheckMaxBytes (the scan costs a pass over the weights at load).
+enum class WeightCheck { kAuto, kOn, kOff };
+inline constexpr uint64_t kAutoWeightCheckMaxBytes = uint64_t{1} << 30;
+// Whether `check` scans a model of `tensor_bytes` bytes of tensor data.
+bool ChecksWeights(WeightCheck check, uint64_t tensor_bytes);
+
+// A model directory's config.json and safetensors weights, checked against each other. Before
+// any weight is read, the config's footprint (model_footprint.h) is checked against the
+// weights' size and the memory limit, so a config asking for more than the files hold fails
+// fast with a message naming config.json. Every error names the file at fault.
 struct Model {
   ModelConfig config;
   ModelWeights weights;
 };
-absl::StatusOr<Model> LoadModel(const std::filesystem::path& model_dir);
+absl::StatusOr<Model> LoadModel(const std::filesystem::path& model_dir,
+                                WeightCheck check = WeightCheck::kAuto);
 
 // proj_fx ([D, M * Dc]) resized to [D, l * Dc] by bilinear interpolation with
 // align_corners=false along columns only (rows keep their size).

@@ -53,6 +53,8 @@ ABSL_FLAG(std::string, auth_tokens_file, "",
 ABSL_FLAG(bool, reflection, true, "Serve gRPC server reflection on the gRPC port");
 ABSL_FLAG(int, drain_grace_seconds, 30,
           "After SIGTERM/SIGINT, seconds in-flight requests get to finish");
+ABSL_FLAG(std::string, check_weights, "auto",
+          "Refuse a model with NaN or infinite weights: auto (models under 1 GiB), true, false");
 
 namespace catserve::server {
 namespace {
@@ -93,6 +95,10 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
                    .reload_seconds = absl::GetFlag(FLAGS_tls_reload_seconds)};
   o.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
   o.reflection = absl::GetFlag(FLAGS_reflection);
+  absl::StatusOr<engine::WeightCheck> check_weights =
+      ParseWeightCheck(absl::GetFlag(FLAGS_check_weights));
+  if (!check_weights.ok()) return check_weights.status();
+  o.check_weights = *check_weights;
   return o;
 }
 

@@ -64,6 +64,14 @@ absl::StatusOr<std::map<std::string, Tier>> ParseTiers(absl::string_view text) {
   return tiers;
 }
 
+absl::StatusOr<engine::WeightCheck> ParseWeightCheck(absl::string_view text) {
+  if (text == "auto") return engine::WeightCheck::kAuto;
+  if (text == "true") return engine::WeightCheck::kOn;
+  if (text == "false") return engine::WeightCheck::kOff;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--check_weights=", text.substr(0, 64), ": must be auto, true or false"));
+}
+
 std::string FormatTier(const Tier& tier) {
   return tier.coarsest_chunk_size == tier.chunk_size
              ? absl::StrCat(tier.chunk_size)

@@ -11,6 +11,7 @@
 #include "absl/strings/string_view.h"
 #include "engine/config.h"
 #include "server/server_credentials.h"
+#include "engine/weights.h"
 
 namespace catserve::server {
 
@@ -42,6 +43,8 @@ struct ServerOptions {
   // max_prompt_tokens.
   int max_prompt_bytes = 0;
   int drain_grace_seconds = 30;
+  // Refuse NaN/Inf weights at load: "auto" (models under 1 GiB), "true" or "false".
+  engine::WeightCheck check_weights = engine::WeightCheck::kAuto;
   TlsFiles tls;                  // --tls_cert, --tls_key, --tls_client_ca, --tls_reload_seconds
   std::string auth_tokens_file;  // empty: no token needed
   bool reflection = true;        // grpc.reflection.v1alpha.ServerReflection on the gRPC port
@@ -49,6 +52,9 @@ struct ServerOptions {
 
 // What --max_prompt_bytes=0 means: this many bytes per prompt token allowed.
 inline constexpr int kPromptBytesPerToken = 32;
+
+// Parses --check_weights: "auto", "true" or "false"; INVALID_ARGUMENT otherwise.
+absl::StatusOr<engine::WeightCheck> ParseWeightCheck(absl::string_view text);
 
 // Parses --tiers: "name=size,name=size:coarsest,..." (an empty string is no tiers): requests of a
 // tier run at `size` and, under memory pressure, may be switched up to `coarsest` (none coarser

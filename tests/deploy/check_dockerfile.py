@@ -60,11 +60,13 @@ def main():
     runtime = ins[[i for i, (k, _) in enumerate(ins) if k == "FROM"][-1]:]
     build = ins[: [i for i, (k, _) in enumerate(ins) if k == "FROM"][-1]]
 
-    # Build dependencies: the -dev packages deploy/install-deps.sh installs for the build.
+    # Build dependencies: the -dev packages deploy/install-deps.sh installs for the build (not the
+    # test-only ones: GoogleTest, Google Benchmark, libFuzzer's runtime; the image builds no tests).
     deps = (ROOT / "deploy/install-deps.sh").read_text()
     m = re.search(r"debs=\((.*?)\)", deps, re.S)
-    wanted = {p for p in m.group(1).split() if p.endswith("-dev") and "gtest" not in p
-              and "gmock" not in p and "benchmark" not in p} | {"protobuf-compiler-grpc", "protobuf-compiler"}
+    test_only = ("gtest", "gmock", "benchmark", "libclang-rt")
+    wanted = {p for p in m.group(1).split() if p.endswith("-dev") and not any(t in p for t in test_only)} \
+        | {"protobuf-compiler-grpc", "protobuf-compiler"}
     build_runs = " ".join(a for k, a in build if k == "RUN")
     missing = sorted(p for p in wanted if p not in build_runs.split())
     check(not missing, f"build stage installs the build deps of install-deps.sh (missing: {missing})")

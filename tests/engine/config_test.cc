@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -249,8 +250,8 @@ TEST(ParseModelConfigTest, RejectsStringWhereNumberExpected) {
 TEST(ParseModelConfigTest, RejectsNonIntegerForInt) {
   ExpectInvalid(SmallConfig(R"(, "num_kv_heads": 2.5)"), "num_kv_heads", "2.5",
                 "must be an integer");
-  ExpectInvalid(SmallConfig(R"(, "intermediate_size": 1e12)"), "intermediate_size",
-                "must be an integer");
+  ExpectInvalid(SmallConfig(R"(, "intermediate_size": 1e12)"), "intermediate_size", "1e+12",
+                "outside the 32-bit integer range");
   ExpectInvalid(SmallConfig(R"(, "eos_token_id": [2, 3])"), "eos_token_id", "a list",
                 "must be an integer");
 }
@@ -267,11 +268,54 @@ TEST(ParseModelConfigTest, RejectsNonPositiveSizes) {
         "compressor_hidden_size", "compressor_num_layers", "compressor_num_heads", "max_chunk_size",
         "min_train_chunk_size", "max_position_embeddings", "intermediate_size"}) {
     SCOPED_TRACE(field);
-    ExpectInvalid(absl::StrCat(R"({"model_type": "cat", ")", field, R"(": 0})"), field, "(0)",
-                  "must be positive");
-    ExpectInvalid(absl::StrCat(R"({"model_type": "cat", ")", field, R"(": -4})"), field, "(-4)",
-                  "must be positive");
+    ExpectInvalid(absl::StrCat(R"({"model_type": "cat", ")", field, R"(": 0})"), field,
+                  "(0) must lie in [1, ");
+    ExpectInvalid(absl::StrCat(R"({"model_type": "cat", ")", field, R"(": -4})"), field,
+                  "(-4) must lie in [1, ");
   }
+}
+
+// Sizes that fit an int but no real model: refused by the config alone, before any allocation
+// (the fault probe's 1e9 layers aborted with bad_alloc, 1e8 layers ate memory for minutes).
+TEST(ParseModelConfigTest, RejectsAbsurdSizes) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"vocab_size", "(4194305) must lie in [1, 4194304]"},
+      {"hidden_size", "(65537) must lie in [1, 65536]"},
+      {"num_hidden_layers", "(1025) must lie in [1, 1024]"},
+      {"num_heads", "(1025) must lie in [1, 1024]"},
+      {"num_kv_heads", "(1025) must lie in [1, 1024]"},
+      {"compressor_hidden_size", "(65537) must lie in [1, 65536]"},
+      {"compressor_num_layers", "(1025) must lie in [1, 1024]"},
+      {"compressor_num_heads", "(1025) must lie in [1, 1024]"},
+      {"max_chunk_size", "(1025) must lie in [1, 1024]"},
+      {"min_train_chunk_size", "(1025) must lie in [1, 1024]"},
+      {"max_position_embeddings", "(1048577) must lie in [1, 1048576]"},
+      {"intermediate_size", "(1048577) must lie in [1, 1048576]"},
+  };
+  for (const auto& [field, rule] : cases) {
+    SCOPED_TRACE(field);
+    const std::string value = std::string(rule).substr(1, std::string(rule).find(')') - 1);
+    ExpectInvalid(absl::StrCat(R"({"model_type": "cat", ")", field, "\": ", value, "}"),
+                  absl::StrCat("config.json: ", field, " ", rule));
+  }
+  ExpectInvalid(SmallConfig(R"(, "compressor_num_layers": 1000000000)"),
+                "config.json: compressor_num_layers (1000000000) must lie in [1, 1024]");
+  ExpectInvalid(R"({"model_type": "cat", "num_hidden_layers": 1e9})",
+                "config.json: num_hidden_layers (1000000000) must lie in [1, 1024]");
+  ExpectInvalid(R"({"model_type": "cat", "num_hidden_layers": 1e8})",
+                "config.json: num_hidden_layers (100000000) must lie in [1, 1024]");
+  ExpectInvalid(R"({"model_type": "cat", "num_hidden_layers": 1e10})",
+                "config.json: num_hidden_layers (1e+10) is outside the 32-bit integer range");
+}
+
+TEST(ParseModelConfigTest, AcceptsTheLargestSizes) {
+  absl::StatusOr<ModelConfig> config = ParseModelConfig(R"({"model_type": "cat",
+      "vocab_size": 4194304, "hidden_size": 65536, "num_hidden_layers": 1024, "num_heads": 1024,
+      "num_kv_heads": 1024, "compressor_hidden_size": 65536, "compressor_num_layers": 1024,
+      "compressor_num_heads": 1024, "max_chunk_size": 1024, "min_train_chunk_size": 1024,
+      "max_position_embeddings": 1048576, "intermediate_size": 1048576})");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->head_dim(), 64);
 }
 
 TEST(ParseModelConfigTest, RejectsHeadsNotDividingHidden) {
@@ -325,15 +369,37 @@ TEST(ParseModelConfigTest, RejectsTokenIdsOutsideVocab) {
   ExpectInvalid(R"({"model_type": "cat", "vocab_size": 2})", "eos_token_id (2)", "[0, 2)");
 }
 
-TEST(ParseModelConfigTest, RejectsNonPositiveEpsAndTheta) {
-  ExpectInvalid(SmallConfig(R"(, "norm_eps": 0)"), "norm_eps (0) must be > 0");
-  ExpectInvalid(SmallConfig(R"(, "norm_eps": -1e-6)"), "norm_eps (-1e-06) must be > 0");
-  ExpectInvalid(SmallConfig(R"(, "rope_theta": 0)"), "rope_theta (0) must be > 0");
+TEST(ParseModelConfigTest, RejectsEpsAndThetaOutsideTheirRanges) {
+  ExpectInvalid(SmallConfig(R"(, "norm_eps": 0)"), "norm_eps (0) must lie in [1e-12, 0.1]");
+  ExpectInvalid(SmallConfig(R"(, "norm_eps": -1e-6)"),
+                "norm_eps (-1e-06) must lie in [1e-12, 0.1]");
+  ExpectInvalid(SmallConfig(R"(, "norm_eps": 1e300)"),
+                "config.json: norm_eps (1e+300) must lie in [1e-12, 0.1]");
+  ExpectInvalid(SmallConfig(R"(, "norm_eps": 1e-30)"), "norm_eps (1e-30) must lie in [1e-12, 0.1]");
+  ExpectInvalid(SmallConfig(R"(, "rope_theta": 0)"), "rope_theta (0) must lie in [1, 1e+12]");
+  ExpectInvalid(SmallConfig(R"(, "rope_theta": 1e13)"),
+                "rope_theta (1e+13) must lie in [1, 1e+12]");
+  EXPECT_TRUE(ParseModelConfig(SmallConfig(R"(, "norm_eps": 0.1, "rope_theta": 1e12)")).ok());
+  EXPECT_TRUE(ParseModelConfig(SmallConfig(R"(, "norm_eps": 1e-12, "rope_theta": 1)")).ok());
 }
 
 TEST(ParseModelConfigTest, RejectsBadHiddenRatio) {
-  ExpectInvalid(SmallConfig(R"(, "hidden_ratio": 0)"), "hidden_ratio (0) must be > 0");
-  ExpectInvalid(SmallConfig(R"(, "hidden_ratio": 1e12)"), "hidden_ratio", "int range");
+  ExpectInvalid(SmallConfig(R"(, "hidden_ratio": 0)"),
+                "hidden_ratio (0) must lie in [0.015625, 64]");
+  ExpectInvalid(SmallConfig(R"(, "hidden_ratio": 1e12)"), "hidden_ratio (1e+12) must lie in");
+  // int(64 * (1/64) * 2 / 3) = 0: no MLP at all.
+  ExpectInvalid(SmallConfig(R"(, "hidden_ratio": 0.015625)"),
+                "hidden_ratio (0.015625) with hidden_size (64) gives an MLP width of 0");
+  // Width 64 at ratio 64: int(64 * 64 * 2 / 3) = 2730 -> 2816, fine; width 65536 is not.
+  EXPECT_TRUE(ParseModelConfig(SmallConfig(R"(, "hidden_ratio": 64)")).ok());
+  ExpectInvalid(R"({"model_type": "cat", "hidden_size": 65536, "num_heads": 1024,
+      "hidden_ratio": 64})",
+                "hidden_ratio (64) with hidden_size (65536) gives an MLP width of 2796288, "
+                "outside [1, 1048576]");
+  // An explicit intermediate_size makes the ratio irrelevant to the width.
+  EXPECT_TRUE(ParseModelConfig(R"({"model_type": "cat", "hidden_size": 65536, "num_heads": 1024,
+      "hidden_ratio": 64, "intermediate_size": 256})")
+                  .ok());
 }
 
 TEST(ParseModelConfigTest, AcceptsDimFxEqualToHiddenAndRejectsOtherwise) {

@@ -193,15 +193,51 @@ TEST_F(SafetensorsTest, HalfNanStaysNan) {
   EXPECT_TRUE(std::signbit((*read)[1]));
 }
 
-TEST_F(SafetensorsTest, GapsInTheDataRegionAreAllowed) {
+TEST_F(SafetensorsTest, RejectsGapsInTheDataRegion) {
   const std::string header =
       R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
           "b": {"dtype": "F32", "shape": [1], "data_offsets": [12, 16]}})";
-  const std::string data = Bytes(std::vector<float>{1.0f, 0.0f, 0.0f, 2.0f});
-  absl::StatusOr<TensorSet> set =
-      TensorSet::OpenFile(Write("m.safetensors", FileBytes(header, data)));
+  ExpectOpenInvalid(FileBytes(header, Bytes(std::vector<float>{1.0f, 0.0f, 0.0f, 2.0f})),
+                    "data region bytes [4, 12) before tensor b belong to no tensor");
+  const std::string late = R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})";
+  ExpectOpenInvalid(FileBytes(late, std::string(8, '\0')),
+                    "data region bytes [0, 4) before tensor a belong to no tensor");
+}
+
+TEST_F(SafetensorsTest, RejectsTrailingBytes) {
+  ExpectOpenInvalid(
+      BuildFile({{"t", "F32", "[2]", Bytes(std::vector<float>{1, 2})}}) + std::string(3, '\0'),
+      "the last 3 bytes of the 11-byte data region belong to no tensor");
+  // Bytes after a header with no tensors at all.
+  ExpectOpenInvalid(FileBytes("{}", "x"), "the last 1 bytes of the 1-byte data region");
+}
+
+// The fault probe's corruption: the header length field one byte short. The header of a file
+// written by the safetensors library is padded with spaces, so the shorter header still parses
+// and every tensor would be read one byte early.
+TEST_F(SafetensorsTest, RejectsHeaderLengthOneByteShort) {
+  const std::string header = R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}   )";
+  const std::string data = Bytes(std::vector<float>{1.0f, 2.0f});
+  ASSERT_TRUE(SafetensorsFile::Open(Write("ok.safetensors", FileBytes(header, data))).ok());
+  std::string bytes = FileBytes(header, data);
+  bytes[0] = static_cast<char>(header.size() - 1);
+  ExpectOpenInvalid(bytes, "the last 1 bytes of the 9-byte data region belong to no tensor",
+                    "header length");
+  // Without padding the shortened header is not JSON any more.
+  ExpectOpenInvalid(absl::StrCat(Bytes(std::vector<uint64_t>{header.size() - 4}), header, data),
+                    "header is not valid JSON");
+}
+
+TEST_F(SafetensorsTest, EmptyTensorsMayPointAnywhereInTheRegion) {
+  const std::string header =
+      R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+          "e": {"dtype": "F32", "shape": [0], "data_offsets": [4, 4]},
+          "z": {"dtype": "F32", "shape": [2, 0], "data_offsets": [0, 0]}})";
+  absl::StatusOr<TensorSet> set = TensorSet::OpenFile(
+      Write("m.safetensors", FileBytes(header, Bytes(std::vector<float>{2.0f}))));
   ASSERT_TRUE(set.ok()) << set.status();
-  EXPECT_THAT(*set->ReadFloat("b", {1}), ElementsAre(2.0f));
+  EXPECT_THAT(*set->ReadFloat("a", {1}), ElementsAre(2.0f));
+  EXPECT_THAT(*set->ReadFloat("z", {2, 0}), ElementsAre());
 }
 
 TEST_F(SafetensorsTest, MovedFileKeepsItsMappingAndPointers) {
@@ -455,6 +491,13 @@ TEST_F(ShardedTest, RejectsShardNameOutsideDir) {
   WriteIndex(R"({"x": "../a.safetensors"})");
   ExpectDirError(absl::StatusCode::kInvalidArgument, "\"../a.safetensors\"",
                  "not a file name inside");
+}
+
+TEST_F(ShardedTest, RejectsIndexLargerThanAnyHeader) {
+  // A sparse file: nothing is written, but reading it whole would take 100 MB.
+  std::filesystem::resize_file(Write("model.safetensors.index.json", "{"), 100'000'001);
+  ExpectDirError(absl::StatusCode::kInvalidArgument, "model.safetensors.index.json",
+                 "larger than 100000000 bytes");
 }
 
 TEST_F(ShardedTest, RejectsIndexThatIsNotJson) {

@@ -67,5 +67,19 @@ TEST(ServerOptionsTest, ChunkSizesMustBeServed) {
   EXPECT_NE(s.message().find("chunk size 32"), std::string::npos) << s;
 }
 
+TEST(ServerOptionsTest, ParsesCheckWeights) {
+  EXPECT_EQ(ServerOptions().check_weights, engine::WeightCheck::kAuto);
+  EXPECT_EQ(*ParseWeightCheck("auto"), engine::WeightCheck::kAuto);
+  EXPECT_EQ(*ParseWeightCheck("true"), engine::WeightCheck::kOn);
+  EXPECT_EQ(*ParseWeightCheck("false"), engine::WeightCheck::kOff);
+  for (const char* bad : {"", "on", "TRUE", "1"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(ParseWeightCheck(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_EQ(ParseWeightCheck(std::string(1000, 'x')).status().message().size(),
+            std::string("--check_weights=").size() + 64 +
+                std::string(": must be auto, true or false").size());
+}
+
 }  // namespace
 }  // namespace catserve::server

@@ -28,7 +28,7 @@ namespace catserve::testing {
 
 std::string TinyModelDir() { return absl::StrCat(CATSERVE_FIXTURES_DIR, "/tiny"); }
 
-absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Spawn(
     const std::vector<std::string>& extra_flags) {
   std::vector<std::string> args = {CATSERVE_SERVER_BIN,    "--model_dir=" + TinyModelDir(),
                                    "--listen=127.0.0.1:0", "--http_listen=127.0.0.1:0",
@@ -53,6 +53,14 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     return absl::InternalError(absl::StrCat("spawning ", argv[0], ": ", std::strerror(error)));
   }
   server->reader_ = std::thread([s = server.get(), fd = pipe_fds[0]] { s->ReadLog(fd); });
+  return server;
+}
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
+    const std::vector<std::string>& extra_flags) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> spawned = Spawn(extra_flags);
+  if (!spawned.ok()) return spawned.status();
+  std::unique_ptr<ServerProcess> server = *std::move(spawned);
 
   const std::regex listening("catserve: listening on [^\\n]*:([0-9]+)\\n");
   const std::regex metrics("catserve: metrics on http://[^\\n]*:([0-9]+)/metrics\\n");
@@ -132,6 +140,12 @@ std::string CanonicalSeries(absl::string_view series) {
 
 std::string ServerProcess::log() const {
   absl::MutexLock lock(&mu_);
+  return log_;
+}
+
+std::string ServerProcess::WaitForLog(absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  mu_.AwaitWithTimeout(absl::Condition(&log_closed_), timeout);
   return log_;
 }
 

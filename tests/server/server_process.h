@@ -27,6 +27,9 @@ class ServerProcess {
   // or until the process exits (its log is in the error).
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(
       const std::vector<std::string>& extra_flags = {});
+  // Spawns the binary as Start does and returns at once, for a test that watches it exit.
+  static absl::StatusOr<std::unique_ptr<ServerProcess>> Spawn(
+      const std::vector<std::string>& extra_flags = {});
   ~ServerProcess();
 
   int grpc_port() const { return grpc_port_; }
@@ -40,6 +43,8 @@ class ServerProcess {
   std::optional<int> WaitForExit(absl::Duration timeout);
   // Everything the process wrote to stderr so far.
   std::string log() const;
+  // Waits for the process to close its stderr (it exited); everything it wrote.
+  std::string WaitForLog(absl::Duration timeout) const;
 
   // The value of an unlabelled sample (e.g. "catserve_kv_pages_used") scraped from /metrics,
   // or of the labelled series `name{labels}` when `name` includes its labels.
