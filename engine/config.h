@@ -13,7 +13,7 @@
 //     max_chunk_size <= max_position_embeddings;
 //   - compressor_num_kv_heads divides compressor_num_heads;
 //   - pad/bos/eos token ids lie in [0, vocab_size);
-//   - rope_theta in [1, 1e12], every epsilon in [1e-12, 0.1], hidden_ratio in [1/64, 64], and
+//   - rope_theta in [1, 1e12], every epsilon in [1e-12, 1], hidden_ratio in [1/64, 64], and
 //     every size in the range Validate's tables give (engine/config.cc).
 //
 // ModelConfig is a plain value type: copyable, no hidden state, safe to share between threads.

@@ -14,11 +14,14 @@
 #include "engine/config.h"
 #include "engine/tokenizer.h"
 #include "scheduler/request.h"
-#include "server/server_options.h"
+#include "server/tiers.h"
 
 namespace catserve::server {
 
 // What a request may ask for, after the flags' limits are applied to the model's.
+// What --max_prompt_bytes=0 means: this many bytes per prompt token allowed.
+inline constexpr int kPromptBytesPerToken = 32;
+
 struct ServingLimits {
   int max_prompt_tokens = 0;
   // A text prompt longer than this is refused before it is tokenized.

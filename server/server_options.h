@@ -10,17 +10,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/config.h"
-#include "server/server_credentials.h"
 #include "engine/weights.h"
+#include "server/server_credentials.h"
+#include "server/tiers.h"
 
 namespace catserve::server {
-
-// A named chunk size, and the coarsest chunk size its requests accept under memory pressure.
-struct Tier {
-  int chunk_size = 0;
-  int coarsest_chunk_size = 0;  // >= chunk_size; equal: never coarser
-  bool operator==(const Tier&) const = default;
-};
 
 struct ServerOptions {
   std::string model_dir = "models/cat-small-en";
@@ -50,21 +44,8 @@ struct ServerOptions {
   bool reflection = true;        // grpc.reflection.v1alpha.ServerReflection on the gRPC port
 };
 
-// What --max_prompt_bytes=0 means: this many bytes per prompt token allowed.
-inline constexpr int kPromptBytesPerToken = 32;
-
 // Parses --check_weights: "auto", "true" or "false"; INVALID_ARGUMENT otherwise.
 absl::StatusOr<engine::WeightCheck> ParseWeightCheck(absl::string_view text);
-
-// Parses --tiers: "name=size,name=size:coarsest,..." (an empty string is no tiers): requests of a
-// tier run at `size` and, under memory pressure, may be switched up to `coarsest` (none coarser
-// when absent). Names are [A-Za-z0-9_-]+ and unique; sizes are positive integers, coarsest >=
-// size. INVALID_ARGUMENT otherwise, naming the bad entry.
-absl::StatusOr<std::map<std::string, Tier>> ParseTiers(absl::string_view text);
-// The inverse of ParseTiers: "balanced=8:16,quality=2,throughput=16".
-std::string FormatTiers(const std::map<std::string, Tier>& tiers);
-// One tier's sizes: "8", or "8:16" when it accepts a coarser one.
-std::string FormatTier(const Tier& tier);
 
 // Checks the options that do not need the model: numeric ranges, the pressure policy's name, the
 // device name (and that this

@@ -66,7 +66,7 @@ std::vector<BadModel> BadModels() {
        "tiny",
        config("norm_eps", "1e300"),
        "config.json",
-       {"norm_eps (1e+300) must lie in [1e-12, 0.1]"}},
+       {"norm_eps (1e+300) must lie in [1e-12, 1]"}},
       {"more_layers_than_weights",
        "tiny",
        config("num_hidden_layers", "1000"),

@@ -58,9 +58,16 @@ struct Fixture {
       catserve::engine::Tokenizer::Create(std::make_unique<ByteTokenizer>());
   // What ServingDaemon sets up with the default flags.
   catserve::server::ServingLimits limits{
-      .max_prompt_tokens = 127, .max_new_tokens = 127, .max_context = 128};
+      .max_prompt_tokens = 127,
+      .max_prompt_bytes = 127 * catserve::server::kPromptBytesPerToken,
+      .max_new_tokens = 127,
+      .max_context = 128};
   catserve::server::RequestParser parser{
-      tokenizer.get(), config, limits, 8, {{"quality", 2}, {"balanced", 8}, {"throughput", 16}}};
+      tokenizer.get(),
+      config,
+      limits,
+      8,
+      {{"quality", {2, 2}}, {"balanced", {8, 16}}, {"throughput", {16, 16}}}};
 };
 
 }  // namespace
@@ -74,6 +81,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!parsed.ok()) {
     FUZZ_CHECK(parsed.status().code() == absl::StatusCode::kInvalidArgument);
     FUZZ_CHECK(!parsed.status().message().empty());
+    // What the client sent is echoed as an excerpt only (server/utf8.h Excerpt).
+    FUZZ_CHECK(parsed.status().message().size() <= 1024);
     return 0;
   }
   const catserve::scheduler::GenerationRequest& r = parsed->request;
