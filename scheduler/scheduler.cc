@@ -141,6 +141,7 @@ absl::StatusOr<uint64_t> Scheduler::Submit(GenerationRequest request,
   if (absl::Status s = Validate(request); !s.ok()) return s;
   if (!request.ignore_eos) request.stop_token_ids.push_back(engine_->config().eos_token_id);
   absl::MutexLock lock(&mu_);
+  if (!fatal_.ok()) return fatal_;
   if (!accepting_ || stop_) {
     return absl::UnavailableError("server is draining and accepts no new requests");
   }
@@ -382,6 +383,7 @@ bool Scheduler::RunStep(Outbox& out, StepReport& report, SchedulerSnapshot& afte
     absl::MutexLock lock(&mu_);
     if (!status.ok()) {
       for (Sequence* q : owners) Finish(*q, FinishReason::kError, status, out);
+      if (status.code() == absl::StatusCode::kInternal) FailEverything(status, out);
     }
     for (auto& [q, reason] : finished) Finish(*q, reason, {}, out);
     pages_used_ = pool_.used_pages();
@@ -389,6 +391,18 @@ bool Scheduler::RunStep(Outbox& out, StepReport& report, SchedulerSnapshot& afte
   }
   report.duration = absl::Now() - start;
   return true;
+}
+
+void Scheduler::FailEverything(const absl::Status& error, Outbox& out) {
+  fatal_ = error;
+  accepting_ = false;
+  while (!running_.empty()) Finish(*running_.front(), FinishReason::kError, error, out);
+  while (!waiting_.empty()) Finish(*waiting_.front(), FinishReason::kError, error, out);
+}
+
+absl::Status Scheduler::FatalError() const {
+  absl::MutexLock lock(&mu_);
+  return fatal_;
 }
 
 void Scheduler::Iterate() {
