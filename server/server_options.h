@@ -20,6 +20,8 @@ struct ServerOptions {
   std::string device = "cpu";                // "cpu" or "cuda"
   int threads = 0;                           // compute threads; 0 = one per core
   int kv_pool_mb = 512;
+  double gpu_memory_fraction =
+      0;  // --device=cuda: pool = this share of free memory; 0 = kv_pool_mb
   int kv_page_entries = 16;
   int default_chunk_size = 8;
   std::map<std::string, int> tiers = {{"quality", 2}, {"balanced", 8}, {"throughput", 16}};
@@ -39,8 +41,9 @@ absl::StatusOr<std::map<std::string, int>> ParseTiers(absl::string_view text);
 std::string FormatTiers(const std::map<std::string, int>& tiers);
 
 // Checks the options that do not need the model: numeric ranges, the device name (and that this
-// build has its backend: a CPU-only build refuses "cuda" with FAILED_PRECONDITION), the
-// addresses' shape. The message names the flag to fix.
+// build has its backend: a CPU-only build refuses "cuda" with FAILED_PRECONDITION; whether a GPU
+// is present is found when the engine loads), --gpu_memory_fraction in [0, 1] and only with
+// --device=cuda, the addresses' shape. The message names the flag to fix.
 absl::Status ValidateServerOptions(const ServerOptions& options);
 
 // Checks that --default_chunk_size and every tier's size are chunk sizes `config` serves.

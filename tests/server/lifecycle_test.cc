@@ -238,7 +238,6 @@ TEST(LifecycleTest, StartupErrorsNameTheFlag) {
     const char* message_part;
   };
   const std::vector<Case> cases = {
-      {{"--device=cuda"}, "this build has no CUDA backend"},
       {{"--tiers=quality=3"}, "served chunk sizes: 1, 2, 4, 8, 16"},
       {{"--default_chunk_size=32"}, "--default_chunk_size=32"},
       {{"--model_dir=/no/such/model"}, "model directory '/no/such/model' does not exist"},
