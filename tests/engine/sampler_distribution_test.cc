@@ -11,53 +11,16 @@
 #include "engine/sampler.h"
 #include "gtest/gtest.h"
 #include "tests/common/chi_square.h"
+#include "tests/common/intended_distribution.h"
 
 namespace catserve::engine {
 namespace {
 
 using ::catserve::testing::DrawnFrom;
+using ::catserve::testing::FixedLogits;
+using ::catserve::testing::Intended;
 
 constexpr int kDraws = 40000;
-
-// 24 fixed logits, spread over a few units.
-std::vector<float> FixedLogits() {
-  std::vector<float> l;
-  for (int i = 0; i < 24; ++i) l.push_back(static_cast<float>(std::sin(1.7 * i) * 2.5 + 0.1 * i));
-  return l;
-}
-
-// The distribution of the definitions: penalty on `seen`, softmax at temperature T, then the
-// smallest set of the most likely tokens (top-k, top-p by prefix mass, min-p relative to the
-// best), renormalised.
-std::vector<double> Intended(std::vector<float> logits, const SamplingParams& p,
-                             const std::vector<int32_t>& seen) {
-  for (int32_t t : seen)
-    logits[t] = logits[t] > 0 ? logits[t] / p.repetition_penalty : logits[t] * p.repetition_penalty;
-  const int V = logits.size();
-  std::vector<int> order(V);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
-  std::vector<double> prob(V);
-  double sum = 0;
-  for (int i = 0; i < V; ++i)
-    sum += prob[i] = std::exp((logits[i] - logits[order[0]]) / p.temperature);
-  for (double& x : prob) x /= sum;
-  int keep = p.top_k > 0 ? std::min(p.top_k, V) : V;
-  double mass = 0;
-  for (int n = 0; n < keep; ++n) {
-    mass += prob[order[n]];
-    if (mass >= p.top_p) keep = n + 1;
-  }
-  std::vector<double> out(V, 0.0);
-  const double best = prob[order[0]];
-  double total = 0;
-  for (int n = 0; n < keep; ++n) {
-    if (prob[order[n]] < p.min_p * best) break;
-    total += out[order[n]] = prob[order[n]];
-  }
-  for (double& x : out) x /= total;
-  return out;
-}
 
 std::vector<int> Draw(const SamplingParams& p, const std::vector<int32_t>& seen) {
   Sampler s(p);
