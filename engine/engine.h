@@ -92,7 +92,9 @@ class Engine {
   // once; its pages must already cover KvEntriesAfter(cached + num_tokens), in a pool made by
   // this engine's CreateKvPool. On success every item's seq->cached grows by num_tokens. Errors
   // (invalid token, unserved chunk size, too few pages, length past max_position_embeddings, a
-  // pool of the wrong kind) leave every sequence unchanged.
+  // pool of the wrong kind) leave every sequence unchanged. INTERNAL is reserved for a device
+  // that can no longer compute (a sticky CUDA error): the scheduler then fails every request and
+  // the daemon exits.
   virtual absl::Status Step(absl::Span<const StepItem> items, KvPool& pool,
                             absl::Span<float> logits, StepStats* stats = nullptr) = 0;
 };

@@ -9,7 +9,8 @@
 //   - per row: max|candidate - fp32| <= factor * max|emulation - fp32| + floor, where floor is
 //     floor_abs + floor_rel * max|fp32| (one bf16 rounding step of the row's largest logit: the
 //     random GQA model's logits reach 64, the fixtures' a few units);
-//   - over all rows: relative L2 of candidate vs fp32 <= factor * the emulation's + l2_floor;
+//   - over all rows: relative L2 of candidate vs fp32 <= factor * the emulation's + l2_floor
+//     (one bf16 rounding step, 1/256);
 //   - greedy tokens equal fp32's wherever fp32's top two logits are at least twice the per-row
 //     bound above apart; at a closer pair (a near-tie, which a candidate within the bound may
 //     decide either way) a different token ends the comparison, since the paths part there.
@@ -31,7 +32,7 @@ struct OracleBounds {
   double factor = 1.5;
   float floor_abs = 0.05f;
   float floor_rel = 1.0f / 256;
-  double l2_floor = 1e-3;
+  double l2_floor = 1.0 / 256;
 };
 
 // max |a - b|; infinity when any difference is NaN.
