@@ -35,9 +35,11 @@ step() {  # step NAME SECONDS COMMAND...
   [ "$rc" -eq 0 ] || failed=1
 }
 
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null |
+  head -1)
 cs() {  # the compute-sanitizer command line for TOOL on the cuda_tests matching FILTER
-  echo compute-sanitizer --tool "$1" --error-exitcode 1 cuda_tests --gtest_color=no \
-    "--gtest_filter=$2"
+  echo "${sanitizer:-compute-sanitizer}" --tool "$1" --error-exitcode 1 cuda_tests \
+    --gtest_color=no "--gtest_filter=$2"
 }
 
 case "$part" in
