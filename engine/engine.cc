@@ -41,4 +41,6 @@ absl::StatusOr<KvPool> Engine::CreateKvPool(int num_pages, int page_entries) con
   return KvPool::Create(kv_geometry(page_entries), num_pages);
 }
 
+absl::StatusOr<DeviceInfo> Engine::device_info() const { return DeviceInfo{.name = "cpu"}; }
+
 }  // namespace catserve::engine

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -48,6 +49,14 @@ struct GemmShape {
   int out;
 };
 
+// Where an engine runs and what memory it holds, for the daemon's sizing, log and metrics.
+struct DeviceInfo {
+  std::string name;          // "cpu", or the GPU's name
+  size_t weights_bytes = 0;  // device memory the weights take; 0 on the CPU (not tracked)
+  size_t free_bytes = 0;     // device memory free now; 0 on the CPU
+  size_t total_bytes = 0;    // device memory in all; 0 on the CPU
+};
+
 // Counts of the work a step did, for metrics and benchmarks.
 struct StepStats {
   int decoder_positions = 0;
@@ -74,6 +83,8 @@ class Engine {
   virtual KvGeometry kv_geometry(int page_entries) const = 0;
   // CPU compute threads the engine uses.
   virtual int threads() const = 0;
+  // The CPU unless a backend says otherwise. Queries the device each call.
+  virtual absl::StatusOr<DeviceInfo> device_info() const;
 
   // A pool of `num_pages` pages of kv_geometry(page_entries) in the memory this engine's Step
   // reads (host memory for the CPU, device memory for CUDA).
@@ -84,7 +95,9 @@ class Engine {
   // once; its pages must already cover KvEntriesAfter(cached + num_tokens), in a pool made by
   // this engine's CreateKvPool. On success every item's seq->cached grows by num_tokens. Errors
   // (invalid token, unserved chunk size, too few pages, length past max_position_embeddings, a
-  // pool of the wrong kind) leave every sequence unchanged.
+  // pool of the wrong kind) leave every sequence unchanged. INTERNAL is reserved for a device
+  // that can no longer compute (a sticky CUDA error): the scheduler then fails every request and
+  // the daemon exits.
   virtual absl::Status Step(absl::Span<const StepItem> items, KvPool& pool,
                             absl::Span<float> logits, StepStats* stats = nullptr) = 0;
 };

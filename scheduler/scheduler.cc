@@ -163,6 +163,7 @@ absl::StatusOr<uint64_t> Scheduler::Submit(GenerationRequest request,
   const int coarsest =
       request.coarsest_chunk_size == 0 ? request.chunk_size : request.coarsest_chunk_size;
   absl::MutexLock lock(&mu_);
+  if (!fatal_.ok()) return fatal_;
   if (!accepting_ || stop_) {
     return absl::UnavailableError("server is draining and accepts no new requests");
   }
@@ -485,6 +486,7 @@ void Scheduler::Postprocess(Plan& plan, const absl::Status& status, Outbox& out,
   absl::MutexLock lock(&mu_);
   if (!status.ok()) {
     for (Sequence* q : plan.owners) Finish(*q, FinishReason::kError, status, out);
+    if (status.code() == absl::StatusCode::kInternal) FailEverything(status, out);
   }
   for (auto& [q, reason] : finished) Finish(*q, reason, {}, out);
   kv_ = kv_cache_.Snapshot();
@@ -493,6 +495,18 @@ void Scheduler::Postprocess(Plan& plan, const absl::Status& status, Outbox& out,
         {q->id, q->state.chunk_size, q->state.cached, kv_cache_.HeldPages(q->state)});
   }
   after = SnapshotLocked();
+}
+
+void Scheduler::FailEverything(const absl::Status& error, Outbox& out) {
+  fatal_ = error;
+  accepting_ = false;
+  while (!running_.empty()) Finish(*running_.front(), FinishReason::kError, error, out);
+  while (!waiting_.empty()) Finish(*waiting_.front(), FinishReason::kError, error, out);
+}
+
+absl::Status Scheduler::FatalError() const {
+  absl::MutexLock lock(&mu_);
+  return fatal_;
 }
 
 void Scheduler::Iterate() {

@@ -115,6 +115,12 @@ class Scheduler {
   SchedulerSnapshot Snapshot() const;
   const engine::Engine& engine() const { return *engine_; }
 
+  // OK until an engine step fails with INTERNAL, which the engine contract reserves for a device
+  // that can no longer compute (a sticky CUDA error). Then: that step's requests and every other
+  // running or queued one finish with kError and that status, Submit answers it, no further
+  // step runs, and this returns it (the daemon reports NOT_SERVING and exits non-zero).
+  absl::Status FatalError() const;
+
  private:
   struct Sequence;
   Scheduler(engine::Engine* engine, KvCacheManager kv_cache, const SchedulerOptions& options,
@@ -147,6 +153,8 @@ class Scheduler {
   // Ends `seq` (frees its pages at once) and queues its OnFinish.
   void Finish(Sequence& seq, FinishReason reason, absl::Status error, Outbox& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a fatal step: finishes everything left with `error` and refuses new work.
+  void FailEverything(const absl::Status& error, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SchedulerSnapshot SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands an outbox to the delivery thread, which makes the sink calls in order. Sinks' own work
   // (detokenizing, writing to the network) then overlaps the next engine step instead of
@@ -171,6 +179,7 @@ class Scheduler {
   std::vector<uint64_t> cancelled_ ABSL_GUARDED_BY(mu_);
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status fatal_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 
   absl::Mutex out_mu_;

@@ -23,6 +23,9 @@ ABSL_FLAG(std::string, http_listen, "0.0.0.0:8000",
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(int, threads, 0, "Compute threads; 0 = one per core");
 ABSL_FLAG(int, kv_pool_mb, 512, "Size of the compressed-KV pool in MiB");
+ABSL_FLAG(double, gpu_memory_fraction, 0,
+          "--device=cuda: size the KV pool to this share (0, 1] of the GPU memory free after the "
+          "weights load, instead of --kv_pool_mb; leave room for step scratch");
 ABSL_FLAG(int, kv_page_entries, 16, "Compressed KV entries per page");
 ABSL_FLAG(int, default_chunk_size, 8,
           "Chunk size of requests that name neither chunk_size nor tier");
@@ -76,6 +79,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.device = absl::GetFlag(FLAGS_device);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.kv_pool_mb = absl::GetFlag(FLAGS_kv_pool_mb);
+  o.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
   o.kv_page_entries = absl::GetFlag(FLAGS_kv_page_entries);
   o.default_chunk_size = absl::GetFlag(FLAGS_default_chunk_size);
   absl::StatusOr<std::map<std::string, Tier>> tiers = ParseTiers(absl::GetFlag(FLAGS_tiers));
@@ -111,6 +115,11 @@ int Run(const ServerOptions& options) {
   int signal = 0;
   while ((signal = WaitForTerminationSignal(absl::Milliseconds(250))) == 0) {
     (*daemon)->RefreshMetrics();
+    if (absl::Status fatal = (*daemon)->CheckEngine(); !fatal.ok()) {
+      Log("fatal: the engine failed (%s); not serving, exiting", fatal.ToString());
+      (*daemon)->Shutdown();
+      return EXIT_FAILURE;
+    }
   }
   Log("signal %d: draining (up to %ds for in-flight requests)", signal,
       options.drain_grace_seconds);
@@ -127,7 +136,12 @@ int Run(const ServerOptions& options) {
     }
     (*daemon)->RefreshMetrics();
   }
+  const absl::Status fatal = (*daemon)->CheckEngine();
   (*daemon)->Shutdown();
+  if (!fatal.ok()) {
+    Log("fatal: the engine failed while draining (%s)", fatal.ToString());
+    return EXIT_FAILURE;
+  }
   Log("stopped");
   return EXIT_SUCCESS;
 }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "engine/engine.h"
 #include "scheduler/admission_policy.h"
 
 namespace catserve::server {
@@ -43,13 +44,22 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view address, absl::string_v
 }
 
 absl::Status ValidateServerOptions(const ServerOptions& o) {
-  if (o.device == "cuda") {
+  if (o.device == "cuda" && !engine::CudaBackendBuilt()) {
     return absl::FailedPreconditionError(
         "--device=cuda: this build has no CUDA backend; run with --device=cpu");
   }
-  if (o.device != "cpu") {
+  if (o.device != "cpu" && o.device != "cuda") {
     return absl::InvalidArgumentError(
         absl::StrCat("--device=", o.device, " is invalid: expected cpu or cuda"));
+  }
+  if (!(o.gpu_memory_fraction >= 0 && o.gpu_memory_fraction <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("--gpu_memory_fraction=", o.gpu_memory_fraction,
+                                                   " is invalid: expected a value in (0, 1]"));
+  }
+  if (o.gpu_memory_fraction > 0 && o.device != "cuda") {
+    return absl::InvalidArgumentError(absl::StrCat("--gpu_memory_fraction=", o.gpu_memory_fraction,
+                                                   " needs --device=cuda (the CPU pool is sized by "
+                                                   "--kv_pool_mb)"));
   }
   if (o.model_dir.empty()) return absl::InvalidArgumentError("--model_dir is empty");
   if (absl::StatusOr<std::unique_ptr<scheduler::AdmissionPolicy>> policy =

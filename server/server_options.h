@@ -23,6 +23,8 @@ struct ServerOptions {
   std::string device = "cpu";                // "cpu" or "cuda"
   int threads = 0;                           // compute threads; 0 = one per core
   int kv_pool_mb = 512;
+  double gpu_memory_fraction =
+      0;  // --device=cuda: pool = this share of free memory; 0 = kv_pool_mb
   int kv_page_entries = 16;
   int default_chunk_size = 8;
   std::map<std::string, Tier> tiers = {
@@ -48,9 +50,10 @@ struct ServerOptions {
 absl::StatusOr<engine::WeightCheck> ParseWeightCheck(absl::string_view text);
 
 // Checks the options that do not need the model: numeric ranges, the pressure policy's name, the
-// device name (and that this
-// build has its backend: a CPU-only build refuses "cuda" with FAILED_PRECONDITION), the
-// addresses' shape. The message names the flag to fix.
+// device name (and that this build has its backend: a CPU-only build refuses "cuda" with
+// FAILED_PRECONDITION; whether a GPU is present is found when the engine loads),
+// --gpu_memory_fraction in [0, 1] and only with --device=cuda, the addresses' shape. The message
+// names the flag to fix.
 absl::Status ValidateServerOptions(const ServerOptions& options);
 
 // Checks that --default_chunk_size and every tier's sizes are chunk sizes `config` serves.

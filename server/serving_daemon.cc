@@ -13,6 +13,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/impl/server_builder_option.h"
 #include "grpcpp/impl/server_builder_plugin.h"
+#include "server/kv_pool_sizing.h"
 #include "server/log.h"
 #include "server/server_credentials.h"
 #include "server/unhandled_call_interceptor.h"
@@ -91,18 +92,22 @@ absl::Status ServingDaemon::Init() {
   tokenizer_ = *std::move(tokenizer);
   if (absl::Status s = ValidateChunkSizes(options_, config); !s.ok()) return s;
 
-  // Pool: as many whole pages as --kv_pool_mb holds.
+  // Pool: as many whole pages as --kv_pool_mb (or --gpu_memory_fraction of the free device
+  // memory) holds.
+  absl::StatusOr<engine::DeviceInfo> device = engine_->device_info();
+  if (!device.ok()) return device.status();
   const engine::KvGeometry geometry = engine_->kv_geometry(options_.kv_page_entries);
-  const size_t pool_bytes = static_cast<size_t>(options_.kv_pool_mb) << 20;
-  const size_t pages = pool_bytes / geometry.page_bytes();
-  if (pages == 0 || pages > static_cast<size_t>(std::numeric_limits<int>::max())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--kv_pool_mb=", options_.kv_pool_mb, " does not hold a usable page count (",
-                     pages, " pages of ", geometry.page_bytes(), " bytes); raise or lower it"));
-  }
+  absl::StatusOr<int> pool_pages = KvPoolPages({.kv_pool_mb = options_.kv_pool_mb,
+                                                .gpu_memory_fraction = options_.gpu_memory_fraction,
+                                                .free_bytes = device->free_bytes,
+                                                .page_bytes = geometry.page_bytes()});
+  if (!pool_pages.ok()) return pool_pages.status();
+  const size_t pages = *pool_pages;
 
   serving_metrics_ = std::make_unique<metrics::ServingMetrics>(
       metrics::BuildInfo{CATSERVE_VERSION, model_name, options_.device});
+  serving_metrics_->SetDevice(options_.device, options_.device == "cuda" ? device->name : "",
+                              static_cast<double>(device->weights_bytes));
   scheduler_metrics_ =
       std::make_unique<SchedulerMetrics>(serving_metrics_.get(), config.chunk_sizes());
 
@@ -187,6 +192,14 @@ absl::Status ServingDaemon::Init() {
       pages, options_.kv_page_entries, geometry.page_bytes() / options_.kv_page_entries,
       static_cast<double>(pages * geometry.page_bytes()) / (1 << 20), geometry.entry_bytes(),
       options_.device, engine_->threads());
+  if (options_.device == "cuda") {
+    Log("device cuda: %s; weights %.1f MiB; kv pool %.1f MiB; %.1f of %.1f MiB were free before "
+        "the pool",
+        device->name, static_cast<double>(device->weights_bytes) / (1 << 20),
+        static_cast<double>(pages * geometry.page_bytes()) / (1 << 20),
+        static_cast<double>(device->free_bytes) / (1 << 20),
+        static_cast<double>(device->total_bytes) / (1 << 20));
+  }
   Log("limits: prompt %d tokens / %d bytes, new tokens %d, queued %d, running %d, tokens per "
       "step %d",
       limits.max_prompt_tokens, limits.max_prompt_bytes, limits.max_new_tokens, options_.max_queued,
@@ -249,6 +262,16 @@ void ServingDaemon::BeginDrain() {
     grpc_server_->GetHealthCheckService()->SetServingStatus(kServiceName, false);
   }
   if (scheduler_ != nullptr) scheduler_->StopAccepting();
+}
+
+absl::Status ServingDaemon::CheckEngine() {
+  if (scheduler_ == nullptr) return absl::OkStatus();
+  absl::Status fatal = scheduler_->FatalError();
+  if (!fatal.ok()) {
+    BeginDrain();
+    if (grpc_server_ != nullptr) grpc_server_->GetHealthCheckService()->SetServingStatus("", false);
+  }
+  return fatal;
 }
 
 bool ServingDaemon::Idle() const { return scheduler_ == nullptr || scheduler_->Idle(); }

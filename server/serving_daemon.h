@@ -51,6 +51,10 @@ class ServingDaemon {
   void BeginDrain();
   // True when no request is queued or running.
   bool Idle() const;
+  // OK while the engine works. Once a step failed fatally (Scheduler::FatalError: a sticky
+  // device error) every health status ("" too) is NOT_SERVING and /readyz 503, and this returns
+  // that error; main() then exits non-zero so that the orchestrator restarts the process.
+  absl::Status CheckEngine();
   // Ends whatever is still running (those calls get UNAVAILABLE), stops the gRPC server, the
   // scheduler and the HTTP endpoint. Idempotent.
   void Shutdown();

@@ -112,6 +112,17 @@ class CudaEngine : public Engine {
   }
   int threads() const override { return 1; }
 
+  absl::StatusOr<DeviceInfo> device_info() const override {
+    CATSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
+    cudaDeviceProp props;
+    CATSERVE_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&props, device_),
+                                  "cudaGetDeviceProperties");
+    DeviceInfo info{.name = props.name, .weights_bytes = w_.bytes};
+    CATSERVE_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&info.free_bytes, &info.total_bytes),
+                                  "cudaMemGetInfo");
+    return info;
+  }
+
   absl::StatusOr<KvPool> CreateKvPool(int num_pages, int page_entries) const override {
     const KvGeometry g = kv_geometry(page_entries);
     if (num_pages <= 0 || page_entries <= 0) return KvPool::Create(g, num_pages, nullptr);

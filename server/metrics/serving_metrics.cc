@@ -193,6 +193,22 @@ Counter& ServingMetrics::degrades(int from_chunk_size, int to_chunk_size) {
       {{"from", absl::StrCat(from_chunk_size)}, {"to", absl::StrCat(to_chunk_size)}});
 }
 
+void ServingMetrics::SetDevice(const std::string& device, const std::string& gpu_name,
+                               double weights_bytes) {
+  prometheus::BuildGauge()
+      .Name("catserve_device_info")
+      .Help("The device the engine runs on (gpu: its name, empty on the CPU); the value is 1.")
+      .Register(registry_)
+      .Add({{"device", device}, {"gpu", gpu_name}})
+      .Set(1);
+  prometheus::BuildGauge()
+      .Name("catserve_weights_bytes")
+      .Help("Device memory the model's weights take (0 on the CPU, where it is not tracked).")
+      .Register(registry_)
+      .Add({})
+      .Set(weights_bytes);
+}
+
 std::vector<prometheus::MetricFamily> ServingMetrics::Collect() const {
   std::vector<prometheus::MetricFamily> families = registry_.Collect();
   prometheus::MetricFamily usage{

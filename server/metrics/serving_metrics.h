@@ -110,6 +110,10 @@ class ServingMetrics final : public prometheus::Collectable {
   Counter& engine_seconds() { return *engine_seconds_; }
   Counter& iteration_seconds() { return *iteration_seconds_; }
 
+  // Sets catserve_device_info{device, gpu} to 1 and catserve_weights_bytes (device memory the
+  // weights take; 0 on the CPU). Called once at startup.
+  void SetDevice(const std::string& device, const std::string& gpu_name, double weights_bytes);
+
   // prometheus::Collectable: every family, for the /metrics endpoint.
   std::vector<prometheus::MetricFamily> Collect() const override;
 

@@ -28,12 +28,15 @@ TEST(ServingMetricsTest, ExposesTheWholeContract) {
   ServingMetrics metrics(kBuild);
   metrics.ForChunkSize(2);
   metrics.degrades(2, 8);
+  metrics.SetDevice("cpu", "", 0);
   std::set<std::string> names;
   for (const prometheus::MetricFamily& family : metrics.Collect()) {
     EXPECT_TRUE(names.insert(family.name).second) << family.name << " exposed twice";
   }
   EXPECT_EQ(names, (std::set<std::string>{
                        "catserve_build_info",
+                       "catserve_device_info",
+                       "catserve_weights_bytes",
                        "catserve_requests_running",
                        "catserve_requests_waiting",
                        "catserve_requests_finished_total",
@@ -65,6 +68,16 @@ TEST(ServingMetricsTest, ExposesTheWholeContract) {
                    }));
   EXPECT_THAT(Scrape(metrics), HasSubstr("catserve_build_info{backend=\"cpu\",model=\"cat-small\","
                                          "version=\"0.1.0\"} 1\n"));
+}
+
+TEST(ServingMetricsTest, DeviceInfoSaysWhereTheEngineRunsAndWhatItHolds) {
+  ServingMetrics metrics(kBuild);
+  EXPECT_THAT(Scrape(metrics), Not(HasSubstr("catserve_device_info")));
+  metrics.SetDevice("cuda", "NVIDIA H100 80GB HBM3", 123456789.0);
+  const std::string scrape = Scrape(metrics);
+  EXPECT_THAT(scrape,
+              HasSubstr("catserve_device_info{device=\"cuda\",gpu=\"NVIDIA H100 80GB HBM3\"} 1\n"));
+  EXPECT_THAT(scrape, HasSubstr("catserve_weights_bytes 123456789\n"));
 }
 
 TEST(ServingMetricsTest, ChunkSizeSeriesAreCreatedLazilyWithEveryOutcome) {

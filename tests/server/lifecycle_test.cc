@@ -248,7 +248,6 @@ TEST(LifecycleTest, StartupErrorsNameTheFlag) {
     const char* message_part;
   };
   const std::vector<Case> cases = {
-      {{"--device=cuda"}, "this build has no CUDA backend"},
       {{"--tiers=quality=3"}, "served chunk sizes: 1, 2, 4, 8, 16"},
       {{"--tiers=balanced=8:4"}, "--tiers: bad entry 'balanced=8:4'"},
       {{"--pressure_policy=evict"},

@@ -1,5 +1,9 @@
 #include "server/server_options.h"
 
+#include <cmath>
+#include <string>
+
+#include "engine/engine.h"
 #include "gtest/gtest.h"
 
 namespace catserve::server {
@@ -39,11 +43,35 @@ TEST(ServerOptionsTest, PressurePolicyMustBeKnown) {
   EXPECT_NE(s.message().find("--pressure_policy"), std::string::npos) << s;
 }
 
+TEST(ServerOptionsTest, GpuMemoryFractionNeedsCudaAndAShare) {
+  ServerOptions o;
+  o.gpu_memory_fraction = 0.5;
+  absl::Status s = ValidateServerOptions(o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("--gpu_memory_fraction=0.5 needs --device=cuda"), std::string::npos)
+      << s;
+  o.device = "cuda";
+  for (double bad : {-0.1, 1.5, std::nan("")}) {
+    o.gpu_memory_fraction = bad;
+    s = ValidateServerOptions(o);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("--gpu_memory_fraction="), std::string::npos) << s;
+  }
+  o.gpu_memory_fraction = 0.9;
+  EXPECT_EQ(ValidateServerOptions(o).code(), engine::CudaBackendBuilt()
+                                                 ? absl::StatusCode::kOk
+                                                 : absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(ServerOptionsTest, ValidatesFlags) {
   ServerOptions o;
   EXPECT_TRUE(ValidateServerOptions(o).ok());
   o.device = "cuda";
-  EXPECT_EQ(ValidateServerOptions(o).code(), absl::StatusCode::kFailedPrecondition);
+  // A CUDA build accepts the flag (a missing GPU is the engine's to report); a CPU-only build
+  // refuses it here.
+  EXPECT_EQ(ValidateServerOptions(o).code(), engine::CudaBackendBuilt()
+                                                 ? absl::StatusCode::kOk
+                                                 : absl::StatusCode::kFailedPrecondition);
   o.device = "tpu";
   EXPECT_EQ(ValidateServerOptions(o).code(), absl::StatusCode::kInvalidArgument);
   o = ServerOptions();

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <regex>
 
@@ -33,6 +34,10 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Spawn(
   std::vector<std::string> args = {CATSERVE_SERVER_BIN,    "--model_dir=" + TinyModelDir(),
                                    "--listen=127.0.0.1:0", "--http_listen=127.0.0.1:0",
                                    "--threads=1",          "--kv_pool_mb=16"};
+  // CATSERVE_TEST_DEVICE=cuda runs the daemon tests on the GPU (tools/gpu/cuda_proof.sh).
+  if (const char* device = std::getenv("CATSERVE_TEST_DEVICE"); device != nullptr) {
+    args.push_back(absl::StrCat("--device=", device));
+  }
   args.insert(args.end(), extra_flags.begin(), extra_flags.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());

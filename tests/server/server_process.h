@@ -23,8 +23,9 @@ namespace catserve::testing {
 // so a failing test can show it. The destructor kills the process if it is still running.
 class ServerProcess {
  public:
-  // `extra_flags` are appended to the defaults (later flags win). Waits until "catserve: ready"
-  // or until the process exits (its log is in the error).
+  // `extra_flags` are appended to the defaults (the tiny fixture model, loopback ports, one
+  // thread, --device=$CATSERVE_TEST_DEVICE when set; later flags win). Waits until "catserve:
+  // ready" or until the process exits (its log is in the error).
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(
       const std::vector<std::string>& extra_flags = {});
   // Spawns the binary as Start does and returns at once, for a test that watches it exit.

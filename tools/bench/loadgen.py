@@ -9,7 +9,7 @@ layer's own share of the scheduler loop (1 - engine seconds / iteration seconds,
 
     python3 tools/bench/loadgen.py --model_dir=models/cat-small-en \\
         [--catserve=build/server/catserve] [--concurrency=1,8,32,128] [--chunk_sizes=2,8,16] \\
-        [--prompt_tokens=128] [--max_tokens=64] [--threads=0] [--kv_pool_mb=2048]
+        [--prompt_tokens=128] [--max_tokens=64] [--threads=0] [--kv_pool_mb=2048] [--device=cpu]
 
 Memory pressure: with --pressure_policies, one daemon per policy, each with a pool sized to hold
 --pool_sequences sequences (prompt + max_tokens) at --pool_chunk_size, every client on --tier;
@@ -41,6 +41,13 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def load_stubs():
+    # CATSERVE_PY_STUBS: a folder of stubs compiled elsewhere (tools/gpu/prepare_cuda_proof.sh),
+    # for machines without grpc_tools.
+    if os.environ.get("CATSERVE_PY_STUBS"):
+        sys.path.insert(0, os.environ["CATSERVE_PY_STUBS"])
+        from catserve.v1 import generation_pb2, generation_pb2_grpc
+
+        return generation_pb2, generation_pb2_grpc
     from grpc_tools import protoc
 
     out = tempfile.mkdtemp(prefix="catserve-stubs-")
@@ -60,7 +67,8 @@ class Daemon:
         cmd = [args.catserve, f"--model_dir={args.model_dir}", "--listen=127.0.0.1:0",
                "--http_listen=127.0.0.1:0", f"--threads={args.threads}",
                f"--kv_pool_mb={kv_pool_mb or args.kv_pool_mb}", "--max_running=256",
-               "--max_queued=4096", f"--max_tokens_per_step={args.max_tokens_per_step}"]
+               "--max_queued=4096", f"--max_tokens_per_step={args.max_tokens_per_step}",
+               f"--device={args.device}"]
         if pressure_policy:
             cmd.append(f"--pressure_policy={pressure_policy}")
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
@@ -290,6 +298,7 @@ def main():
     p.add_argument("--max_tokens", type=int, default=64)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--kv_pool_mb", type=int, default=2048)
+    p.add_argument("--device", default="cpu", help="the daemon's --device: cpu or cuda")
     p.add_argument("--max_tokens_per_step", type=int, default=2048)
     p.add_argument("--pressure_policies", default="",
                    help="e.g. queue,degrade,preempt: compare them under memory pressure")

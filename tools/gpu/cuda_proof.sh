@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The GPU proof of the CUDA backend (docs/CUDA.md), run on a GPU machine from the bundle that
+# tools/gpu/prepare_cuda_proof.sh made, in two parts that each fit one device call:
+#
+#   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT tests
+#       cuda_tests (every test must PASS; a skip fails the proof), then compute-sanitizer
+#       memcheck, racecheck, initcheck and synccheck on subsets of them.
+#   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT serve
+#       the daemon's integration tests against --device=cuda (CATSERVE_TEST_DEVICE=cuda), then
+#       tools/bench/loadgen.py at concurrency 256 against a GPU daemon on a random model of the
+#       paper's shape, and cuda_step_bench's engine-only numbers for the same batch.
+#
+# Prints one line per step (exit status, seconds) and the end of its log; every log goes into
+# RESULTS_DIR/cuda_proof_PART.tar.gz. Exits 0 only when every step passed.
+set -uo pipefail
+set -f  # the gtest filters below are patterns for gtest, not for the shell
+out=${1:?usage: cuda_proof.sh RESULTS_DIR tests|serve}
+part=${2:?usage: cuda_proof.sh RESULTS_DIR tests|serve}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+g=${TMPDIR:-$(dirname "$(mktemp -u)")}/catserve-gpu
+logs=$(mktemp -d)
+failed=0
+
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2
+  shift 2
+  local start=$SECONDS
+  timeout "$limit" "$@" > "$logs/$name.log" 2>&1
+  local rc=$?
+  echo "== $name: exit $rc in $((SECONDS - start)) s"
+  grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|ERROR SUMMARY|RACECHECK SUMMARY|^\| ' \
+    "$logs/$name.log" | head -30
+  tail -n 3 "$logs/$name.log"
+  [ "$rc" -eq 0 ] || failed=1
+}
+
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null |
+  head -1)
+cs() {  # the compute-sanitizer command line for TOOL on the cuda_tests matching FILTER
+  echo "${sanitizer:-compute-sanitizer}" --tool "$1" --error-exitcode 1 cuda_tests \
+    --gtest_color=no "--gtest_filter=$2"
+}
+
+case "$part" in
+  tests)
+    step cuda_tests 180 cuda_tests --gtest_color=no
+    grep -q '^\[  SKIPPED \]' "$logs/cuda_tests.log" && { echo "cuda_tests skipped tests"; failed=1; }
+    step memcheck 150 $(cs memcheck \
+      '*Incremental*:*Pool*:*LoadsThroughEngineLoad*:*DeviceSampler*Greedy*:*DeviceSampler*Seeded*')
+    step racecheck 120 $(cs racecheck '*Incremental*Gqa*:*DeviceSampler*Seeded*')
+    step initcheck 100 $(cs initcheck '*Incremental*Mha*:*Pool*')
+    step synccheck 100 $(cs synccheck '*Incremental*Mha*')
+    ;;
+  serve)
+    bin=$(cat "$here/server_bin_path")
+    [ -e "$bin" ] || { mkdir -p "$(dirname "$bin")" && cp "$g/bin/catserve" "$bin"; }
+    step server_tests_cuda 200 env CATSERVE_TEST_DEVICE=cuda server_tests --gtest_color=no \
+      --gtest_filter='DeviceFlag*:Generate*:Concurrency*:Lifecycle*'
+    model=$(mktemp -d)/paper
+    step paper_model 120 python3 "$root/tools/bench/make_random_model.py" "$model" \
+      --tokenizer_from "$root/models/cat-small-en" --hidden 1536 --layers 12 --heads 24 \
+      --compressor_hidden 768 --compressor_layers 3 --context 2048
+    step loadgen_256 200 env CATSERVE_PY_STUBS="$here/stubs" PYTHONUNBUFFERED=1 \
+      python3 "$root/tools/bench/loadgen.py" --model_dir="$model" --catserve="$g/bin/catserve" \
+      --device=cuda --concurrency=256 --chunk_sizes=2,8,16 --prompt_tokens=128 --max_tokens=64 \
+      --kv_pool_mb=16384
+    # Engine-only at loadgen's shape: 256 sequences at about 128 + 64 / 2 tokens of context.
+    step cuda_step_bench 120 cuda_step_bench --contexts=160 --batches=256 --chunks=2,8,16 \
+      --prefill=256 --cycles=1
+    ;;
+  *)
+    echo "unknown part '$part': tests or serve" >&2
+    exit 2
+    ;;
+esac
+tar -C "$logs" -czf "$out/cuda_proof_$part.tar.gz" .
+echo "cuda proof ($part): $([ "$failed" -eq 0 ] && echo PASSED || echo FAILED)"
+exit "$failed"

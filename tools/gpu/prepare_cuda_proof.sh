@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Prepares the GPU proof of the CUDA backend (docs/CUDA.md, "The GPU proof") on a machine without
+# a GPU, so that a session with one runs it in two device calls. Builds the CUDA programs and the
+# daemon in BUILD_DIR (configured with CATSERVE_CUDA=ON), bundles them with the libraries a bare
+# GPU machine lacks (../shared/tools/gpu-bundle.sh, or $GPU_BUNDLE_SCRIPT), and adds what the
+# proof needs beside the bundle: the Python gRPC stubs for tools/bench/loadgen.py (the GPU image
+# has grpcio and protobuf but not grpc_tools), the daemon binary's compiled-in path for
+# server_tests, and tools/gpu/cuda_proof.sh.
+#
+#   tools/gpu/prepare_cuda_proof.sh [BUILD_DIR]      (default: build)
+#
+# Then, with the device tool, from the same checkout:
+#   run(command="bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT tests",
+#       carry=[".gpu-bundle"], timeout_s=560)
+#   run(command="bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT serve",
+#       carry=[".gpu-bundle"], timeout_s=560)
+set -euo pipefail
+root=$(git rev-parse --show-toplevel)
+cd "$root"
+build=${1:-build}
+bundler=${GPU_BUNDLE_SCRIPT:-$root/../shared/tools/gpu-bundle.sh}
+if ! grep -q '^CATSERVE_CUDA:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+  echo "$build is not a CMake build with CATSERVE_CUDA=ON" >&2
+  exit 1
+fi
+exclude=$(git rev-parse --git-path info/exclude)
+grep -qx '/.gpu-bundle/' "$exclude" 2>/dev/null || echo '/.gpu-bundle/' >> "$exclude"
+
+GPU_BUNDLE_EXTRA="server/catserve tests/server/server_tests" bash "$bundler" "$build" .gpu-bundle
+
+python3 - "$root/proto" .gpu-bundle/stubs <<'PY'
+import pathlib, sys
+from grpc_tools import protoc
+root, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+protos = sorted(str(p) for p in (root / "catserve" / "v1").glob("*.proto"))
+if protoc.main(["protoc", f"-I{root}", f"--python_out={out}", f"--grpc_python_out={out}"] + protos):
+    sys.exit("grpc_tools.protoc failed")
+PY
+realpath "$build/server/catserve" > .gpu-bundle/server_bin_path
+cp tools/gpu/cuda_proof.sh .gpu-bundle/
+du -sh .gpu-bundle
