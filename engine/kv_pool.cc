@@ -19,7 +19,8 @@ namespace {
 
 class HostKvArena : public KvArena {
  public:
-  explicit HostKvArena(size_t floats) : values_(floats) {}
+  // Zeroed, and float-aligned whatever the dtype.
+  explicit HostKvArena(size_t bytes) : values_((bytes + sizeof(float) - 1) / sizeof(float)) {}
   void* data() override { return values_.data(); }
   Location location() const override { return Location::kHost; }
 
@@ -33,7 +34,7 @@ absl::Status CheckPoolShape(const KvGeometry& geometry, int num_pages) {
         absl::StrCat("KV pool needs at least one page, got ", num_pages));
   }
   if (geometry.layers <= 0 || geometry.kv_heads <= 0 || geometry.head_dim <= 0 ||
-      geometry.page_entries <= 0 || geometry.bytes_per_value <= 0) {
+      geometry.page_entries <= 0) {
     return absl::InvalidArgumentError("KV pool geometry has a non-positive dimension");
   }
   return absl::OkStatus();
@@ -43,13 +44,10 @@ absl::Status CheckPoolShape(const KvGeometry& geometry, int num_pages) {
 
 absl::StatusOr<KvPool> KvPool::Create(const KvGeometry& geometry, int num_pages) {
   if (absl::Status s = CheckPoolShape(geometry, num_pages); !s.ok()) return s;
-  if (geometry.bytes_per_value != sizeof(float)) {
-    return absl::InvalidArgumentError("a host KV pool holds fp32 values (bytes_per_value 4)");
-  }
   try {
     return KvPool(
         geometry, num_pages,
-        std::make_unique<HostKvArena>(static_cast<size_t>(num_pages) * geometry.values_per_page()));
+        std::make_unique<HostKvArena>(static_cast<size_t>(num_pages) * geometry.page_bytes()));
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot allocate a KV pool of ", num_pages, " pages (",
