@@ -1,6 +1,8 @@
 #include "engine/attention_kernels.h"
 
 #include <bit>
+#include <cmath>
+#include <cstddef>
 
 #include "engine/kv_dtype.h"
 
@@ -12,11 +14,9 @@
 namespace catserve::engine {
 namespace {
 
-// Written once, inlined into each target's wrappers so that every set vectorises for its target.
-// Eight independent partial sums let a vector register hold the dot product (one running sum
-// would serialise every add).
-[[gnu::always_inline]] inline void ScoresBody(const float* q, const float* k, int n, int hd,
-                                              float scale, float* s) {
+// Eight independent partial sums let the compiler keep a vector register busy; one running sum
+// would serialise every add.
+void PortableScores(const float* q, const float* k, int n, int hd, float scale, float* s) {
   for (int j = 0; j < n; ++j) {
     const float* kj = k + static_cast<size_t>(j) * hd;
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -30,8 +30,16 @@ namespace {
   }
 }
 
-[[gnu::always_inline]] inline void AccumulateBody(float keep, const float* p, const float* v, int n,
-                                                  int hd, float* acc) {
+float PortableExpSum(float* s, int n, float max) {
+  float sum = 0.0f;
+  for (int j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - max);
+    sum += s[j];
+  }
+  return sum;
+}
+
+void PortableAccumulate(float keep, const float* p, const float* v, int n, int hd, float* acc) {
   for (int i = 0; i < hd; ++i) acc[i] *= keep;
   for (int j = 0; j < n; ++j) {
     const float pj = p[j];
@@ -40,43 +48,164 @@ namespace {
   }
 }
 
-[[gnu::always_inline]] inline void WidenBf16Body(const uint16_t* src, int n, float* dst) {
+void PortableWidenBf16(const uint16_t* src, int n, float* dst) {
   for (int i = 0; i < n; ++i) dst[i] = std::bit_cast<float>(static_cast<uint32_t>(src[i]) << 16);
 }
 
-void PortableScores(const float* q, const float* k, int n, int hd, float scale, float* s) {
-  ScoresBody(q, k, n, hd, scale, s);
-}
-void PortableAccumulate(float keep, const float* p, const float* v, int n, int hd, float* acc) {
-  AccumulateBody(keep, p, v, n, hd, acc);
-}
-void PortableWidenBf16(const uint16_t* src, int n, float* dst) { WidenBf16Body(src, n, dst); }
 void PortableWidenFp16(const uint16_t* src, int n, float* dst) {
   for (int i = 0; i < n; ++i) dst[i] = Fp16ToFloat(src[i]);
 }
 
 #ifdef CATSERVE_AVX2_KERNELS
+// GCC vectorises the portable loops for AVX2 too (checked with target attributes), but leaves
+// each dot product one dependency chain, reloads the accumulator for every value row, calls
+// expf per score and converts fp16 one value at a time; these do four keys per pass, keep the
+// accumulator in registers, and use a vector exp.
 #define CATSERVE_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+CATSERVE_AVX2 inline float HorizontalSum(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
 
 CATSERVE_AVX2 void Avx2Scores(const float* q, const float* k, int n, int hd, float scale,
                               float* s) {
-  ScoresBody(q, k, n, hd, scale, s);
+  const int vec = hd & ~7;
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const float* k0 = k + static_cast<size_t>(j) * hd;
+    const float *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int i = 0; i < vec; i += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + i);
+      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
+      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + i), a1);
+      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + i), a2);
+      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + i), a3);
+    }
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    alignas(16) float dots[4];
+    _mm_store_ps(dots, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+    for (int i = vec; i < hd; ++i) {
+      dots[0] += q[i] * k0[i];
+      dots[1] += q[i] * k1[i];
+      dots[2] += q[i] * k2[i];
+      dots[3] += q[i] * k3[i];
+    }
+    for (int l = 0; l < 4; ++l) s[j + l] = dots[l] * scale;
+  }
+  for (; j < n; ++j) {
+    const float* kj = k + static_cast<size_t>(j) * hd;
+    __m256 a = _mm256_setzero_ps();
+    for (int i = 0; i < vec; i += 8) {
+      a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(kj + i), a);
+    }
+    float dot = HorizontalSum(a);
+    for (int i = vec; i < hd; ++i) dot += q[i] * kj[i];
+    s[j] = dot * scale;
+  }
 }
+
+// exp(x) for x <= 0: x = m ln2 + r with |r| <= ln2 / 2, exp(r) by Cephes' degree-6 polynomial,
+// scaled by 2^m through the exponent bits; 0 below the smallest normal result.
+CATSERVE_AVX2 inline __m256 Exp(__m256 x) {
+  const __m256 lowest = _mm256_set1_ps(-87.33654f);
+  const __m256 underflow = _mm256_cmp_ps(x, lowest, _CMP_LT_OQ);
+  x = _mm256_max_ps(x, lowest);
+  const __m256 m = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(m, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(m, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i bits =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(m), _mm256_set1_epi32(127)), 23);
+  const __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+  return _mm256_andnot_ps(underflow, y);
+}
+
+CATSERVE_AVX2 float Avx2ExpSum(float* s, int n, float max) {
+  const __m256 mv = _mm256_set1_ps(max);
+  __m256 total = _mm256_setzero_ps();
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = Exp(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
+    _mm256_storeu_ps(s + j, e);
+    total = _mm256_add_ps(total, e);
+  }
+  if (j < n) {
+    alignas(32) float tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int l = 0; l < n - j; ++l) tail[l] = s[j + l] - max;
+    // Lanes past n hold exp(-inf) = 0 and add nothing.
+    for (int l = n - j; l < 8; ++l) tail[l] = -INFINITY;
+    const __m256 e = Exp(_mm256_load_ps(tail));
+    _mm256_store_ps(tail, e);
+    for (int l = 0; l < n - j; ++l) s[j + l] = tail[l];
+    total = _mm256_add_ps(total, e);
+  }
+  return HorizontalSum(total);
+}
+
 CATSERVE_AVX2 void Avx2Accumulate(float keep, const float* p, const float* v, int n, int hd,
                                   float* acc) {
-  AccumulateBody(keep, p, v, n, hd, acc);
+  const __m256 kv = _mm256_set1_ps(keep);
+  int i = 0;
+  for (; i + 32 <= hd; i += 32) {
+    __m256 a0 = _mm256_mul_ps(_mm256_loadu_ps(acc + i), kv);
+    __m256 a1 = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 8), kv);
+    __m256 a2 = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 16), kv);
+    __m256 a3 = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 24), kv);
+    for (int j = 0; j < n; ++j) {
+      const __m256 pj = _mm256_set1_ps(p[j]);
+      const float* vj = v + static_cast<size_t>(j) * hd + i;
+      a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj), a0);
+      a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8), a1);
+      a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 16), a2);
+      a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 24), a3);
+    }
+    _mm256_storeu_ps(acc + i, a0);
+    _mm256_storeu_ps(acc + i + 8, a1);
+    _mm256_storeu_ps(acc + i + 16, a2);
+    _mm256_storeu_ps(acc + i + 24, a3);
+  }
+  for (; i + 8 <= hd; i += 8) {
+    __m256 a = _mm256_mul_ps(_mm256_loadu_ps(acc + i), kv);
+    for (int j = 0; j < n; ++j) {
+      a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]),
+                          _mm256_loadu_ps(v + static_cast<size_t>(j) * hd + i), a);
+    }
+    _mm256_storeu_ps(acc + i, a);
+  }
+  for (; i < hd; ++i) {
+    float a = acc[i] * keep;
+    for (int j = 0; j < n; ++j) a += p[j] * v[static_cast<size_t>(j) * hd + i];
+    acc[i] = a;
+  }
 }
+
 CATSERVE_AVX2 void Avx2WidenBf16(const uint16_t* src, int n, float* dst) {
-  WidenBf16Body(src, n, dst);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+  }
+  PortableWidenBf16(src + i, n - i, dst + i);
 }
-// GCC does not vectorise _Float16 -> float conversions with F16C alone, hence the intrinsic.
+
 CATSERVE_AVX2 void Avx2WidenFp16(const uint16_t* src, int n, float* dst) {
   int i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
     _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
   }
-  for (; i < n; ++i) dst[i] = Fp16ToFloat(src[i]);
+  PortableWidenFp16(src + i, n - i, dst + i);
 }
 
 bool CpuHasAvx2() {
@@ -89,15 +218,16 @@ bool CpuHasAvx2() {
 }  // namespace
 
 const AttentionKernels& PortableAttentionKernels() {
-  static constexpr AttentionKernels kPortable = {"portable", PortableScores, PortableAccumulate,
+  static constexpr AttentionKernels kPortable = {"portable",        PortableScores,
+                                                 PortableExpSum,    PortableAccumulate,
                                                  PortableWidenBf16, PortableWidenFp16};
   return kPortable;
 }
 
 const AttentionKernels* Avx2AttentionKernels() {
 #ifdef CATSERVE_AVX2_KERNELS
-  static constexpr AttentionKernels kAvx2 = {"avx2", Avx2Scores, Avx2Accumulate, Avx2WidenBf16,
-                                             Avx2WidenFp16};
+  static constexpr AttentionKernels kAvx2 = {"avx2",         Avx2Scores,    Avx2ExpSum,
+                                             Avx2Accumulate, Avx2WidenBf16, Avx2WidenFp16};
   static const bool available = CpuHasAvx2();
   return available ? &kAvx2 : nullptr;
 #else

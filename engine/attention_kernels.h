@@ -6,13 +6,16 @@
 namespace catserve::engine {
 
 // The inner loops of the CPU decode attention over a run of n keys (or values) of head_dim floats
-// each, contiguous (one page's slots). Two sets exist: portable C++ and the same C++ compiled for
-// AVX2 + FMA + F16C (the compiler vectorises it; only the fp16 widening needs an intrinsic). The
-// engine takes BestAttentionKernels(), chosen once from what the CPU reports.
+// each, contiguous (one page's slots). Two sets exist: portable C++, and AVX2 + FMA + F16C. The
+// engine takes BestAttentionKernels(), chosen once from what the CPU reports. Both compute the same
+// sums in the same order up to the rounding of fused multiply-adds and of exp (the AVX2 exp is a
+// polynomial within 2 ulp of expf).
 struct AttentionKernels {
   const char* name;
   // s[j] = scale * dot(q, k[j * head_dim ...]) for j < n.
   void (*scores)(const float* q, const float* k, int n, int head_dim, float scale, float* s);
+  // s[j] = exp(s[j] - max) for j < n (s[j] <= max); returns their sum.
+  float (*exp_sum)(float* s, int n, float max);
   // acc = acc * keep + sum_j p[j] * v[j * head_dim ...] over j < n.
   void (*accumulate)(float keep, const float* p, const float* v, int n, int head_dim, float* acc);
   // dst[i] = the value of the bf16 / fp16 pattern src[i], for i < n (exact).

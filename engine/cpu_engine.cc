@@ -219,7 +219,7 @@ void CpuEngine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl:
 
   const KvGeometry& g = pool.geometry();
   const int B = g.page_entries;
-  splits_.Build(plan_, g.kv_heads, compute_.size());
+  splits_.Build(plan_, compute_.size());
   x_.swap(x);
   for (int layer = 0; layer < static_cast<int>(dw.layers.size()); ++layer) {
     const BlockWeights& b = dw.layers[layer];

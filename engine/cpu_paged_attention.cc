@@ -4,6 +4,12 @@
 #include <cmath>
 
 namespace catserve::engine {
+namespace {
+
+// How many pages ahead of the run being scored a task prefetches.
+constexpr int kPrefetchPages = 2;
+
+}  // namespace
 
 void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const SplitKvPlan& splits,
                             absl::Span<const StepItem> items, KvPool& pool, int layer,
@@ -13,6 +19,7 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
   const int group = H / Hkv, qkv_stride = (H + 2 * Hkv) * hd;
   const size_t bytes = g.bytes_per_value();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const size_t block_bytes = static_cast<size_t>(B) * hd * bytes;  // one kv head's keys of a page
   const int num_splits = static_cast<int>(splits.splits.size());
   split_slot_.resize(num_splits + 1);
   split_slot_[0] = 0;
@@ -25,66 +32,80 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
   sum_.resize(split_slot_[num_splits]);
   acc_.resize(split_slot_[num_splits] * hd);
 
-  // One task per (split, kv head).
-  threads.ParallelFor(num_splits * Hkv, [&](int begin, int end) {
+  // One task per split, all kv heads: a page's keys of this layer for every kv head are one
+  // contiguous block, and so are its values, so a task sweeps each page once.
+  threads.ParallelFor(num_splits, [&](int begin, int end) {
     std::vector<float> kbuf, vbuf, p(B);
-    for (int task = begin; task < end; ++task) {
-      const int s = task / Hkv, kvh = task % Hkv;
+    for (int s = begin; s < end; ++s) {
       const SplitKvPlan::Split& sp = splits.splits[s];
       const int r0 = plan.item_rows[sp.item].first, r1 = plan.item_rows[sp.item].second;
       const int nq = (r1 - r0) * group;
-      const size_t slot0 = split_slot_[s] + static_cast<size_t>(kvh) * nq;
-      float* m = max_.data() + slot0;
-      float* sum = sum_.data() + slot0;
-      float* acc = acc_.data() + slot0 * hd;
-      std::fill(m, m + nq, -INFINITY);
-      std::fill(sum, sum + nq, 0.0f);
-      std::fill(acc, acc + static_cast<size_t>(nq) * hd, 0.0f);
+      const size_t slots = static_cast<size_t>(nq) * Hkv;
+      float* m = max_.data() + split_slot_[s];
+      float* sum = sum_.data() + split_slot_[s];
+      float* acc = acc_.data() + split_slot_[s] * hd;
+      std::fill(m, m + slots, -INFINITY);
+      std::fill(sum, sum + slots, 0.0f);
+      std::fill(acc, acc + slots * hd, 0.0f);
       const SequencePages& pages = items[sp.item].seq->pages;
+      bool first_run = true;
       ForEachPageRun(
           sp.begin, sp.end, splits.compressed_keys[sp.item], B,
           [&](bool compressed, int entry, int n) {
-            const int32_t page = (compressed ? pages.compressed : pages.local)[entry / B];
-            // [layer][k or v][kv_head][slot][head_dim] within the page.
-            const std::byte* k =
-                pool.page_data(page) +
-                (((static_cast<size_t>(layer) * 2) * Hkv + kvh) * B + entry % B) * hd * bytes;
-            const std::byte* v = k + static_cast<size_t>(Hkv) * B * hd * bytes;
-            const float* kf = reinterpret_cast<const float*>(k);
-            const float* vf = reinterpret_cast<const float*>(v);
-            if (g.dtype != KvDtype::kFp32) {
-              const auto widen =
-                  g.dtype == KvDtype::kBf16 ? kernels_.widen_bf16 : kernels_.widen_fp16;
-              kbuf.resize(static_cast<size_t>(n) * hd);
-              vbuf.resize(kbuf.size());
-              widen(reinterpret_cast<const uint16_t*>(k), n * hd, kbuf.data());
-              widen(reinterpret_cast<const uint16_t*>(v), n * hd, vbuf.data());
-              kf = kbuf.data();
-              vf = vbuf.data();
+            const std::vector<int32_t>& region = compressed ? pages.compressed : pages.local;
+            // [layer][k or v][kv_head][slot][head_dim] within a page.
+            const size_t keys_at = static_cast<size_t>(layer) * 2 * Hkv * block_bytes;
+            const size_t values_at = keys_at + Hkv * block_bytes;
+            // The next pages of this region are elsewhere in the pool: fetch their blocks while
+            // this run is scored (hardware prefetchers stop at 4 KiB boundaries). The first run
+            // of a task fetches kPrefetchPages pages ahead, later runs keep that distance.
+            const int here = entry / B;
+            const int ahead_end = std::min<int>(here + kPrefetchPages + 1, region.size());
+            const int ahead_begin = first_run ? here + 1 : std::max(here + 1, ahead_end - 1);
+            first_run = false;
+            for (int a = ahead_begin; a < ahead_end; ++a) {
+              const std::byte* next = pool.page_data(region[a]);
+              for (size_t at = 0; at < Hkv * block_bytes; at += 64) {
+                __builtin_prefetch(next + keys_at + at);
+                __builtin_prefetch(next + values_at + at);
+              }
             }
-            for (int t = r0; t < r1; ++t) {
-              const StepPlan::Row& row = plan.rows[t];
-              const int visible =
-                  compressed ? row.visible_compressed : (row.compressed ? 0 : row.entry + 1);
-              const int seen = std::min(n, visible - entry);
-              if (seen <= 0) continue;
-              for (int qg = 0; qg < group; ++qg) {
-                const int qi = (t - r0) * group + qg;
-                const float* q =
-                    qkv + static_cast<size_t>(t) * qkv_stride + (kvh * group + qg) * hd;
-                kernels_.scores(q, kf, seen, hd, scale, p.data());
-                const float run_max = *std::max_element(p.data(), p.data() + seen);
-                const float new_max = std::max(m[qi], run_max);
-                const float keep = std::exp(m[qi] - new_max);  // 0 while m is -inf
-                float run_sum = 0.0f;
-                for (int j = 0; j < seen; ++j) {
-                  p[j] = std::exp(p[j] - new_max);
-                  run_sum += p[j];
+            const std::byte* page = pool.page_data(region[here]);
+            for (int kvh = 0; kvh < Hkv; ++kvh) {
+              const size_t at = kvh * block_bytes + static_cast<size_t>(entry % B) * hd * bytes;
+              const std::byte* k = page + keys_at + at;
+              const std::byte* v = page + values_at + at;
+              const float* kf = reinterpret_cast<const float*>(k);
+              const float* vf = reinterpret_cast<const float*>(v);
+              if (g.dtype != KvDtype::kFp32) {
+                const auto widen =
+                    g.dtype == KvDtype::kBf16 ? kernels_.widen_bf16 : kernels_.widen_fp16;
+                kbuf.resize(static_cast<size_t>(n) * hd);
+                vbuf.resize(kbuf.size());
+                widen(reinterpret_cast<const uint16_t*>(k), n * hd, kbuf.data());
+                widen(reinterpret_cast<const uint16_t*>(v), n * hd, vbuf.data());
+                kf = kbuf.data();
+                vf = vbuf.data();
+              }
+              for (int t = r0; t < r1; ++t) {
+                const StepPlan::Row& row = plan.rows[t];
+                const int visible =
+                    compressed ? row.visible_compressed : (row.compressed ? 0 : row.entry + 1);
+                const int seen = std::min(n, visible - entry);
+                if (seen <= 0) continue;
+                for (int qg = 0; qg < group; ++qg) {
+                  const size_t qi = static_cast<size_t>(kvh) * nq + (t - r0) * group + qg;
+                  const float* q =
+                      qkv + static_cast<size_t>(t) * qkv_stride + (kvh * group + qg) * hd;
+                  kernels_.scores(q, kf, seen, hd, scale, p.data());
+                  const float run_max = *std::max_element(p.data(), p.data() + seen);
+                  const float new_max = std::max(m[qi], run_max);
+                  const float keep = std::exp(m[qi] - new_max);  // 0 while m is -inf
+                  const float run_sum = kernels_.exp_sum(p.data(), seen, new_max);
+                  sum[qi] = sum[qi] * keep + run_sum;
+                  kernels_.accumulate(keep, p.data(), vf, seen, hd, acc + qi * hd);
+                  m[qi] = new_max;
                 }
-                sum[qi] = sum[qi] * keep + run_sum;
-                kernels_.accumulate(keep, p.data(), vf, seen, hd,
-                                    acc + static_cast<size_t>(qi) * hd);
-                m[qi] = new_max;
               }
             }
           });

@@ -25,15 +25,14 @@ void SplitKvPlan::Cut(int item, int n) {
   first_split.push_back(static_cast<int>(splits.size()));
 }
 
-void SplitKvPlan::Build(const StepPlan& plan, int kv_heads, int workers) {
+void SplitKvPlan::Build(const StepPlan& plan, int workers) {
   CountKeys(plan);
   long total = 0;
   for (size_t i = 0; i < compressed_keys.size(); ++i) {
     total += compressed_keys[i] + local_keys[i];
   }
   const long tasks = static_cast<long>(kTasksPerWorker) * std::max(workers, 1);
-  const long per_split =
-      std::max<long>(kMinSplitKeys, (total * std::max(kv_heads, 1) + tasks - 1) / tasks);
+  const long per_split = std::max<long>(kMinSplitKeys, (total + tasks - 1) / tasks);
   for (size_t i = 0; i < compressed_keys.size(); ++i) {
     const long keys = compressed_keys[i] + local_keys[i];
     Cut(static_cast<int>(i),

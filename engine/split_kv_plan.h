@@ -15,9 +15,11 @@ namespace catserve::engine {
 // of its rows sees). An item's K = C + L keys are cut into n contiguous splits, split s covering
 // keys [s*K/n, (s+1)*K/n): a split may end mid-page, and is empty when n > K.
 //
-// One task per (split, kv head) scores every query of the item in that head group (all its rows,
-// all q heads of the group) against each key it reads, once, in key order, and leaves per query a
-// partial: m = the largest score it saw (-inf if none), sum = sum of exp(score - m) and
+// For each kv head, a split's work scores every query of the item in that head group (all its
+// rows, all q heads of the group) against each key of the split, each key read once, in key
+// order, and leaves per query a partial (the CPU runs all kv heads of a split in one task, since a
+// page holds a layer's keys of every kv head in one block; a GPU runs a block per split and kv
+// head): m = the largest score it saw (-inf if none), sum = sum of exp(score - m) and
 // acc = sum of exp(score - m) * value over the keys the query sees. MergeAttentionPartials then
 // combines an item's partials in split order. A query sees compressed key e iff
 // e < row.visible_compressed, and local entry e iff the row is not compressed and e <= row.entry.
@@ -34,11 +36,11 @@ struct SplitKvPlan {
                                      // [first_split[i], first_split[i + 1])
   std::vector<Split> splits;
 
-  // Splits for `workers` parallel workers and `kv_heads` tasks per split: every split holds at
-  // least kMinSplitKeys keys (at least one split per item), and the step has about
-  // kTasksPerWorker * workers tasks when the keys allow it, so a few long items spread over every
+  // Splits for `workers` parallel workers, one task per split: every split holds at least
+  // kMinSplitKeys keys (at least one split per item), and the step has about
+  // kTasksPerWorker * workers splits when the keys allow it, so a few long items spread over every
   // worker and many short ones stay whole.
-  void Build(const StepPlan& plan, int kv_heads, int workers);
+  void Build(const StepPlan& plan, int workers);
   // Exactly `splits_per_item` splits for every item (tests pin the merge with it).
   void BuildFixed(const StepPlan& plan, int splits_per_item);
 
