@@ -35,8 +35,7 @@ void SplitKvPlan::Build(const StepPlan& plan, int workers) {
   const long per_split = std::max<long>(kMinSplitKeys, (total + tasks - 1) / tasks);
   for (size_t i = 0; i < compressed_keys.size(); ++i) {
     const long keys = compressed_keys[i] + local_keys[i];
-    Cut(static_cast<int>(i),
-        static_cast<int>(std::max<long>(1, (keys + per_split - 1) / per_split)));
+    Cut(static_cast<int>(i), static_cast<int>(std::max<long>(1, keys / per_split)));
   }
 }
 

@@ -36,10 +36,10 @@ struct SplitKvPlan {
                                      // [first_split[i], first_split[i + 1])
   std::vector<Split> splits;
 
-  // Splits for `workers` parallel workers, one task per split: every split holds at least
-  // kMinSplitKeys keys (at least one split per item), and the step has about
-  // kTasksPerWorker * workers splits when the keys allow it, so a few long items spread over every
-  // worker and many short ones stay whole.
+  // Splits for `workers` parallel workers, one task per split: about kTasksPerWorker * workers
+  // splits in the step when the keys allow it, no split shorter than kMinSplitKeys keys (an item
+  // with fewer is one split), so a few long items spread over every worker and many short ones
+  // stay whole.
   void Build(const StepPlan& plan, int workers);
   // Exactly `splits_per_item` splits for every item (tests pin the merge with it).
   void BuildFixed(const StepPlan& plan, int splits_per_item);
