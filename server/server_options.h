@@ -10,15 +10,17 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/config.h"
+#include "engine/kv_dtype.h"
 
 namespace catserve::server {
 
 struct ServerOptions {
   std::string model_dir = "models/cat-small-en";
-  std::string listen = "0.0.0.0:50051";      // gRPC
-  std::string http_listen = "0.0.0.0:8000";  // /metrics /healthz /readyz
-  std::string device = "cpu";                // "cpu" or "cuda"
-  int threads = 0;                           // compute threads; 0 = one per core
+  std::string listen = "0.0.0.0:50051";               // gRPC
+  std::string http_listen = "0.0.0.0:8000";           // /metrics /healthz /readyz
+  std::string device = "cpu";                         // "cpu" or "cuda"
+  int threads = 0;                                    // compute threads; 0 = one per core
+  engine::KvDtype kv_dtype = engine::KvDtype::kBf16;  // KV storage (--kv_dtype); cuda: bf16 only
   int kv_pool_mb = 512;
   int kv_page_entries = 16;
   int default_chunk_size = 8;
@@ -39,9 +41,12 @@ absl::StatusOr<std::map<std::string, int>> ParseTiers(absl::string_view text);
 std::string FormatTiers(const std::map<std::string, int>& tiers);
 
 // Checks the options that do not need the model: numeric ranges, the device name (and that this
-// build has its backend: a CPU-only build refuses "cuda" with FAILED_PRECONDITION), the
-// addresses' shape. The message names the flag to fix.
+// build has its backend: a CPU-only build refuses "cuda" with FAILED_PRECONDITION), the KV dtype
+// (the CUDA backend stores bf16 only), the addresses' shape. The message names the flag to fix.
 absl::Status ValidateServerOptions(const ServerOptions& options);
+
+// Parses --kv_dtype (bf16, fp16, fp32); INVALID_ARGUMENT naming the flag otherwise.
+absl::StatusOr<engine::KvDtype> ParseKvDtypeFlag(absl::string_view text);
 
 // Checks that --default_chunk_size and every tier's size are chunk sizes `config` serves.
 absl::Status ValidateChunkSizes(const ServerOptions& options, const engine::ModelConfig& config);

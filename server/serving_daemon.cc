@@ -57,7 +57,8 @@ absl::Status ServingDaemon::Init() {
   absl::StatusOr<std::unique_ptr<engine::Engine>> engine = engine::Engine::Load(
       model_dir, engine::EngineOptions{.threads = options_.threads,
                                        .device = options_.device == "cuda" ? engine::Device::kCuda
-                                                                           : engine::Device::kCpu});
+                                                                           : engine::Device::kCpu,
+                                       .kv_dtype = options_.kv_dtype});
   if (!engine.ok()) {
     return absl::Status(engine.status().code(),
                         absl::StrCat("loading the model from '", options_.model_dir,
