@@ -27,15 +27,10 @@ void SplitKvPlan::Cut(int item, int n) {
 
 void SplitKvPlan::Build(const StepPlan& plan, int workers) {
   CountKeys(plan);
-  long total = 0;
+  const int most = kTasksPerWorker * std::max(workers, 1);
   for (size_t i = 0; i < compressed_keys.size(); ++i) {
-    total += compressed_keys[i] + local_keys[i];
-  }
-  const long tasks = static_cast<long>(kTasksPerWorker) * std::max(workers, 1);
-  const long per_split = std::max<long>(kMinSplitKeys, (total + tasks - 1) / tasks);
-  for (size_t i = 0; i < compressed_keys.size(); ++i) {
-    const long keys = compressed_keys[i] + local_keys[i];
-    Cut(static_cast<int>(i), static_cast<int>(std::max<long>(1, keys / per_split)));
+    const int keys = compressed_keys[i] + local_keys[i];
+    Cut(static_cast<int>(i), std::clamp(keys / kMinSplitKeys, 1, most));
   }
 }
 

@@ -36,10 +36,10 @@ struct SplitKvPlan {
                                      // [first_split[i], first_split[i + 1])
   std::vector<Split> splits;
 
-  // Splits for `workers` parallel workers, one task per split: about kTasksPerWorker * workers
-  // splits in the step when the keys allow it, no split shorter than kMinSplitKeys keys (an item
-  // with fewer is one split), so a few long items spread over every worker and many short ones
-  // stay whole.
+  // Splits for `workers` parallel workers, one task per split: an item of K keys gets
+  // clamp(K / kMinSplitKeys, 1, kTasksPerWorker * workers) splits, so a long item spreads over
+  // every worker, no split is shorter than kMinSplitKeys keys (an item with fewer is one split),
+  // and an item's splits, hence its results, do not depend on the other items of the step.
   void Build(const StepPlan& plan, int workers);
   // Exactly `splits_per_item` splits for every item (tests pin the merge with it).
   void BuildFixed(const StepPlan& plan, int splits_per_item);

@@ -122,12 +122,19 @@ TEST(SplitKvPlanTest, BuildSpreadsLongItemsOverWorkersAndKeepsShortOnesWhole) {
   StepPlan plan;
   plan.Build(items);
   SplitKvPlan p;
-  // 4003 + 13 keys. One worker wants kTasksPerWorker = 4 tasks: splits of >= 1004 keys.
+  // 4003 and 13 keys. One worker: at most kTasksPerWorker = 4 splits an item.
   p.Build(plan, 1);
-  EXPECT_EQ(p.first_split, (std::vector<int>{0, 3, 4}));
-  // Eight want 32, but 4016 / 32 < kMinSplitKeys: splits of >= 256 keys.
+  EXPECT_EQ(p.first_split, (std::vector<int>{0, 4, 5}));
+  // Eight: at most 32, but no split under kMinSplitKeys = 256 keys: 4003 / 256 = 15.
   p.Build(plan, 8);
   EXPECT_EQ(p.first_split, (std::vector<int>{0, 15, 16}));
+  // Alone, the long item splits the same way: its results do not depend on the batch.
+  const std::vector<StepItem> alone = {{&longer, 1, true}};
+  StepPlan alone_plan;
+  alone_plan.Build(alone);
+  SplitKvPlan q;
+  q.Build(alone_plan, 8);
+  EXPECT_EQ(q.first_split, (std::vector<int>{0, 15}));
   for (const SplitKvPlan::Split& s : p.splits) {
     if (s.item == 0) EXPECT_GE(s.end - s.begin, SplitKvPlan::kMinSplitKeys);
   }
