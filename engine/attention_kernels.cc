@@ -14,18 +14,31 @@
 namespace catserve::engine {
 namespace {
 
+// Value i of a run stored as D, as fp32.
+template <KvDtype D>
+inline float LoadOne(const void* p, size_t i) {
+  if constexpr (D == KvDtype::kFp32) {
+    return static_cast<const float*>(p)[i];
+  } else if constexpr (D == KvDtype::kBf16) {
+    return std::bit_cast<float>(static_cast<uint32_t>(static_cast<const uint16_t*>(p)[i]) << 16);
+  } else {
+    return Fp16ToFloat(static_cast<const uint16_t*>(p)[i]);
+  }
+}
+
 // Eight independent partial sums let the compiler keep a vector register busy; one running sum
 // would serialise every add.
-void PortableScores(const float* q, const float* k, int n, int hd, float scale, float* s) {
+template <KvDtype D>
+void PortableScores(const float* q, const void* k, int n, int hd, float scale, float* s) {
   for (int j = 0; j < n; ++j) {
-    const float* kj = k + static_cast<size_t>(j) * hd;
+    const size_t kj = static_cast<size_t>(j) * hd;
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int i = 0;
     for (; i + 8 <= hd; i += 8) {
-      for (int l = 0; l < 8; ++l) acc[l] += q[i + l] * kj[i + l];
+      for (int l = 0; l < 8; ++l) acc[l] += q[i + l] * LoadOne<D>(k, kj + i + l);
     }
     float dot = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < hd; ++i) dot += q[i] * kj[i];
+    for (; i < hd; ++i) dot += q[i] * LoadOne<D>(k, kj + i);
     s[j] = dot * scale;
   }
 }
@@ -39,29 +52,38 @@ float PortableExpSum(float* s, int n, float max) {
   return sum;
 }
 
-void PortableAccumulate(float keep, const float* p, const float* v, int n, int hd, float* acc) {
+template <KvDtype D>
+void PortableAccumulate(float keep, const float* p, const void* v, int n, int hd, float* acc) {
   for (int i = 0; i < hd; ++i) acc[i] *= keep;
   for (int j = 0; j < n; ++j) {
     const float pj = p[j];
-    const float* vj = v + static_cast<size_t>(j) * hd;
-    for (int i = 0; i < hd; ++i) acc[i] += pj * vj[i];
+    const size_t vj = static_cast<size_t>(j) * hd;
+    for (int i = 0; i < hd; ++i) acc[i] += pj * LoadOne<D>(v, vj + i);
   }
-}
-
-void PortableWidenBf16(const uint16_t* src, int n, float* dst) {
-  for (int i = 0; i < n; ++i) dst[i] = std::bit_cast<float>(static_cast<uint32_t>(src[i]) << 16);
-}
-
-void PortableWidenFp16(const uint16_t* src, int n, float* dst) {
-  for (int i = 0; i < n; ++i) dst[i] = Fp16ToFloat(src[i]);
 }
 
 #ifdef CATSERVE_AVX2_KERNELS
 // GCC vectorises the portable loops for AVX2 too (checked with target attributes), but leaves
 // each dot product one dependency chain, reloads the accumulator for every value row, calls
 // expf per score and converts fp16 one value at a time; these do four keys per pass, keep the
-// accumulator in registers, and use a vector exp.
+// accumulator in registers, use a vector exp and widen 16-bit values as they are loaded.
 #define CATSERVE_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+// Values i..i+7 of a run stored as D, as fp32.
+template <KvDtype D>
+CATSERVE_AVX2 inline __m256 Load8(const void* p, size_t i) {
+  if constexpr (D == KvDtype::kFp32) {
+    return _mm256_loadu_ps(static_cast<const float*>(p) + i);
+  } else {
+    const __m128i h =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i));
+    if constexpr (D == KvDtype::kBf16) {
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    } else {
+      return _mm256_cvtph_ps(h);
+    }
+  }
+}
 
 CATSERVE_AVX2 inline float HorizontalSum(__m256 v) {
   __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -70,40 +92,39 @@ CATSERVE_AVX2 inline float HorizontalSum(__m256 v) {
   return _mm_cvtss_f32(x);
 }
 
-CATSERVE_AVX2 void Avx2Scores(const float* q, const float* k, int n, int hd, float scale,
-                              float* s) {
+template <KvDtype D>
+CATSERVE_AVX2 void Avx2Scores(const float* q, const void* k, int n, int hd, float scale, float* s) {
   const int vec = hd & ~7;
   int j = 0;
   for (; j + 4 <= n; j += 4) {
-    const float* k0 = k + static_cast<size_t>(j) * hd;
-    const float *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
+    const size_t k0 = static_cast<size_t>(j) * hd, k1 = k0 + hd, k2 = k1 + hd, k3 = k2 + hd;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int i = 0; i < vec; i += 8) {
       const __m256 qv = _mm256_loadu_ps(q + i);
-      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
-      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + i), a1);
-      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + i), a2);
-      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + i), a3);
+      a0 = _mm256_fmadd_ps(qv, Load8<D>(k, k0 + i), a0);
+      a1 = _mm256_fmadd_ps(qv, Load8<D>(k, k1 + i), a1);
+      a2 = _mm256_fmadd_ps(qv, Load8<D>(k, k2 + i), a2);
+      a3 = _mm256_fmadd_ps(qv, Load8<D>(k, k3 + i), a3);
     }
     const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
     alignas(16) float dots[4];
     _mm_store_ps(dots, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
     for (int i = vec; i < hd; ++i) {
-      dots[0] += q[i] * k0[i];
-      dots[1] += q[i] * k1[i];
-      dots[2] += q[i] * k2[i];
-      dots[3] += q[i] * k3[i];
+      dots[0] += q[i] * LoadOne<D>(k, k0 + i);
+      dots[1] += q[i] * LoadOne<D>(k, k1 + i);
+      dots[2] += q[i] * LoadOne<D>(k, k2 + i);
+      dots[3] += q[i] * LoadOne<D>(k, k3 + i);
     }
     for (int l = 0; l < 4; ++l) s[j + l] = dots[l] * scale;
   }
   for (; j < n; ++j) {
-    const float* kj = k + static_cast<size_t>(j) * hd;
+    const size_t kj = static_cast<size_t>(j) * hd;
     __m256 a = _mm256_setzero_ps();
     for (int i = 0; i < vec; i += 8) {
-      a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(kj + i), a);
+      a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), Load8<D>(k, kj + i), a);
     }
     float dot = HorizontalSum(a);
-    for (int i = vec; i < hd; ++i) dot += q[i] * kj[i];
+    for (int i = vec; i < hd; ++i) dot += q[i] * LoadOne<D>(k, kj + i);
     s[j] = dot * scale;
   }
 }
@@ -153,7 +174,8 @@ CATSERVE_AVX2 float Avx2ExpSum(float* s, int n, float max) {
   return HorizontalSum(total);
 }
 
-CATSERVE_AVX2 void Avx2Accumulate(float keep, const float* p, const float* v, int n, int hd,
+template <KvDtype D>
+CATSERVE_AVX2 void Avx2Accumulate(float keep, const float* p, const void* v, int n, int hd,
                                   float* acc) {
   const __m256 kv = _mm256_set1_ps(keep);
   int i = 0;
@@ -164,11 +186,11 @@ CATSERVE_AVX2 void Avx2Accumulate(float keep, const float* p, const float* v, in
     __m256 a3 = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 24), kv);
     for (int j = 0; j < n; ++j) {
       const __m256 pj = _mm256_set1_ps(p[j]);
-      const float* vj = v + static_cast<size_t>(j) * hd + i;
-      a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj), a0);
-      a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8), a1);
-      a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 16), a2);
-      a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 24), a3);
+      const size_t vj = static_cast<size_t>(j) * hd + i;
+      a0 = _mm256_fmadd_ps(pj, Load8<D>(v, vj), a0);
+      a1 = _mm256_fmadd_ps(pj, Load8<D>(v, vj + 8), a1);
+      a2 = _mm256_fmadd_ps(pj, Load8<D>(v, vj + 16), a2);
+      a3 = _mm256_fmadd_ps(pj, Load8<D>(v, vj + 24), a3);
     }
     _mm256_storeu_ps(acc + i, a0);
     _mm256_storeu_ps(acc + i + 8, a1);
@@ -178,34 +200,15 @@ CATSERVE_AVX2 void Avx2Accumulate(float keep, const float* p, const float* v, in
   for (; i + 8 <= hd; i += 8) {
     __m256 a = _mm256_mul_ps(_mm256_loadu_ps(acc + i), kv);
     for (int j = 0; j < n; ++j) {
-      a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]),
-                          _mm256_loadu_ps(v + static_cast<size_t>(j) * hd + i), a);
+      a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), Load8<D>(v, static_cast<size_t>(j) * hd + i), a);
     }
     _mm256_storeu_ps(acc + i, a);
   }
   for (; i < hd; ++i) {
     float a = acc[i] * keep;
-    for (int j = 0; j < n; ++j) a += p[j] * v[static_cast<size_t>(j) * hd + i];
+    for (int j = 0; j < n; ++j) a += p[j] * LoadOne<D>(v, static_cast<size_t>(j) * hd + i);
     acc[i] = a;
   }
-}
-
-CATSERVE_AVX2 void Avx2WidenBf16(const uint16_t* src, int n, float* dst) {
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
-    _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
-  }
-  PortableWidenBf16(src + i, n - i, dst + i);
-}
-
-CATSERVE_AVX2 void Avx2WidenFp16(const uint16_t* src, int n, float* dst) {
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
-    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
-  }
-  PortableWidenFp16(src + i, n - i, dst + i);
 }
 
 bool CpuHasAvx2() {
@@ -218,16 +221,24 @@ bool CpuHasAvx2() {
 }  // namespace
 
 const AttentionKernels& PortableAttentionKernels() {
-  static constexpr AttentionKernels kPortable = {"portable",        PortableScores,
-                                                 PortableExpSum,    PortableAccumulate,
-                                                 PortableWidenBf16, PortableWidenFp16};
+  static constexpr AttentionKernels kPortable = {
+      "portable",
+      {PortableScores<KvDtype::kFp32>, PortableScores<KvDtype::kBf16>,
+       PortableScores<KvDtype::kFp16>},
+      PortableExpSum,
+      {PortableAccumulate<KvDtype::kFp32>, PortableAccumulate<KvDtype::kBf16>,
+       PortableAccumulate<KvDtype::kFp16>}};
   return kPortable;
 }
 
 const AttentionKernels* Avx2AttentionKernels() {
 #ifdef CATSERVE_AVX2_KERNELS
-  static constexpr AttentionKernels kAvx2 = {"avx2",         Avx2Scores,    Avx2ExpSum,
-                                             Avx2Accumulate, Avx2WidenBf16, Avx2WidenFp16};
+  static constexpr AttentionKernels kAvx2 = {
+      "avx2",
+      {Avx2Scores<KvDtype::kFp32>, Avx2Scores<KvDtype::kBf16>, Avx2Scores<KvDtype::kFp16>},
+      Avx2ExpSum,
+      {Avx2Accumulate<KvDtype::kFp32>, Avx2Accumulate<KvDtype::kBf16>,
+       Avx2Accumulate<KvDtype::kFp16>}};
   static const bool available = CpuHasAvx2();
   return available ? &kAvx2 : nullptr;
 #else

@@ -3,24 +3,25 @@
 
 #include <cstdint>
 
+#include "engine/kv_dtype.h"
+
 namespace catserve::engine {
 
 // The inner loops of the CPU decode attention over a run of n keys (or values) of head_dim floats
-// each, contiguous (one page's slots). Two sets exist: portable C++, and AVX2 + FMA + F16C. The
+// each, contiguous (one page's slots), stored as fp32, bf16 or fp16. Two sets exist: portable C++,
+// and AVX2 + FMA + F16C. The
 // engine takes BestAttentionKernels(), chosen once from what the CPU reports. Both compute the same
 // sums in the same order up to the rounding of fused multiply-adds and of exp (the AVX2 exp is a
 // polynomial within 2 ulp of expf).
 struct AttentionKernels {
   const char* name;
-  // s[j] = scale * dot(q, k[j * head_dim ...]) for j < n.
-  void (*scores)(const float* q, const float* k, int n, int head_dim, float scale, float* s);
+  // s[j] = scale * dot(q, k[j * head_dim ...]) for j < n, the keys stored as `dtype` (indexed by
+  // KvDtype; 16-bit values are widened to fp32 as they are loaded).
+  void (*scores[3])(const float* q, const void* k, int n, int head_dim, float scale, float* s);
   // s[j] = exp(s[j] - max) for j < n (s[j] <= max); returns their sum.
   float (*exp_sum)(float* s, int n, float max);
-  // acc = acc * keep + sum_j p[j] * v[j * head_dim ...] over j < n.
-  void (*accumulate)(float keep, const float* p, const float* v, int n, int head_dim, float* acc);
-  // dst[i] = the value of the bf16 / fp16 pattern src[i], for i < n (exact).
-  void (*widen_bf16)(const uint16_t* src, int n, float* dst);
-  void (*widen_fp16)(const uint16_t* src, int n, float* dst);
+  // acc = acc * keep + sum_j p[j] * v[j * head_dim ...] over j < n, the values stored as `dtype`.
+  void (*accumulate[3])(float keep, const float* p, const void* v, int n, int head_dim, float* acc);
 };
 
 const AttentionKernels& PortableAttentionKernels();

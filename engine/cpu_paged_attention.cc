@@ -20,6 +20,8 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
   const size_t bytes = g.bytes_per_value();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const size_t block_bytes = static_cast<size_t>(B) * hd * bytes;  // one kv head's keys of a page
+  const auto scores = kernels_.scores[static_cast<int>(g.dtype)];
+  const auto accumulate = kernels_.accumulate[static_cast<int>(g.dtype)];
   const int num_splits = static_cast<int>(splits.splits.size());
   split_slot_.resize(num_splits + 1);
   split_slot_[0] = 0;
@@ -35,7 +37,7 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
   // One task per split, all kv heads: a page's keys of this layer for every kv head are one
   // contiguous block, and so are its values, so a task sweeps each page once.
   threads.ParallelFor(num_splits, [&](int begin, int end) {
-    std::vector<float> kbuf, vbuf, p(B);
+    std::vector<float> p(B);
     for (int s = begin; s < end; ++s) {
       const SplitKvPlan::Split& sp = splits.splits[s];
       const int r0 = plan.item_rows[sp.item].first, r1 = plan.item_rows[sp.item].second;
@@ -75,18 +77,6 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
               const size_t at = kvh * block_bytes + static_cast<size_t>(entry % B) * hd * bytes;
               const std::byte* k = page + keys_at + at;
               const std::byte* v = page + values_at + at;
-              const float* kf = reinterpret_cast<const float*>(k);
-              const float* vf = reinterpret_cast<const float*>(v);
-              if (g.dtype != KvDtype::kFp32) {
-                const auto widen =
-                    g.dtype == KvDtype::kBf16 ? kernels_.widen_bf16 : kernels_.widen_fp16;
-                kbuf.resize(static_cast<size_t>(n) * hd);
-                vbuf.resize(kbuf.size());
-                widen(reinterpret_cast<const uint16_t*>(k), n * hd, kbuf.data());
-                widen(reinterpret_cast<const uint16_t*>(v), n * hd, vbuf.data());
-                kf = kbuf.data();
-                vf = vbuf.data();
-              }
               for (int t = r0; t < r1; ++t) {
                 const StepPlan::Row& row = plan.rows[t];
                 const int visible =
@@ -97,13 +87,13 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
                   const size_t qi = static_cast<size_t>(kvh) * nq + (t - r0) * group + qg;
                   const float* q =
                       qkv + static_cast<size_t>(t) * qkv_stride + (kvh * group + qg) * hd;
-                  kernels_.scores(q, kf, seen, hd, scale, p.data());
+                  scores(q, k, seen, hd, scale, p.data());
                   const float run_max = *std::max_element(p.data(), p.data() + seen);
                   const float new_max = std::max(m[qi], run_max);
                   const float keep = std::exp(m[qi] - new_max);  // 0 while m is -inf
                   const float run_sum = kernels_.exp_sum(p.data(), seen, new_max);
                   sum[qi] = sum[qi] * keep + run_sum;
-                  kernels_.accumulate(keep, p.data(), vf, seen, hd, acc + qi * hd);
+                  accumulate(keep, p.data(), v, seen, hd, acc + qi * hd);
                   m[qi] = new_max;
                 }
               }

@@ -15,9 +15,9 @@ namespace catserve::engine {
 
 // The decoder's attention of one layer of a step on the CPU: every row of the step attends to the
 // compressed and local entries it sees in a host KvPool of any dtype, split-KV as `splits` says
-// (split_kv_plan.h: one task per split and kv head, then the exact merge). Keys and values
-// are widened to fp32 a page run at a time; all arithmetic is fp32. Holds its scratch across
-// calls; one thread calls Run at a time.
+// (split_kv_plan.h: one task per split, all kv heads, then the exact merge). 16-bit keys and
+// values are widened to fp32 as the kernels load them; all arithmetic is fp32. Holds its scratch
+// across calls; one thread calls Run at a time.
 class CpuPagedAttention {
  public:
   explicit CpuPagedAttention(const AttentionKernels& kernels = BestAttentionKernels())
