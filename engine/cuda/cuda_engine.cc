@@ -186,8 +186,7 @@ absl::Status CudaEngine::CheckPool(const KvPool& pool) const {
   const KvGeometry& g = pool.geometry();
   const KvGeometry want = kv_geometry(g.page_entries);
   if (pool.arena_location() != KvArena::Location::kCuda || g.layers != want.layers ||
-      g.kv_heads != want.kv_heads || g.head_dim != want.head_dim ||
-      g.dtype != want.dtype) {
+      g.kv_heads != want.kv_heads || g.head_dim != want.head_dim || g.dtype != want.dtype) {
     return absl::InvalidArgumentError(
         "the CUDA engine needs a KV pool made by its own CreateKvPool (bf16, device memory)");
   }
