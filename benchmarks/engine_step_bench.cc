@@ -1,10 +1,13 @@
 // Times the CPU engine's decode step (median over steps) on a random model of realistic shape and
-// prints a markdown table: tokens/s by context, batch and chunk size, each chunk size's ratio to
-// chunk size 1, KV bytes per sequence, and the step's time over the time its GEMMs alone take with
-// the same BLAS.
+// prints a markdown table: tokens/s by KV dtype, context, batch and chunk size, each chunk size's
+// ratio to chunk size 1, KV bytes per sequence, the step's time over the time its GEMMs alone take
+// with the same BLAS, and the decode attention's share of the step and the KV bytes it read per
+// second. Before the table it measures the machine's memory bandwidth (a 1 GiB memcpy, and all
+// compute threads reading 1 GiB), the bar the attention's GB/s is held to.
 //
 //   build/benchmarks/engine_step_bench [--contexts=512,2048,4096] [--batches=1,8,32]
-//       [--chunks=1,2,4,8,16] [--steps=16] [--kv_cap_gb=8] [--threads=0]
+//       [--chunks=1,2,4,8,16] [--kv_dtypes=fp32] [--steps=16] [--page_entries=16]
+//       [--kv_cap_gb=8] [--threads=0]
 //
 // The KV cache of each sequence is laid out as for a real context of that length (pages
 // reserved, entries present) without running the prefill: a step's cost depends on the number
@@ -14,12 +17,15 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_split.h"
 #include "benchmarks/bench_common.h"
+#include "engine/attention_kernels.h"
 #include "engine/cpu_engine.h"
 #include "engine/cpu_ops.h"
 #include "engine/random_model.h"
@@ -33,7 +39,9 @@ struct Options {
   std::vector<int> contexts = {512, 2048, 4096};
   std::vector<int> batches = {1, 8, 32};
   std::vector<int> chunks = {1, 2, 4, 8, 16};
+  std::vector<KvDtype> kv_dtypes = {KvDtype::kFp32};
   int steps = 16;
+  int page_entries = 16;
   double kv_cap_gb = 8;
   int threads = 0;
 };
@@ -48,8 +56,20 @@ Options ParseArgs(int argc, char** argv) {
       o.batches = bench::ParseIntList(v);
     else if (const char* v = value("chunks"))
       o.chunks = bench::ParseIntList(v);
-    else if (const char* v = value("steps"))
+    else if (const char* v = value("kv_dtypes")) {
+      o.kv_dtypes.clear();
+      for (absl::string_view name : absl::StrSplit(v, ',')) {
+        absl::StatusOr<KvDtype> d = ParseKvDtype(name);
+        if (!d.ok()) {
+          std::fprintf(stderr, "%s\n", std::string(d.status().message()).c_str());
+          std::exit(2);
+        }
+        o.kv_dtypes.push_back(*d);
+      }
+    } else if (const char* v = value("steps"))
       o.steps = std::atoi(v);
+    else if (const char* v = value("page_entries"))
+      o.page_entries = std::atoi(v);
     else if (const char* v = value("kv_cap_gb"))
       o.kv_cap_gb = std::atof(v);
     else if (const char* v = value("threads"))
@@ -105,17 +125,60 @@ double Median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
+// The machine's memory bandwidth in GB/s, on 512 MiB buffers (16 times this machine's L3):
+// one thread's memcpy (bytes copied per second) and all compute threads summing the source
+// (bytes read per second, the roofline of the read-only attention). Measured at the start and
+// again after every cell, so a cell's attention is compared with what the (shared, noisy) machine
+// gave at that time.
+class BandwidthProbe {
+ public:
+  BandwidthProbe() : src_(kFloats, 1.0f), dst_(kFloats, 0.0f) {}
+
+  double MemcpyGbs() {
+    const auto start = Clock::now();
+    std::memcpy(dst_.data(), src_.data(), kFloats * sizeof(float));
+    return kFloats * sizeof(float) / Seconds(Clock::now() - start) / 1e9;
+  }
+
+  double ReadGbs(ThreadPool& pool) {
+    const int parts = pool.size();
+    std::vector<float> sums(parts);
+    const auto start = Clock::now();
+    pool.ParallelFor(parts, [&](int begin, int end) {
+      for (int part = begin; part < end; ++part) {
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        const size_t i0 = kFloats / parts * part, i1 = kFloats / parts * (part + 1);
+        for (size_t i = i0; i + 8 <= i1; i += 8) {
+          for (int k = 0; k < 8; ++k) acc[k] += src_[i + k];
+        }
+        sums[part] = acc[0] + acc[7];
+      }
+    });
+    const double gbs = kFloats * sizeof(float) / Seconds(Clock::now() - start) / 1e9;
+    dst_[0] = sums[0];  // keeps the reads
+    return gbs;
+  }
+
+ private:
+  static constexpr size_t kFloats = size_t{1} << 27;
+  std::vector<float> src_, dst_;
+};
+
 struct Result {
   double tokens_per_s = 0;
   double step_ms = 0;
   double gemm_ratio = 0;
+  double attention_share = 0;  // attention seconds / step seconds
+  double attention_gbs = 0;    // KV bytes the attention read per second
+  double read_gbs = 0;         // BandwidthProbe::ReadGbs right after the cell
   size_t kv_bytes_per_seq = 0;
   bool skipped = false;
 };
 
-Result Run(Engine& engine, int context, int batch, int l, const Options& o) {
+Result Run(Engine& engine, int context, int batch, int l, const Options& o, BandwidthProbe& probe) {
   Result r;
-  const KvGeometry geometry = engine.kv_geometry(16);
+  const KvGeometry geometry = engine.kv_geometry(o.page_entries);
+  const int P = o.page_entries;
   const KvEntries e = KvEntriesAfter(context, l);
   r.kv_bytes_per_seq = (e.compressed + e.local) * geometry.entry_bytes();
   const int final_len = context + o.steps + 2;
@@ -142,7 +205,7 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o) {
   std::vector<float> logits(static_cast<size_t>(batch) * engine.config().vocab_size);
   std::vector<StepItem> items(batch);
   GemmReplayer replay(engine.threads());
-  std::vector<double> step_seconds, ratios;
+  std::vector<double> step_seconds, ratios, shares, rates;
   StepStats stats;
   for (int step = 0; step < o.steps + 2; ++step) {
     for (int i = 0; i < batch; ++i) {
@@ -162,11 +225,17 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o) {
     // steps keep one noisy step (this machine is shared) from moving the figures.
     step_seconds.push_back(Seconds(took));
     ratios.push_back(Seconds(took) / replay.Seconds(stats.gemms));
+    shares.push_back(stats.attention_seconds / Seconds(took));
+    rates.push_back(stats.attention_kv_bytes / stats.attention_seconds / 1e9);
   }
   const double seconds = Median(step_seconds);
   r.tokens_per_s = batch / seconds;
   r.step_ms = seconds * 1e3;
   r.gemm_ratio = Median(ratios);
+  r.attention_share = Median(shares);
+  r.attention_gbs = Median(rates);
+  ThreadPool threads(engine.threads());
+  r.read_gbs = probe.ReadGbs(threads);
   for (SequenceState& q : seqs) pool->ReleaseAll(q.pages);
   return r;
 }
@@ -177,29 +246,46 @@ int Main(int argc, char** argv) {
   for (int c : o.contexts) max_context = std::max(max_context, c);
   const ModelConfig config = BenchConfig(max_context + o.steps + 16);
   std::fprintf(stderr, "building a random model (D=1024, L=12, Dc=512, Lc=3, V=32000)...\n");
-  CpuEngine engine(config, RandomModelWeights(config, 1), {.threads = o.threads});
-  std::printf("CPU engine decode step, fp32, %d compute threads, %d timed steps per cell\n\n",
-              engine.threads(), o.steps);
+  const ModelWeights weights = RandomModelWeights(config, 1);
+  ThreadPool threads(o.threads);
+  BandwidthProbe probe;
+  double memcpy_gbs = 0, read_gbs = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    memcpy_gbs = std::max(memcpy_gbs, probe.MemcpyGbs());
+    read_gbs = std::max(read_gbs, probe.ReadGbs(threads));
+  }
   std::printf(
-      "| context | batch | chunk | tokens/s | step ms | ratio to chunk 1 | KV bytes/seq | step / "
-      "GEMMs |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-  for (int context : o.contexts) {
-    for (int batch : o.batches) {
-      double base = 0;
-      for (int l : o.chunks) {
-        const Result r = Run(engine, context, batch, l, o);
-        if (r.skipped) {
-          std::printf("| %d | %d | %d | skipped: KV pool over %.0f GiB | | | %zu | |\n", context,
-                      batch, l, o.kv_cap_gb, r.kv_bytes_per_seq);
+      "CPU engine decode step, %d compute threads, %d timed steps per cell, attention kernels: "
+      "%s\nmemory bandwidth at the start (best of 3, 512 MiB): memcpy %.1f GB/s copied (one "
+      "thread), read %.1f GB/s (%d threads)\n\n",
+      threads.size(), o.steps, BestAttentionKernels().name, memcpy_gbs, read_gbs, threads.size());
+  std::printf(
+      "| KV | context | batch | chunk | tokens/s | step ms | ratio to chunk 1 | KV bytes/seq | "
+      "step / GEMMs | attention / step | attention GB/s | read GB/s after |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (KvDtype dtype : o.kv_dtypes) {
+    CpuEngine engine(config, weights, {.threads = o.threads, .kv_dtype = dtype});
+    for (int context : o.contexts) {
+      for (int batch : o.batches) {
+        double base = 0;
+        for (int l : o.chunks) {
+          const Result r = Run(engine, context, batch, l, o, probe);
+          if (r.skipped) {
+            std::printf(
+                "| %s | %d | %d | %d | skipped: KV pool over %.0f GiB | | | %zu | | | | |\n",
+                KvDtypeName(dtype), context, batch, l, o.kv_cap_gb, r.kv_bytes_per_seq);
+            std::fflush(stdout);
+            continue;
+          }
+          if (l == 1) base = r.tokens_per_s;
+          char ratio[32] = "n/a";
+          if (base > 0) std::snprintf(ratio, sizeof ratio, "%.2fx", r.tokens_per_s / base);
+          std::printf(
+              "| %s | %d | %d | %d | %.1f | %.2f | %s | %zu | %.2f | %.2f | %.1f | %.1f |\n",
+              KvDtypeName(dtype), context, batch, l, r.tokens_per_s, r.step_ms, ratio,
+              r.kv_bytes_per_seq, r.gemm_ratio, r.attention_share, r.attention_gbs, r.read_gbs);
           std::fflush(stdout);
-          continue;
         }
-        if (l == 1) base = r.tokens_per_s;
-        char ratio[32] = "n/a";
-        if (base > 0) std::snprintf(ratio, sizeof ratio, "%.2fx", r.tokens_per_s / base);
-        std::printf("| %d | %d | %d | %.1f | %.2f | %s | %zu | %.2f |\n", context, batch, l,
-                    r.tokens_per_s, r.step_ms, ratio, r.kv_bytes_per_seq, r.gemm_ratio);
-        std::fflush(stdout);
       }
     }
   }

@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <utility>
 
@@ -56,7 +57,8 @@ CpuEngine::CpuEngine(ModelConfig config, ModelWeights weights, const EngineOptio
       decoder_rope_(config_.head_dim(), config_.rope_theta, config_.max_chunk_size + 2),
       compressor_rope_(config_.compressor_head_dim(), config_.rope_theta,
                        config_.max_chunk_size + 2),
-      emulate_bf16_(options.emulate_bf16) {
+      emulate_bf16_(options.emulate_bf16),
+      kv_dtype_(options.emulate_bf16 ? KvDtype::kBf16 : options.kv_dtype) {
   // GEMMs are split over compute_ by ParallelLinear; BLAS itself stays single-threaded.
   openblas_set_num_threads(1);
 }
@@ -65,7 +67,8 @@ KvGeometry CpuEngine::kv_geometry(int page_entries) const {
   return KvGeometry{.layers = config_.num_hidden_layers,
                     .kv_heads = config_.num_kv_heads,
                     .head_dim = config_.head_dim(),
-                    .page_entries = page_entries};
+                    .page_entries = page_entries,
+                    .dtype = kv_dtype_};
 }
 
 void CpuEngine::Gemm(const float* x, int rows, int in, const float* w, int out, float* y) {
@@ -190,8 +193,8 @@ void CpuEngine::RunCompressor(absl::Span<const StepItem> items) {
   }
 }
 
-void CpuEngine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool,
-                           absl::Span<float> logits) {
+void CpuEngine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits,
+                           StepStats* stats) {
   const DecoderWeights& dw = weights_.decoder;
   const int D = config_.hidden_size, V = config_.vocab_size;
   const int T = static_cast<int>(plan_.rows.size());
@@ -216,90 +219,35 @@ void CpuEngine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool,
 
   const KvGeometry& g = pool.geometry();
   const int B = g.page_entries;
+  splits_.Build(plan_, compute_.size());
   x_.swap(x);
   for (int layer = 0; layer < static_cast<int>(dw.layers.size()); ++layer) {
     const BlockWeights& b = dw.layers[layer];
     AttentionInputs(b, decoder_rope_, T, plan_.row_positions);
     const int H = b.heads, Hkv = b.kv_heads, hd = b.head_dim, qkv_rows = b.qkv_rows();
-    // The head_dim floats of one entry's key (kv = 0) or value (kv = 1) for kv head `kvh`.
-    auto entry_ptr = [&](const SequenceState& s, bool compressed, int entry, int kv, int kvh) {
-      const std::vector<int32_t>& pages = compressed ? s.pages.compressed : s.pages.local;
-      return pool.page_data(pages[entry / B]) +
-             (((static_cast<size_t>(layer) * 2 + kv) * Hkv + kvh) * B + entry % B) * hd;
-    };
-    // Write this step's keys and values into the cache, then attend from the cache.
+    // Write this step's keys and values into the cache ([layer][k or v][kv_head][slot][head_dim]
+    // within a page), then attend from the cache.
     for (int t = 0; t < T; ++t) {
       const StepPlan::Row& r = plan_.rows[t];
-      const SequenceState& s = *items[r.item].seq;
+      const SequencePages& pages = items[r.item].seq->pages;
+      const int32_t page = (r.compressed ? pages.compressed : pages.local)[r.entry / B];
       const float* row = qkv_.data() + static_cast<size_t>(t) * qkv_rows;
-      for (int kvh = 0; kvh < Hkv; ++kvh) {
-        for (int kv = 0; kv < 2; ++kv) {
-          float* dst = entry_ptr(s, r.compressed, r.entry, kv, kvh);
-          std::copy_n(row + (H + kv * Hkv + kvh) * hd, hd, dst);
-          if (emulate_bf16_) std::transform(dst, dst + hd, dst, RoundToBf16);
+      for (int kv = 0; kv < 2; ++kv) {
+        for (int kvh = 0; kvh < Hkv; ++kvh) {
+          const size_t at =
+              (((static_cast<size_t>(layer) * 2 + kv) * Hkv + kvh) * B + r.entry % B) * hd *
+              g.bytes_per_value();
+          StoreKvValues(kv_dtype_, row + (H + kv * Hkv + kvh) * hd, hd, pool.page_data(page) + at);
         }
       }
     }
-    // One task per (sequence, kv head): each cached entry is read once and scored against every
-    // query of that sequence and head group (online softmax), instead of once per query.
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    const int group = H / Hkv;
     attn_.resize(static_cast<size_t>(T) * H * hd);
-    compute_.ParallelFor(static_cast<int>(items.size()) * Hkv, [&](int begin, int end) {
-      std::vector<float> m, sum, acc;
-      for (int task = begin; task < end; ++task) {
-        const int item = task / Hkv, kvh = task % Hkv;
-        const int r0 = plan_.item_rows[item].first, r1 = plan_.item_rows[item].second;
-        const SequenceState& s = *items[item].seq;
-        const int nq = (r1 - r0) * group;
-        m.assign(nq, -INFINITY);
-        sum.assign(nq, 0.0f);
-        acc.assign(static_cast<size_t>(nq) * hd, 0.0f);
-        int max_compressed = 0, max_local = 0;
-        for (int t = r0; t < r1; ++t) {
-          max_compressed = std::max(max_compressed, plan_.rows[t].visible_compressed);
-          if (!plan_.rows[t].compressed) max_local = std::max(max_local, plan_.rows[t].entry + 1);
-        }
-        auto visit = [&](const float* k, const float* v, auto sees) {
-          for (int t = r0; t < r1; ++t) {
-            if (!sees(plan_.rows[t])) continue;
-            const float* q = qkv_.data() + static_cast<size_t>(t) * qkv_rows + kvh * group * hd;
-            for (int g = 0; g < group; ++g) {
-              const int qi = (t - r0) * group + g;
-              const float score = Dot(q + g * hd, k, hd) * scale;
-              float* a = acc.data() + static_cast<size_t>(qi) * hd;
-              if (score > m[qi]) {
-                const float c = std::exp(m[qi] - score);
-                sum[qi] = sum[qi] * c + 1.0f;
-                for (int i = 0; i < hd; ++i) a[i] = a[i] * c + v[i];
-                m[qi] = score;
-              } else {
-                const float p = std::exp(score - m[qi]);
-                sum[qi] += p;
-                for (int i = 0; i < hd; ++i) a[i] += p * v[i];
-              }
-            }
-          }
-        };
-        for (int e = 0; e < max_compressed; ++e) {
-          visit(entry_ptr(s, true, e, 0, kvh), entry_ptr(s, true, e, 1, kvh),
-                [e](const StepPlan::Row& r) { return e < r.visible_compressed; });
-        }
-        for (int e = 0; e < max_local; ++e) {
-          visit(entry_ptr(s, false, e, 0, kvh), entry_ptr(s, false, e, 1, kvh),
-                [e](const StepPlan::Row& r) { return !r.compressed && e <= r.entry; });
-        }
-        for (int t = r0; t < r1; ++t) {
-          for (int g = 0; g < group; ++g) {
-            const int qi = (t - r0) * group + g;
-            const float inv = 1.0f / sum[qi];
-            const float* a = acc.data() + static_cast<size_t>(qi) * hd;
-            float* out = attn_.data() + (static_cast<size_t>(t) * H + kvh * group + g) * hd;
-            for (int i = 0; i < hd; ++i) out[i] = a[i] * inv;
-          }
-        }
-      }
-    });
+    const auto start = std::chrono::steady_clock::now();
+    attention_.Run(compute_, plan_, splits_, items, pool, layer, qkv_.data(), H, attn_.data());
+    if (stats != nullptr) {
+      stats->attention_seconds +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
     FinishBlock(b, T, x_);
   }
 
@@ -328,21 +276,32 @@ absl::Status CpuEngine::Step(absl::Span<const StepItem> items, KvPool& pool,
   if (logits.size() < items.size() * static_cast<size_t>(config_.vocab_size)) {
     return absl::InvalidArgumentError("logits buffer is smaller than items * vocab_size");
   }
-  if (pool.arena_location() != KvArena::Location::kHost ||
-      pool.geometry().bytes_per_value != static_cast<int>(sizeof(float))) {
-    return absl::InvalidArgumentError("the CPU engine needs a host fp32 KV pool");
+  const KvGeometry& g = pool.geometry();
+  const KvGeometry want = kv_geometry(g.page_entries);
+  if (pool.arena_location() != KvArena::Location::kHost || g.layers != want.layers ||
+      g.kv_heads != want.kv_heads || g.head_dim != want.head_dim || g.dtype != want.dtype) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the CPU engine needs a host KV pool of its own geometry (kv dtype ",
+                     KvDtypeName(kv_dtype_), "): make it with CreateKvPool"));
   }
   if (absl::Status s = ValidateStep(config_, items, pool); !s.ok()) return s;
   gemm_log_ = stats != nullptr ? &stats->gemms : nullptr;
-  if (gemm_log_ != nullptr) gemm_log_->clear();
+  if (stats != nullptr) {
+    stats->gemms.clear();
+    stats->attention_seconds = 0;
+    stats->attention_kv_bytes = 0;
+  }
   plan_.Build(items);
   RunCompressor(items);
-  RunDecoder(items, pool, logits);
+  RunDecoder(items, pool, logits, stats);
   for (const StepItem& it : items) it.seq->cached += it.num_tokens;
   if (stats != nullptr) {
     stats->decoder_positions = static_cast<int>(plan_.rows.size());
     stats->compressed_chunks = static_cast<int>(plan_.chunks.size());
     stats->compressor_positions = static_cast<int>(plan_.chunk_positions.size());
+    size_t keys = 0;
+    for (const SplitKvPlan::Split& sp : splits_.splits) keys += sp.end - sp.begin;
+    stats->attention_kv_bytes = keys * g.entry_bytes();
   }
   return absl::OkStatus();
 }

@@ -10,16 +10,19 @@
 #include "absl/types/span.h"
 #include "engine/config.h"
 #include "engine/cpu_ops.h"
+#include "engine/cpu_paged_attention.h"
 #include "engine/engine.h"
 #include "engine/kv_pool.h"
+#include "engine/split_kv_plan.h"
 #include "engine/step_plan.h"
 #include "engine/thread_pool.h"
 #include "engine/weights.h"
 
 namespace catserve::engine {
 
-// The CAT model on the CPU in fp32 over a host fp32 KvPool: the reference backend and the
-// embedded default. Uses its own compute pool inside Step.
+// The CAT model on the CPU in fp32 over a host KvPool that stores options.kv_dtype (fp32: the
+// reference backend; bf16/fp16: half the KV bytes): the embedded default. Uses its own compute
+// pool inside Step; the decode attention is split-KV (split_kv_plan.h, cpu_paged_attention.h).
 class CpuEngine : public Engine {
  public:
   // LoadModel(model_dir), then the engine over it (what Engine::Load does for Device::kCpu).
@@ -37,7 +40,8 @@ class CpuEngine : public Engine {
 
  private:
   void RunCompressor(absl::Span<const StepItem> items);
-  void RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits);
+  void RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits,
+                  StepStats* stats);
   // A linear layer through BLAS, logged in gemm_log_ when a caller asked for stats.
   void Gemm(const float* x, int rows, int in, const float* w, int out, float* y);
   void AttentionInputs(const BlockWeights& b, const RopeTable& rope, int rows,
@@ -51,9 +55,12 @@ class CpuEngine : public Engine {
   RopeTable compressor_rope_;
 
   const bool emulate_bf16_;
+  const KvDtype kv_dtype_;
 
   // Per-step plan and scratch, reused across steps.
   StepPlan plan_;
+  SplitKvPlan splits_;
+  CpuPagedAttention attention_;
   std::vector<GemmShape>* gemm_log_ = nullptr;
   std::vector<float> x_, norm_, qkv_, attn_, proj_, gate_up_, act_, cx_, rounded_;
 };

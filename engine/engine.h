@@ -22,10 +22,14 @@ struct EngineOptions {
   int threads = 0;  // CPU compute threads; <= 0: one per hardware thread
   Device device = Device::kCpu;
   // CPU only, for testing the CUDA backend: round weights, every GEMM input and every cached K/V
-  // to bf16 where the CUDA backend stores bf16, so the CPU computes what the GPU should.
+  // to bf16 where the CUDA backend stores bf16, so the CPU computes what the GPU should (it implies
+  // kv_dtype bf16).
   bool emulate_bf16 = false;
   // Whether Load refuses a model with NaN or infinite weights (see WeightCheck).
   WeightCheck check_weights = WeightCheck::kAuto;
+  // CPU only: how the KV pool stores keys and values (kv_dtype.h); fp32 keeps the CPU engine equal
+  // to the reference forward. The CUDA backend always stores bf16.
+  KvDtype kv_dtype = KvDtype::kFp32;
 };
 
 // True when this build contains the CUDA backend (CMake option CATSERVE_CUDA). Whether a GPU is
@@ -63,6 +67,10 @@ struct StepStats {
   int compressed_chunks = 0;
   int compressor_positions = 0;
   std::vector<GemmShape> gemms;  // every GEMM of the step, in order (to time them alone)
+  // CPU engine only (0 elsewhere): wall time of the decoder's attention over all layers, and the
+  // KV bytes it read (each key and value an attention task reads, counted once per task).
+  double attention_seconds = 0;
+  size_t attention_kv_bytes = 0;
 };
 
 // The CAT model's incremental, batched decoding (cat-model.md) behind one interface, whatever the

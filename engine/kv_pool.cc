@@ -1,8 +1,10 @@
 #include "engine/kv_pool.h"
 
+#include <sys/mman.h>
+
 #include <cstdio>
 #include <cstdlib>
-#include <new>
+#include <cstring>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -17,14 +19,33 @@ namespace {
   std::abort();
 }
 
+// Anonymous memory, zeroed and touched up front (the pool is preallocated), in transparent huge
+// pages where the kernel allows them: an attention task reads one page run (a few KiB) per KV
+// page, so with 4 KiB pages almost every run would also be a TLB miss.
 class HostKvArena : public KvArena {
  public:
-  explicit HostKvArena(size_t floats) : values_(floats) {}
-  void* data() override { return values_.data(); }
+  static std::unique_ptr<HostKvArena> Create(size_t bytes) {
+    // Room to start the arena on a huge-page boundary.
+    const size_t mapped = bytes + kHugePage;
+    void* base = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) return nullptr;
+    const uintptr_t aligned =
+        (reinterpret_cast<uintptr_t>(base) + kHugePage - 1) & ~(kHugePage - 1);
+    void* data = reinterpret_cast<void*>(aligned);
+    madvise(data, bytes, MADV_HUGEPAGE);
+    std::memset(data, 0, bytes);
+    return std::unique_ptr<HostKvArena>(new HostKvArena(base, mapped, data));
+  }
+  ~HostKvArena() override { munmap(base_, mapped_); }
+  void* data() override { return data_; }
   Location location() const override { return Location::kHost; }
 
  private:
-  std::vector<float> values_;
+  static constexpr size_t kHugePage = size_t{2} << 20;
+  HostKvArena(void* base, size_t mapped, void* data) : base_(base), mapped_(mapped), data_(data) {}
+  void* base_;
+  size_t mapped_;
+  void* data_;
 };
 
 absl::Status CheckPoolShape(const KvGeometry& geometry, int num_pages) {
@@ -33,7 +54,7 @@ absl::Status CheckPoolShape(const KvGeometry& geometry, int num_pages) {
         absl::StrCat("KV pool needs at least one page, got ", num_pages));
   }
   if (geometry.layers <= 0 || geometry.kv_heads <= 0 || geometry.head_dim <= 0 ||
-      geometry.page_entries <= 0 || geometry.bytes_per_value <= 0) {
+      geometry.page_entries <= 0) {
     return absl::InvalidArgumentError("KV pool geometry has a non-positive dimension");
   }
   return absl::OkStatus();
@@ -43,18 +64,14 @@ absl::Status CheckPoolShape(const KvGeometry& geometry, int num_pages) {
 
 absl::StatusOr<KvPool> KvPool::Create(const KvGeometry& geometry, int num_pages) {
   if (absl::Status s = CheckPoolShape(geometry, num_pages); !s.ok()) return s;
-  if (geometry.bytes_per_value != sizeof(float)) {
-    return absl::InvalidArgumentError("a host KV pool holds fp32 values (bytes_per_value 4)");
-  }
-  try {
-    return KvPool(
-        geometry, num_pages,
-        std::make_unique<HostKvArena>(static_cast<size_t>(num_pages) * geometry.values_per_page()));
-  } catch (const std::bad_alloc&) {
+  std::unique_ptr<HostKvArena> arena =
+      HostKvArena::Create(static_cast<size_t>(num_pages) * geometry.page_bytes());
+  if (arena == nullptr) {
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot allocate a KV pool of ", num_pages, " pages (",
                      static_cast<double>(num_pages) * geometry.page_bytes() / (1 << 20), " MiB)"));
   }
+  return KvPool(geometry, num_pages, std::move(arena));
 }
 
 absl::StatusOr<KvPool> KvPool::Create(const KvGeometry& geometry, int num_pages,

@@ -7,20 +7,23 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/kv_dtype.h"
 
 namespace catserve::engine {
 
 // Shape of one page of compressed-KV storage. An entry is the K and V of one decoder position for
 // every layer; a page holds `page_entries` entries. Within a page the values are laid out as
 // [layer][k or v][kv_head][slot][head_dim]: the keys one attention task reads (one layer, one kv
-// head) are contiguous across the page's slots. A value is `bytes_per_value` bytes: 4 (fp32) on
-// the CPU backend, 2 (bf16) on the CUDA backend.
+// head) are contiguous across the page's slots. A value is stored as `dtype`: fp32, bf16 or fp16
+// on the CPU backend (EngineOptions::kv_dtype), bf16 on the CUDA backend.
 struct KvGeometry {
   int layers = 0;
   int kv_heads = 0;
   int head_dim = 0;
   int page_entries = 16;
-  int bytes_per_value = sizeof(float);
+  KvDtype dtype = KvDtype::kFp32;
+
+  int bytes_per_value() const { return KvDtypeBytes(dtype); }
 
   size_t entry_width() const { return static_cast<size_t>(kv_heads) * head_dim; }
   size_t values_per_page() const {
@@ -28,9 +31,9 @@ struct KvGeometry {
   }
   // Bytes one entry takes for all layers.
   size_t entry_bytes() const {
-    return static_cast<size_t>(layers) * 2 * entry_width() * bytes_per_value;
+    return static_cast<size_t>(layers) * 2 * entry_width() * bytes_per_value();
   }
-  size_t page_bytes() const { return values_per_page() * bytes_per_value; }
+  size_t page_bytes() const { return values_per_page() * bytes_per_value(); }
 };
 
 // The memory behind a KvPool's pages: `bytes` bytes at data(), page p at data() + p * page_bytes.
@@ -56,8 +59,8 @@ struct SequencePages {
 // single thread that plans and runs engine steps.
 class KvPool {
  public:
-  // Allocates `num_pages` pages up front in host memory (fp32 geometry only); fails if that is
-  // zero or the arena cannot be allocated.
+  // Allocates `num_pages` pages up front in host memory; fails if that is zero or the arena
+  // cannot be allocated.
   static absl::StatusOr<KvPool> Create(const KvGeometry& geometry, int num_pages);
   // A pool over a caller's arena of at least num_pages * geometry.page_bytes() bytes (how an engine
   // puts its pool in device memory: Engine::CreateKvPool).
@@ -96,9 +99,10 @@ class KvPool {
   KvArena::Location arena_location() const { return arena_->location(); }
   // The start of the arena (a device pointer for a kCuda arena).
   void* arena_data() { return arena_->data(); }
-  // Page `page` of a host fp32 arena; meaningless for any other arena.
-  float* page_data(int32_t page) {
-    return static_cast<float*>(arena_->data()) + page * geometry_.values_per_page();
+  // The first byte of page `page` of a host arena (values of geometry().dtype); meaningless for a
+  // device arena.
+  std::byte* page_data(int32_t page) {
+    return static_cast<std::byte*>(arena_->data()) + page * geometry_.page_bytes();
   }
 
  private:

@@ -26,6 +26,9 @@ ABSL_FLAG(int, kv_pool_mb, 512, "Size of the compressed-KV pool in MiB");
 ABSL_FLAG(double, gpu_memory_fraction, 0,
           "--device=cuda: size the KV pool to this share (0, 1] of the GPU memory free after the "
           "weights load, instead of --kv_pool_mb; leave room for step scratch");
+ABSL_FLAG(std::string, kv_dtype, "bf16",
+          "KV cache storage: bf16, fp16 or fp32 (16-bit: twice the sequences per MiB, half the "
+          "bytes read per step; the CUDA backend stores bf16 only)");
 ABSL_FLAG(int, kv_page_entries, 16, "Compressed KV entries per page");
 ABSL_FLAG(int, default_chunk_size, 8,
           "Chunk size of requests that name neither chunk_size nor tier");
@@ -80,6 +83,9 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.threads = absl::GetFlag(FLAGS_threads);
   o.kv_pool_mb = absl::GetFlag(FLAGS_kv_pool_mb);
   o.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
+  absl::StatusOr<engine::KvDtype> kv_dtype = ParseKvDtypeFlag(absl::GetFlag(FLAGS_kv_dtype));
+  if (!kv_dtype.ok()) return kv_dtype.status();
+  o.kv_dtype = *kv_dtype;
   o.kv_page_entries = absl::GetFlag(FLAGS_kv_page_entries);
   o.default_chunk_size = absl::GetFlag(FLAGS_default_chunk_size);
   absl::StatusOr<std::map<std::string, Tier>> tiers = ParseTiers(absl::GetFlag(FLAGS_tiers));

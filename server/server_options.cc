@@ -43,7 +43,22 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view address, absl::string_v
   return HostPort{std::string(address.substr(0, colon)), port};
 }
 
+absl::StatusOr<engine::KvDtype> ParseKvDtypeFlag(absl::string_view text) {
+  absl::StatusOr<engine::KvDtype> dtype = engine::ParseKvDtype(text);
+  if (!dtype.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--kv_dtype=", text,
+                                                   " is invalid: expected "
+                                                   "bf16, fp16 or fp32"));
+  }
+  return dtype;
+}
+
 absl::Status ValidateServerOptions(const ServerOptions& o) {
+  if (o.device == "cuda" && o.kv_dtype != engine::KvDtype::kBf16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv_dtype=", engine::KvDtypeName(o.kv_dtype),
+                     " is invalid with --device=cuda: the CUDA backend stores bf16 KV"));
+  }
   if (o.device == "cuda" && !engine::CudaBackendBuilt()) {
     return absl::FailedPreconditionError(
         "--device=cuda: this build has no CUDA backend; run with --device=cpu");

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/config.h"
+#include "engine/kv_dtype.h"
 #include "engine/weights.h"
 #include "server/server_credentials.h"
 #include "server/tiers.h"
@@ -18,10 +19,11 @@ namespace catserve::server {
 
 struct ServerOptions {
   std::string model_dir = "models/cat-small-en";
-  std::string listen = "0.0.0.0:50051";      // gRPC
-  std::string http_listen = "0.0.0.0:8000";  // /metrics /healthz /readyz
-  std::string device = "cpu";                // "cpu" or "cuda"
-  int threads = 0;                           // compute threads; 0 = one per core
+  std::string listen = "0.0.0.0:50051";               // gRPC
+  std::string http_listen = "0.0.0.0:8000";           // /metrics /healthz /readyz
+  std::string device = "cpu";                         // "cpu" or "cuda"
+  int threads = 0;                                    // compute threads; 0 = one per core
+  engine::KvDtype kv_dtype = engine::KvDtype::kBf16;  // KV storage (--kv_dtype); cuda: bf16 only
   int kv_pool_mb = 512;
   double gpu_memory_fraction =
       0;  // --device=cuda: pool = this share of free memory; 0 = kv_pool_mb
@@ -51,10 +53,13 @@ absl::StatusOr<engine::WeightCheck> ParseWeightCheck(absl::string_view text);
 
 // Checks the options that do not need the model: numeric ranges, the pressure policy's name, the
 // device name (and that this build has its backend: a CPU-only build refuses "cuda" with
-// FAILED_PRECONDITION; whether a GPU is present is found when the engine loads),
-// --gpu_memory_fraction in [0, 1] and only with --device=cuda, the addresses' shape. The message
-// names the flag to fix.
+// FAILED_PRECONDITION; whether a GPU is present is found when the engine loads), the KV dtype
+// (the CUDA backend stores bf16 only), --gpu_memory_fraction in [0, 1] and only with
+// --device=cuda, the addresses' shape. The message names the flag to fix.
 absl::Status ValidateServerOptions(const ServerOptions& options);
+
+// Parses --kv_dtype (bf16, fp16, fp32); INVALID_ARGUMENT naming the flag otherwise.
+absl::StatusOr<engine::KvDtype> ParseKvDtypeFlag(absl::string_view text);
 
 // Checks that --default_chunk_size and every tier's sizes are chunk sizes `config` serves.
 absl::Status ValidateChunkSizes(const ServerOptions& options, const engine::ModelConfig& config);

@@ -75,7 +75,8 @@ absl::Status ServingDaemon::Init() {
       model_dir, engine::EngineOptions{.threads = options_.threads,
                                        .device = options_.device == "cuda" ? engine::Device::kCuda
                                                                            : engine::Device::kCpu,
-                                       .check_weights = options_.check_weights});
+                                       .check_weights = options_.check_weights,
+                                       .kv_dtype = options_.kv_dtype});
   if (!engine.ok()) {
     return absl::Status(engine.status().code(),
                         absl::StrCat("loading the model from '", options_.model_dir,

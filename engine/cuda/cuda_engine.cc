@@ -108,7 +108,7 @@ class CudaEngine : public Engine {
                       .kv_heads = config_.num_kv_heads,
                       .head_dim = config_.head_dim(),
                       .page_entries = page_entries,
-                      .bytes_per_value = kBf16Bytes};
+                      .dtype = KvDtype::kBf16};
   }
   int threads() const override { return 1; }
 
@@ -196,8 +196,7 @@ absl::Status CudaEngine::CheckPool(const KvPool& pool) const {
   const KvGeometry& g = pool.geometry();
   const KvGeometry want = kv_geometry(g.page_entries);
   if (pool.arena_location() != KvArena::Location::kCuda || g.layers != want.layers ||
-      g.kv_heads != want.kv_heads || g.head_dim != want.head_dim ||
-      g.bytes_per_value != want.bytes_per_value) {
+      g.kv_heads != want.kv_heads || g.head_dim != want.head_dim || g.dtype != want.dtype) {
     return absl::InvalidArgumentError(
         "the CUDA engine needs a KV pool made by its own CreateKvPool (bf16, device memory)");
   }

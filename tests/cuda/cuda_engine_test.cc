@@ -185,7 +185,7 @@ TEST_P(CudaFixtureTest, LoadsThroughEngineLoad) {
   auto engine = Engine::Load(dir_, {.device = Device::kCuda});
   ASSERT_TRUE(engine.ok()) << engine.status();
   const KvGeometry g = (*engine)->kv_geometry(16);
-  EXPECT_EQ(g.bytes_per_value, 2);
+  EXPECT_EQ(g.bytes_per_value(), 2);
   EXPECT_EQ(g.page_bytes(), engines_.cpu->kv_geometry(16).page_bytes() / 2);
 }
 

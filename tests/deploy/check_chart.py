@@ -33,7 +33,7 @@ LATEST = kubernetes_validate.utils.latest_version()
 
 # The daemon's flags (server/ contract); every one must be reachable from the chart.
 DAEMON_FLAGS = ["model_dir", "listen", "http_listen", "device", "threads", "kv_pool_mb",
-                "kv_page_entries", "default_chunk_size", "tiers", "max_queued", "max_running",
+                "kv_dtype", "kv_page_entries", "default_chunk_size", "tiers", "max_queued", "max_running",
                 "max_tokens_per_step", "max_prompt_tokens", "max_new_tokens", "drain_grace_seconds",
                 "max_prompt_bytes", "reflection"]
 # Flags of the gRPC port's security, passed when security.tls / security.authTokens ask for them.

@@ -86,7 +86,7 @@ def test_model_info(stubs, channel):
     assert info.pressure_policy == "degrade"
     assert info.limits.max_context == 128
     assert info.vocab_size == 384
-    assert info.kv_bytes_per_entry == 1024
+    assert info.kv_bytes_per_entry == 512  # 2 layers x K,V x 4 kv heads x 16 dims x 2 (bf16 KV)
 
 
 def _raw_unary(channel, method, request_bytes):

@@ -13,7 +13,7 @@ const std::filesystem::path kTiny = std::filesystem::path(CATSERVE_FIXTURES_DIR)
 TEST(EngineLoadTest, CpuByDefaultWithFp32Pages) {
   auto engine = Engine::Load(kTiny, {.threads = 1});
   ASSERT_TRUE(engine.ok()) << engine.status();
-  EXPECT_EQ((*engine)->kv_geometry(16).bytes_per_value, 4);
+  EXPECT_EQ((*engine)->kv_geometry(16).bytes_per_value(), 4);
   auto pool = (*engine)->CreateKvPool(4, 16);
   ASSERT_TRUE(pool.ok()) << pool.status();
   EXPECT_EQ(pool->arena_location(), KvArena::Location::kHost);
@@ -23,7 +23,7 @@ TEST(EngineLoadTest, CudaWithoutBackendOrDeviceSaysWhich) {
   auto engine = Engine::Load(kTiny, {.device = Device::kCuda});
   if (engine.ok()) {
     EXPECT_TRUE(CudaBackendBuilt());
-    EXPECT_EQ((*engine)->kv_geometry(16).bytes_per_value, 2);
+    EXPECT_EQ((*engine)->kv_geometry(16).bytes_per_value(), 2);
     return;
   }
   EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition) << engine.status();

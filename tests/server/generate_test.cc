@@ -9,6 +9,7 @@
 #include "engine/engine.h"
 #include "engine/tokenizer.h"
 #include "gtest/gtest.h"
+#include "server/server_options.h"
 #include "tests/server/server_process.h"
 
 namespace catserve::testing {
@@ -16,12 +17,14 @@ namespace {
 
 class GenerateTest : public ::testing::Test {
  protected:
+  // The daemon runs with default flags; the offline engine it is compared with stores KV the same
+  // way.
   static void SetUpTestSuite() {
     absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start();
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = server->release();
-    absl::StatusOr<std::unique_ptr<engine::Engine>> engine =
-        engine::Engine::Load(TinyModelDir(), {.threads = 1});
+    absl::StatusOr<std::unique_ptr<engine::Engine>> engine = engine::Engine::Load(
+        TinyModelDir(), {.threads = 1, .kv_dtype = server::ServerOptions().kv_dtype});
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = engine->release();
     absl::StatusOr<std::unique_ptr<engine::Tokenizer>> tokenizer =
@@ -116,8 +119,17 @@ TEST_F(GenerateTest, StopStringEndsTheStreamBeforeIt) {
   Generation full = Generate(*stub_, request);
   ASSERT_TRUE(full.status.ok()) << full.status.error_message();
   ASSERT_GE(full.text.size(), 12u) << full.text;
-  // A stop string taken from the middle of the greedy text.
-  const std::string stop = full.text.substr(full.text.size() / 2, 3);
+  // A stop string of about 3 bytes from the middle of the greedy text, cut at UTF-8 character
+  // boundaries (a request's strings must be valid UTF-8).
+  auto boundary = [&](size_t at) {
+    while (at < full.text.size() && (static_cast<unsigned char>(full.text[at]) & 0xc0) == 0x80) {
+      ++at;
+    }
+    return at;
+  };
+  const size_t from = boundary(full.text.size() / 2);
+  const std::string stop = full.text.substr(from, boundary(from + 3) - from);
+  ASSERT_FALSE(stop.empty()) << full.text;
   request.add_stop(stop);
   Generation stopped = Generate(*stub_, request);
   ASSERT_TRUE(stopped.status.ok()) << stopped.status.error_message();
@@ -179,8 +191,8 @@ TEST_F(GenerateTest, ModelInfoDescribesModelAndLimits) {
   EXPECT_EQ(info.limits().max_queued(), 1024);
   EXPECT_EQ(info.vocab_size(), 384);
   EXPECT_EQ(info.eos_token_id(), 2);
-  // 2 layers x (K and V) x 4 kv heads x 16 head dim x 4 bytes.
-  EXPECT_EQ(info.kv_bytes_per_entry(), 2 * 2 * 4 * 16 * 4);
+  // 2 layers x (K and V) x 4 kv heads x 16 head dim x 2 bytes (--kv_dtype's default, bf16).
+  EXPECT_EQ(info.kv_bytes_per_entry(), 2 * 2 * 4 * 16 * 2);
   EXPECT_EQ(info.kv_pool().page_entries(), 16);
   EXPECT_EQ(info.kv_pool().total_pages(), (16 << 20) / info.kv_pool().page_bytes());
   EXPECT_EQ(info.backend(), "cpu");

@@ -63,6 +63,24 @@ TEST(ServerOptionsTest, GpuMemoryFractionNeedsCudaAndAShare) {
                                                  : absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(ServerOptionsTest, ParsesKvDtype) {
+  EXPECT_EQ(ServerOptions().kv_dtype, engine::KvDtype::kBf16);
+  EXPECT_EQ(*ParseKvDtypeFlag("fp32"), engine::KvDtype::kFp32);
+  EXPECT_EQ(*ParseKvDtypeFlag("fp16"), engine::KvDtype::kFp16);
+  EXPECT_EQ(*ParseKvDtypeFlag("bf16"), engine::KvDtype::kBf16);
+  const absl::Status bad = ParseKvDtypeFlag("fp8").status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.message(), "--kv_dtype=fp8 is invalid: expected bf16, fp16 or fp32");
+  ServerOptions o;
+  o.device = "cuda";
+  o.kv_dtype = engine::KvDtype::kFp32;
+  EXPECT_EQ(ValidateServerOptions(o).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateServerOptions(o).message(),
+            "--kv_dtype=fp32 is invalid with --device=cuda: the CUDA backend stores bf16 KV");
+  o.device = "cpu";
+  EXPECT_TRUE(ValidateServerOptions(o).ok());
+}
+
 TEST(ServerOptionsTest, ValidatesFlags) {
   ServerOptions o;
   EXPECT_TRUE(ValidateServerOptions(o).ok());

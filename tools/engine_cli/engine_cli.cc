@@ -14,7 +14,8 @@
 //       as the answer has and prints {"case": i, "match": bool, "got": [...]} a line, then
 //       {"summary": true, "cases": n, "exact_match": k, "accuracy": k/n}.
 //
-// Common flags: --threads (engine compute threads; 0 = one per hardware thread).
+// Common flags: --threads (engine compute threads; 0 = one per hardware thread), --kv_dtype
+// (fp32, bf16 or fp16 KV cache).
 
 #include <algorithm>
 #include <cmath>
@@ -56,6 +57,8 @@ ABSL_FLAG(bool, print_ids, false, "generate: also print the generated token ids"
 ABSL_FLAG(std::string, tokens_file, "", "score: token ids, a sequence a line");
 ABSL_FLAG(std::string, cases_file, "", "recall: 'prompt ids<TAB>answer ids' a line");
 ABSL_FLAG(int, threads, 1, "Engine compute threads (0 = one per hardware thread)");
+ABSL_FLAG(std::string, kv_dtype, "fp32",
+          "How the KV cache stores keys and values: fp32, bf16, fp16");
 
 namespace {
 
@@ -84,6 +87,10 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text) {
 absl::StatusOr<std::unique_ptr<Engine>> LoadEngine() {
   catserve::engine::EngineOptions options;
   options.threads = absl::GetFlag(FLAGS_threads);
+  absl::StatusOr<catserve::engine::KvDtype> kv_dtype =
+      catserve::engine::ParseKvDtype(absl::GetFlag(FLAGS_kv_dtype));
+  if (!kv_dtype.ok()) return kv_dtype.status();
+  options.kv_dtype = *kv_dtype;
   return Engine::Load(absl::GetFlag(FLAGS_model_dir), options);
 }
 

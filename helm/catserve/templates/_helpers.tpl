@@ -78,6 +78,7 @@ Tuning flags kept in the ConfigMap, as an ordered list of [flag, configmap key, 
 - [tiers, tiers, {{ include "catserve.tiers" . | quote }}]
 - [default_chunk_size, default-chunk-size, {{ int $s.defaultChunkSize | quote }}]
 - [kv_pool_mb, kv-pool-mb, {{ int $s.kvPoolMb | quote }}]
+- [kv_dtype, kv-dtype, {{ $s.kvDtype | quote }}]
 - [kv_page_entries, kv-page-entries, {{ int $s.kvPageEntries | quote }}]
 - [max_queued, max-queued, {{ int $s.maxQueued | quote }}]
 - [max_running, max-running, {{ int $s.maxRunning | quote }}]

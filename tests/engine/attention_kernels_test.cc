@@ -1,0 +1,152 @@
+// Both attention kernel sets against double sums, for keys and values stored as fp32, bf16 and
+// fp16 (16-bit values are widened exactly as they are loaded).
+#include "engine/attention_kernels.h"
+
+#include <bit>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/kv_dtype.h"
+#include "gtest/gtest.h"
+
+namespace catserve::engine {
+namespace {
+
+std::vector<const AttentionKernels*> KernelSets() {
+  std::vector<const AttentionKernels*> sets = {&PortableAttentionKernels()};
+  if (Avx2AttentionKernels() != nullptr) sets.push_back(Avx2AttentionKernels());
+  return sets;
+}
+
+TEST(AttentionKernelsTest, BestIsAvx2WhereTheCpuHasIt) {
+  EXPECT_EQ(&BestAttentionKernels(), Avx2AttentionKernels() != nullptr
+                                         ? Avx2AttentionKernels()
+                                         : &PortableAttentionKernels());
+}
+
+// `values` stored as `dtype`, and the fp32 values that storage reads back as.
+struct Stored {
+  std::vector<float> fp32;
+  std::vector<uint16_t> bits;
+  std::vector<float> exact;  // what the stored values are
+  const void* data() const {
+    return bits.empty() ? static_cast<const void*>(fp32.data()) : bits.data();
+  }
+};
+
+Stored Store(KvDtype dtype, const std::vector<float>& values) {
+  Stored s;
+  if (dtype == KvDtype::kFp32) {
+    s.fp32 = values;
+    s.exact = values;
+    return s;
+  }
+  s.bits.resize(values.size());
+  StoreKvValues(dtype, values.data(), static_cast<int>(values.size()), s.bits.data());
+  for (uint16_t b : s.bits) {
+    s.exact.push_back(dtype == KvDtype::kBf16 ? std::bit_cast<float>(static_cast<uint32_t>(b) << 16)
+                                              : Fp16ToFloat(b));
+  }
+  return s;
+}
+
+TEST(AttentionKernelsTest, ScoresAndAccumulateMatchDoubleSumsForEveryDtype) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  // Head sizes with and without 32-, 8- and 1-wide tails; key counts with and without 4-key tails.
+  for (KvDtype dtype : {KvDtype::kFp32, KvDtype::kBf16, KvDtype::kFp16}) {
+    for (int hd : {3, 8, 44, 64, 128}) {
+      for (int n : {1, 4, 7, 16}) {
+        std::vector<float> q(hd), kv(n * hd), vv(n * hd), p(n), acc0(hd);
+        for (float& x : q) x = normal(rng);
+        for (float& x : kv) x = normal(rng);
+        for (float& x : vv) x = normal(rng);
+        for (float& x : p) x = std::abs(normal(rng));
+        for (float& x : acc0) x = normal(rng);
+        const Stored k = Store(dtype, kv), v = Store(dtype, vv);
+        for (const AttentionKernels* ks : KernelSets()) {
+          SCOPED_TRACE(::testing::Message()
+                       << ks->name << " " << KvDtypeName(dtype) << " hd " << hd << " n " << n);
+          std::vector<float> s(n);
+          ks->scores[static_cast<int>(dtype)](q.data(), k.data(), n, hd, 0.25f, s.data());
+          std::vector<float> acc = acc0;
+          ks->accumulate[static_cast<int>(dtype)](0.5f, p.data(), v.data(), n, hd, acc.data());
+          for (int j = 0; j < n; ++j) {
+            double dot = 0;
+            for (int i = 0; i < hd; ++i) dot += static_cast<double>(q[i]) * k.exact[j * hd + i];
+            EXPECT_NEAR(s[j], dot * 0.25, 1e-5 * (1 + std::sqrt(hd)));
+          }
+          for (int i = 0; i < hd; ++i) {
+            double a = 0.5 * acc0[i];
+            for (int j = 0; j < n; ++j) a += static_cast<double>(p[j]) * v.exact[j * hd + i];
+            EXPECT_NEAR(acc[i], a, 1e-5 * (1 + n));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(AttentionKernelsTest, ExpSumIsWithinTwoUlpOfExpf) {
+  for (const AttentionKernels* ks : KernelSets()) {
+    // From 0 down past the smallest normal result (-87.3), 13 values at a time (one 8-wide pass
+    // and a 5-wide tail).
+    for (float start = 0.0f; start > -100.0f; start -= 0.37f) {
+      std::vector<float> s(13);
+      for (int j = 0; j < 13; ++j) s[j] = start - 0.011f * j + 3.0f;
+      std::vector<float> in = s;
+      const float sum = ks->exp_sum(s.data(), 13, 3.0f);
+      double want_sum = 0;
+      for (int j = 0; j < 13; ++j) {
+        const float want = std::exp(in[j] - 3.0f);
+        want_sum += want;
+        if (want < 1.2e-38f) {
+          EXPECT_LE(s[j], 1.2e-38f) << ks->name << " at " << in[j] - 3.0f;
+        } else {
+          EXPECT_NEAR(s[j], want, 2.5e-7f * want) << ks->name << " at " << in[j] - 3.0f;
+        }
+      }
+      // Relative, plus the 13 values below the smallest normal that the AVX2 exp flushes to 0.
+      EXPECT_NEAR(sum, want_sum, 1e-6 * want_sum + 13 * 1.2e-38) << ks->name;
+    }
+  }
+}
+
+TEST(AttentionKernelsTest, SixteenBitLoadsAreExactForEveryPattern) {
+  // Every finite pattern as the one key of a head of size 1 scored against q = 1: the score is
+  // the widened value itself, through the 8-wide loads (hd 8: the pattern in lane 0..7) too.
+  for (KvDtype dtype : {KvDtype::kBf16, KvDtype::kFp16}) {
+    for (const AttentionKernels* ks : KernelSets()) {
+      const float q[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+      for (int bits = 0; bits < 65536; bits += 8) {
+        uint16_t key[8];
+        float want[8];
+        bool finite = true;
+        for (int l = 0; l < 8; ++l) {
+          key[l] = static_cast<uint16_t>(bits + l);
+          want[l] = dtype == KvDtype::kBf16
+                        ? std::bit_cast<float>(static_cast<uint32_t>(key[l]) << 16)
+                        : Fp16ToFloat(key[l]);
+          finite = finite && std::isfinite(want[l]);
+        }
+        if (!finite) continue;
+        for (int l = 0; l < 8; ++l) {
+          float s;
+          ks->scores[static_cast<int>(dtype)](q, key + l, 1, 1, 1.0f, &s);
+          ASSERT_EQ(s, want[l]) << ks->name << " " << KvDtypeName(dtype) << " " << bits + l;
+        }
+        // One 8-wide load: the accumulated row is exactly the 8 values.
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        const float one = 1.0f;
+        ks->accumulate[static_cast<int>(dtype)](0.0f, &one, key, 1, 8, acc);
+        for (int l = 0; l < 8; ++l) {
+          ASSERT_EQ(acc[l], want[l]) << ks->name << " " << KvDtypeName(dtype) << " " << bits + l;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace catserve::engine
