@@ -71,7 +71,7 @@ inline engine::ModelWeights ChunkIndexOneLate(engine::ModelWeights w, int width_
   return w;
 }
 
-// An AfterStep for a host fp32 pool: once a sequence's local cache holds exactly S and its first
+// An AfterStep for a host pool of any KV dtype: once a sequence's local cache holds exactly S and its first
 // token, swaps the values (not the keys) of those two entries in every layer and head, as an
 // engine that writes V to the wrong slot would. (Swapping keys and values together would change
 // nothing: attention does not depend on the order of its entries.) Later steps read them only at
@@ -81,12 +81,12 @@ inline AfterStep SwapFirstTwoLocalSlots() {
     const engine::KvEntries e = engine::KvEntriesAfter(s.cached, s.chunk_size);
     if (e.local != 2) return;
     const engine::KvGeometry& g = pool.geometry();
-    float* page = pool.page_data(s.pages.local[0]);
-    const size_t hd = g.head_dim;
+    std::byte* page = pool.page_data(s.pages.local[0]);
+    const size_t slot_bytes = static_cast<size_t>(g.head_dim) * g.bytes_per_value();
     for (size_t block = 0; block < static_cast<size_t>(g.layers) * 2 * g.kv_heads; ++block) {
       if ((block / g.kv_heads) % 2 == 0) continue;  // [layer][k|v][kv_head]: keep the keys
-      float* slots = page + block * g.page_entries * hd;
-      std::swap_ranges(slots, slots + hd, slots + hd);
+      std::byte* slots = page + block * g.page_entries * slot_bytes;
+      std::swap_ranges(slots, slots + slot_bytes, slots + slot_bytes);
     }
   };
 }

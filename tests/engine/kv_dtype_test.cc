@@ -2,12 +2,18 @@
 #include "engine/kv_dtype.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
 #include "engine/bf16.h"
 #include "engine/kv_pool.h"
 #include "gtest/gtest.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
 
 namespace catserve::engine {
 namespace {
@@ -47,6 +53,38 @@ TEST(KvDtypeTest, Fp16RoundsToNearestEven) {
     ASSERT_EQ(Fp16Bits(Fp16ToFloat(static_cast<uint16_t>(bits))), bits);
   }
 }
+
+#if defined(__x86_64__)
+__attribute__((target("f16c"))) uint16_t HardwareFp16Bits(float value) {
+  return static_cast<uint16_t>(_cvtss_sh(value, _MM_FROUND_TO_NEAREST_INT));
+}
+
+// Fp16Bits is bit arithmetic; the F16C instruction is the reference it must equal on every
+// kind of float: normal and subnormal halves, ties, overflow to infinity, both signs.
+TEST(KvDtypeTest, Fp16BitsEqualsTheF16cInstruction) {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || (ecx & bit_F16C) == 0) {
+    GTEST_SKIP() << "this CPU has no F16C";
+  }
+  int compared = 0;
+  for (uint64_t bits = 0; bits < 0x7f800000; bits += 997) {
+    for (uint32_t sign : {0u, 0x80000000u}) {
+      const uint32_t x = static_cast<uint32_t>(bits) | sign;
+      float value;
+      std::memcpy(&value, &x, sizeof(value));
+      ASSERT_EQ(Fp16Bits(value), HardwareFp16Bits(value)) << std::hexfloat << value;
+      ++compared;
+    }
+  }
+  // Every tie between two neighbouring halves.
+  for (int h = 0; h < 0x7bff; ++h) {
+    const float tie =
+        (Fp16ToFloat(static_cast<uint16_t>(h)) + Fp16ToFloat(static_cast<uint16_t>(h + 1))) / 2;
+    ASSERT_EQ(Fp16Bits(tie), HardwareFp16Bits(tie)) << h;
+  }
+  EXPECT_GT(compared, 4000000);
+}
+#endif
 
 TEST(KvDtypeTest, StoreKvValuesRoundsEachValue) {
   const std::vector<float> src = {1.0f, 1.00390625f, -3.14159f, 1e-3f};
