@@ -35,7 +35,8 @@ LATEST = kubernetes_validate.utils.latest_version()
 DAEMON_FLAGS = ["model_dir", "listen", "http_listen", "device", "threads", "kv_pool_mb",
                 "kv_dtype", "kv_page_entries", "default_chunk_size", "tiers", "max_queued", "max_running",
                 "max_tokens_per_step", "max_prompt_tokens", "max_new_tokens", "drain_grace_seconds",
-                "max_prompt_bytes", "reflection"]
+                "max_prompt_bytes", "reflection", "pressure_policy", "check_weights",
+                "gpu_memory_fraction"]
 # Flags of the gRPC port's security, passed when security.tls / security.authTokens ask for them.
 SECURITY_FLAGS = ["tls_cert", "tls_key", "tls_client_ca", "tls_reload_seconds", "auth_tokens_file"]
 
@@ -130,6 +131,8 @@ def contract_checks(name, values, objs):
         refs = [a.split("$(", 1)[1].rstrip(")") for a in args if "$(" in a]
         check(refs and all(r in envs for r in refs), f"{name}: every $(VAR) in args is defined in env")
     tiers = ",".join(f"{k}={v}" for k, v in sorted(merged["server"]["tiers"].items()))
+    if name == "default":
+        check("balanced=8:16" in tiers, f"{name}: tier balanced may degrade to 16, as the daemon's default")
     check(cms and cms[0]["data"]["tiers"] == tiers, f"{name}: ConfigMap tiers == {tiers}")
     check(f"--device={merged['device']}" in args, f"{name}: --device={merged['device']}")
     check(f"--drain_grace_seconds={merged['server']['drainGraceSeconds']}" in args, f"{name}: drain grace passed")
@@ -278,6 +281,8 @@ def main():
         "unknown device": ({"device": "tpu"}, "/device"),
         "unknown top-level key": ({"replicas": 3}, "replicas"),
         "tier name with capitals": ({"server": {"tiers": {"Fast": 4}}}, "Fast"),
+        "tier range that is not size:coarsest": ({"server": {"tiers": {"fast": "4:x"}}}, "tiers"),
+        "unknown pressure policy": ({"server": {"pressurePolicy": "evict"}}, "pressurePolicy"),
         "zero pool": ({"server": {"kvPoolMb": 0}}, "kvPoolMb"),
         "extra arg without --": ({"server": {"extraArgs": ["v=1"]}}, "extraArgs"),
         "grace period not above drain + preStop": ({"terminationGracePeriodSeconds": 30}, "terminationGracePeriodSeconds"),

@@ -61,11 +61,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* --tiers value: name=size pairs joined by commas (sorted by name). */}}
+{{/* --tiers value: name=size or name=size:coarsest, joined by commas (sorted by name). */}}
 {{- define "catserve.tiers" -}}
 {{- $pairs := list }}
 {{- range $name, $size := .Values.server.tiers }}
+{{- if kindIs "string" $size }}
+{{- $pairs = append $pairs (printf "%s=%s" $name $size) }}
+{{- else }}
 {{- $pairs = append $pairs (printf "%s=%d" $name (int $size)) }}
+{{- end }}
 {{- end }}
 {{- join "," $pairs }}
 {{- end }}
@@ -86,6 +90,9 @@ Tuning flags kept in the ConfigMap, as an ordered list of [flag, configmap key, 
 - [max_prompt_tokens, max-prompt-tokens, {{ int $s.maxPromptTokens | quote }}]
 - [max_new_tokens, max-new-tokens, {{ int $s.maxNewTokens | quote }}]
 - [max_prompt_bytes, max-prompt-bytes, {{ int $s.maxPromptBytes | quote }}]
+- [pressure_policy, pressure-policy, {{ $s.pressurePolicy | quote }}]
+- [check_weights, check-weights, {{ toString $s.checkWeights | quote }}]
+- [gpu_memory_fraction, gpu-memory-fraction, {{ toString .Values.gpu.memoryFraction | quote }}]
 {{- end }}
 
 {{/* Environment variable name that carries a ConfigMap key in config.mode=env. */}}
