@@ -15,6 +15,7 @@ Prints 'N passed, N failed'; exits non-zero on any failure.
 """
 import json
 import pathlib
+import re
 import sys
 import tempfile
 
@@ -31,14 +32,12 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = render_chart.ROOT
 LATEST = kubernetes_validate.utils.latest_version()
 
-# The daemon's flags (server/ contract); every one must be reachable from the chart.
-DAEMON_FLAGS = ["model_dir", "listen", "http_listen", "device", "threads", "kv_pool_mb",
-                "kv_dtype", "kv_page_entries", "default_chunk_size", "tiers", "max_queued", "max_running",
-                "max_tokens_per_step", "max_prompt_tokens", "max_new_tokens", "drain_grace_seconds",
-                "max_prompt_bytes", "reflection", "pressure_policy", "check_weights",
-                "gpu_memory_fraction"]
+# The daemon's flags (server/ contract), read from server/main.cc: every one must be reachable
+# from the chart.
+DAEMON_FLAGS = re.findall(r"^ABSL_FLAG\([^,]+,\s*(\w+)", (ROOT / "server/main.cc").read_text(), re.M)
 # Flags of the gRPC port's security, passed when security.tls / security.authTokens ask for them.
 SECURITY_FLAGS = ["tls_cert", "tls_key", "tls_client_ca", "tls_reload_seconds", "auth_tokens_file"]
+DAEMON_FLAGS = [f for f in DAEMON_FLAGS if f not in SECURITY_FLAGS]
 
 # name -> (values files, oldest Kubernetes version the set must validate against)
 SETS = {
