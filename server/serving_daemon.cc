@@ -91,6 +91,12 @@ absl::Status ServingDaemon::Init() {
                         absl::StrCat("loading the tokenizer: ", tokenizer.status().message()));
   }
   tokenizer_ = *std::move(tokenizer);
+  if (tokenizer_->vocab_size() > config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "loading the tokenizer: ", (model_dir / "tokenizer.model").string(), " has ",
+        tokenizer_->vocab_size(), " pieces but config.json's vocab_size is ", config.vocab_size,
+        "; text would encode to ids the model has no embedding for"));
+  }
   if (absl::Status s = ValidateChunkSizes(options_, config); !s.ok()) return s;
 
   // Pool: as many whole pages as --kv_pool_mb (or --gpu_memory_fraction of the free device

@@ -121,6 +121,17 @@ std::vector<BadModel> BadModels() {
        },
        "tokenizer.model",
        {"cannot load tokenizer"}},
+      {"tokenizer_larger_than_vocab",
+       "tiny",
+       [](const ModelDirCopy& dir) {
+         // cat-small-en's 4096 pieces for a model of 384 ids: text would encode to ids the
+         // embedding does not have.
+         std::filesystem::copy_file(Fixture("../../models/cat-small-en/tokenizer.model"),
+                                    dir.file("tokenizer.model"),
+                                    std::filesystem::copy_options::overwrite_existing);
+       },
+       "tokenizer.model",
+       {"has 4096 pieces", "vocab_size is 384"}},
       {"tokenizer_missing",
        "tiny",
        [](const ModelDirCopy& dir) { std::filesystem::remove(dir.file("tokenizer.model")); },
