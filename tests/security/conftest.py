@@ -18,6 +18,17 @@ def stubs(tmp_path_factory):
     return compile_stubs(tmp_path_factory.mktemp("stubs"))
 
 
+def error_of(call):
+    """(status code, details) of what `call()` raised; (OK, "") when it returned."""
+    import grpc
+
+    try:
+        call()
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    return grpc.StatusCode.OK, ""
+
+
 def _openssl(*args, cwd):
     if shutil.which("openssl") is None:
         pytest.fail("openssl not found; run deploy/install-deps.sh", pytrace=False)

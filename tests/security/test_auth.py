@@ -5,7 +5,7 @@ import time
 import grpc
 import pytest
 
-from conftest import CatserveDaemon
+from conftest import CatserveDaemon, error_of
 
 
 def model_info(stubs, channel, token=None):
@@ -14,13 +14,6 @@ def model_info(stubs, channel, token=None):
     return pb2_grpc.GenerationStub(channel).GetModelInfo(pb2.GetModelInfoRequest(), timeout=5,
                                                          metadata=metadata)
 
-
-def error_of(call):
-    try:
-        call()
-    except grpc.RpcError as e:
-        return e.code(), e.details()
-    return grpc.StatusCode.OK, ""
 
 
 def raw_unary(channel, method, request=b""):

@@ -8,7 +8,7 @@ import urllib.request
 import grpc
 import pytest
 
-from conftest import CatserveDaemon
+from conftest import CatserveDaemon, error_of
 
 
 @pytest.fixture(scope="module")
@@ -17,13 +17,6 @@ def server():
     yield s
     assert s.stop() == 0, s.log
 
-
-def error_of(call):
-    try:
-        call()
-    except grpc.RpcError as e:
-        return e.code(), e.details()
-    return grpc.StatusCode.OK, ""
 
 
 def resident_bytes(server):

@@ -6,7 +6,7 @@ import time
 import grpc
 import pytest
 
-from conftest import CatserveDaemon
+from conftest import CatserveDaemon, error_of
 
 
 def model_info(stubs, channel):
@@ -23,11 +23,7 @@ def tls_channel(server, pki, ca, client=None):
 
 
 def code_of(call):
-    try:
-        call()
-    except grpc.RpcError as e:
-        return e.code()
-    return grpc.StatusCode.OK
+    return error_of(call)[0]
 
 
 @pytest.fixture(scope="module")
