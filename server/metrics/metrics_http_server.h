@@ -24,8 +24,8 @@ namespace catserve::metrics {
 //                 the server flips it to false when it starts draining)
 // HEAD is answered like GET without a body; other methods get 405, other paths 404. Requests the
 // library cannot parse never reach those handlers: a malformed request line or header gets 400,
-// a request line or header block over 16 KiB gets 414 or 431. A body is never read: the first
-// call answers (405 for every method that could carry one).
+// a request line or header block over 16 KiB gets 414 or 431. A request body is never read: the
+// handler answers as soon as the headers are in.
 //
 // Why libmicrohttpd and not civetweb: civetweb (Debian 1.15) runs every connection on a worker
 // thread with a fixed 100 KiB stack, from which glibc also carves the process's static TLS
