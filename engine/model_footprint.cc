@@ -72,10 +72,10 @@ absl::StatusOr<ModelFootprint> ComputeModelFootprint(const ModelConfig& c) {
   params.Add({V, Dc});      // wte
   params.Add({P, Dc});      // pos_tokens
   params.Add({M + 1, Dc});  // adaptive_tokens
-  params.AddTimes(c.compressor_num_layers,
-                  BlockElements(Dc, c.compressor_num_heads, c.compressor_kv_heads(),
-                                c.compressor_intermediate_size(), c.compressor_qkv_bias,
-                                c.compressor_qk_norm));
+  params.AddTimes(
+      c.compressor_num_layers,
+      BlockElements(Dc, c.compressor_num_heads, c.compressor_kv_heads(),
+                    c.compressor_intermediate_size(), c.compressor_qkv_bias, c.compressor_qk_norm));
   params.Add({Dc});        // norm
   params.Add({D, M, Dc});  // proj_fx
   // Decoder.

@@ -71,9 +71,9 @@ inline engine::ModelWeights ChunkIndexOneLate(engine::ModelWeights w, int width_
   return w;
 }
 
-// An AfterStep for a host pool of any KV dtype: once a sequence's local cache holds exactly S and its first
-// token, swaps the values (not the keys) of those two entries in every layer and head, as an
-// engine that writes V to the wrong slot would. (Swapping keys and values together would change
+// An AfterStep for a host pool of any KV dtype: once a sequence's local cache holds exactly S and
+// its first token, swaps the values (not the keys) of those two entries in every layer and head, as
+// an engine that writes V to the wrong slot would. (Swapping keys and values together would change
 // nothing: attention does not depend on the order of its entries.) Later steps read them only at
 // chunk sizes above 2.
 inline AfterStep SwapFirstTwoLocalSlots() {
