@@ -21,6 +21,26 @@ inline std::vector<float> FixedLogits() {
   return l;
 }
 
+// Tokens "already generated", for the repetition penalty.
+inline std::vector<int32_t> SeenTokens() { return {0, 3, 5, 11}; }
+
+// Every filter alone and all of them together, each with its own seed.
+inline std::vector<engine::SamplingParams> SettingsUnderTest() {
+  return {
+      {.temperature = 1.0f, .seed = 1},
+      {.temperature = 0.7f, .seed = 2},
+      {.temperature = 1.3f, .top_k = 7, .seed = 3},
+      {.temperature = 1.0f, .top_p = 0.8f, .seed = 4},
+      {.temperature = 1.0f, .min_p = 0.1f, .seed = 5},
+      {.temperature = 0.9f,
+       .top_k = 12,
+       .top_p = 0.9f,
+       .min_p = 0.02f,
+       .repetition_penalty = 1.3f,
+       .seed = 6},
+  };
+}
+
 // The distribution of the definitions: penalty on `seen`, softmax at temperature T, then the
 // most likely tokens that survive top-k, top-p (the smallest prefix whose share of the top k's
 // mass reaches top_p) and min-p (relative to the best), renormalised.

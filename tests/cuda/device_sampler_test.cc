@@ -23,6 +23,8 @@ namespace {
 using ::catserve::testing::DrawnFrom;
 using ::catserve::testing::FixedLogits;
 using ::catserve::testing::Intended;
+using ::catserve::testing::SeenTokens;
+using ::catserve::testing::SettingsUnderTest;
 
 class DeviceSamplerTest : public ::testing::Test {
  protected:
@@ -93,20 +95,8 @@ TEST_F(DeviceSamplerTest, SeededDrawsAreReproducibleAndChangeWithTheSeed) {
 }
 
 TEST_F(DeviceSamplerTest, DrawsFromTheIntendedDistribution) {
-  const std::vector<int32_t> seen = {0, 3, 5, 11};
-  const std::vector<SamplingParams> settings = {
-      {.temperature = 1.0f, .seed = 1},
-      {.temperature = 0.7f, .seed = 2},
-      {.temperature = 1.3f, .top_k = 7, .seed = 3},
-      {.temperature = 1.0f, .top_p = 0.8f, .seed = 4},
-      {.temperature = 1.0f, .min_p = 0.1f, .seed = 5},
-      {.temperature = 0.9f,
-       .top_k = 12,
-       .top_p = 0.9f,
-       .min_p = 0.02f,
-       .repetition_penalty = 1.3f,
-       .seed = 6},
-  };
+  const std::vector<int32_t> seen = SeenTokens();
+  const std::vector<SamplingParams> settings = SettingsUnderTest();
   for (const SamplingParams& p : settings) {
     const std::vector<int32_t> tokens = SampleCopies(FixedLogits(), 40000, p, seen);
     std::vector<int> counts(FixedLogits().size());

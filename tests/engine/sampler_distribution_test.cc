@@ -33,20 +33,8 @@ std::vector<int> Draw(const SamplingParams& p, const std::vector<int32_t>& seen)
 }
 
 TEST(SamplerDistributionTest, DrawsFromTheIntendedDistribution) {
-  const std::vector<int32_t> seen = {0, 3, 5, 11};
-  const std::vector<SamplingParams> settings = {
-      {.temperature = 1.0f, .seed = 1},
-      {.temperature = 0.7f, .seed = 2},
-      {.temperature = 1.3f, .top_k = 7, .seed = 3},
-      {.temperature = 1.0f, .top_p = 0.8f, .seed = 4},
-      {.temperature = 1.0f, .min_p = 0.1f, .seed = 5},
-      {.temperature = 0.9f,
-       .top_k = 12,
-       .top_p = 0.9f,
-       .min_p = 0.02f,
-       .repetition_penalty = 1.3f,
-       .seed = 6},
-  };
+  const std::vector<int32_t> seen = SeenTokens();
+  const std::vector<SamplingParams> settings = SettingsUnderTest();
   for (const SamplingParams& p : settings) {
     EXPECT_TRUE(DrawnFrom(Draw(p, seen), Intended(FixedLogits(), p, seen)))
         << "temperature " << p.temperature << " top_k " << p.top_k << " top_p " << p.top_p
