@@ -1,8 +1,8 @@
 // cuBLAS, opened at run time by the CUDA engine rather than linked. libcublas needs libcublasLt,
 // whose 94 KB of static TLS, when loaded at program start, makes pthread_create fail for threads
 // with small stacks (the civetweb metrics server of the time could not start in any binary
-// linking the engine), and costs every thread that much. Opened with dlopen, its TLS is allocated per thread on demand instead, and binaries
-// that never create a CUDA engine never load it.
+// linking the engine), and costs every thread that much. Opened with dlopen, its TLS is allocated
+// per thread on demand instead, and binaries that never create a CUDA engine never load it.
 #ifndef CATSERVE_ENGINE_CUDA_CUBLAS_LIBRARY_H_
 #define CATSERVE_ENGINE_CUDA_CUBLAS_LIBRARY_H_
 
