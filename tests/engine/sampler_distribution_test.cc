@@ -19,6 +19,8 @@ namespace {
 using ::catserve::testing::DrawnFrom;
 using ::catserve::testing::FixedLogits;
 using ::catserve::testing::Intended;
+using ::catserve::testing::SeenTokens;
+using ::catserve::testing::SettingsUnderTest;
 
 constexpr int kDraws = 40000;
 
