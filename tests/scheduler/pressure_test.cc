@@ -126,6 +126,28 @@ class PressureTest : public ::testing::Test {
     return out;
   }
 
+  // Two requests racing for the pool: A is submitted and the scheduler is held after A's first
+  // step while B is submitted; then both run to the end.
+  struct PairRun {
+    std::shared_ptr<CollectingSink> a_sink = std::make_shared<CollectingSink>();
+    std::shared_ptr<CollectingSink> b_sink = std::make_shared<CollectingSink>();
+    uint64_t a_id = 0;
+    uint64_t b_id = 0;
+    FinishInfo a;
+    FinishInfo b;
+  };
+  PairRun RunPair(Scheduler& sched, PressureObserver& observer, const GenerationRequest& a,
+                  const GenerationRequest& b) {
+    PairRun run;
+    run.a_id = *sched.Submit(a, run.a_sink);
+    observer.WaitHeld();
+    run.b_id = *sched.Submit(b, run.b_sink);
+    observer.Release();
+    run.a = run.a_sink->Wait();
+    run.b = run.b_sink->Wait();
+    return run;
+  }
+
   engine::ModelConfig config_;
   engine::CpuEngine engine_;
 };
@@ -144,14 +166,8 @@ TEST_F(PressureTest, DegradeSwitchesARunningSequenceAtTheTokenItHadReached) {
   // 10 pages: A at 2 is promised 6, leaving 4; B needs 6 at 2 and allows nothing coarser, so A
   // goes to the coarsest size it allows (8: 4 pages), which leaves exactly B's 6.
   auto sched = Make("degrade", 10, &observer);
-  auto a_sink = std::make_shared<CollectingSink>();
-  auto b_sink = std::make_shared<CollectingSink>();
-  const uint64_t a_id = *sched->Submit(a, a_sink);
-  observer.WaitHeld();
-  const uint64_t b_id = *sched->Submit(b, b_sink);
-  observer.Release();
-  const FinishInfo a_info = a_sink->Wait();
-  const FinishInfo b_info = b_sink->Wait();
+  const PairRun run = RunPair(*sched, observer, a, b);
+  const auto& [a_sink, b_sink, a_id, b_id, a_info, b_info] = run;
 
   ASSERT_EQ(observer.events().size(), 1u);
   const PressureEvent e = observer.events()[0];
@@ -181,14 +197,8 @@ TEST_F(PressureTest, QueueNeverSwitchesAndCoarserAdmitsAtTheFinestSizeThatFits) 
     PressureObserver observer(1);
     // 10 pages: A holds a promise of 6; B fits at 4 (4 pages) but not at 2.
     auto sched = Make(policy, 10, &observer);
-    auto a_sink = std::make_shared<CollectingSink>();
-    auto b_sink = std::make_shared<CollectingSink>();
-    ASSERT_TRUE(sched->Submit(a, a_sink).ok());
-    observer.WaitHeld();
-    const uint64_t b_id = *sched->Submit(b, b_sink);
-    observer.Release();
-    a_sink->Wait();
-    const FinishInfo b_info = b_sink->Wait();
+    const PairRun run = RunPair(*sched, observer, a, b);
+    const auto& [a_sink, b_sink, a_id, b_id, a_info, b_info] = run;
     EXPECT_EQ(a_sink->tokens, a_expected);
     if (policy == "queue") {
       EXPECT_TRUE(observer.events().empty());
@@ -223,14 +233,8 @@ TEST_F(PressureTest, PreemptedAndResumedDecodesAsIfUninterrupted) {
   const std::vector<int32_t> b_expected = Alone(b);
   PressureObserver observer(1);
   auto sched = Make("preempt", 12, &observer);
-  auto a_sink = std::make_shared<CollectingSink>();
-  auto b_sink = std::make_shared<CollectingSink>();
-  const uint64_t a_id = *sched->Submit(a, a_sink);
-  observer.WaitHeld();
-  const uint64_t b_id = *sched->Submit(b, b_sink);
-  observer.Release();
-  const FinishInfo a_info = a_sink->Wait();
-  const FinishInfo b_info = b_sink->Wait();
+  const PairRun run = RunPair(*sched, observer, a, b);
+  const auto& [a_sink, b_sink, a_id, b_id, a_info, b_info] = run;
 
   int preemptions = 0;
   for (const PressureEvent& e : observer.events()) {
@@ -258,14 +262,8 @@ TEST_F(PressureTest, PreemptPolicyDegradesBeforeItPreempts) {
   const std::vector<int32_t> b_expected = Alone(b);
   PressureObserver observer(1);
   auto sched = Make("preempt", 12, &observer);
-  auto a_sink = std::make_shared<CollectingSink>();
-  auto b_sink = std::make_shared<CollectingSink>();
-  const uint64_t a_id = *sched->Submit(a, a_sink);
-  observer.WaitHeld();
-  ASSERT_TRUE(sched->Submit(b, b_sink).ok());
-  observer.Release();
-  const FinishInfo a_info = a_sink->Wait();
-  const FinishInfo b_info = b_sink->Wait();
+  const PairRun run = RunPair(*sched, observer, a, b);
+  const auto& [a_sink, b_sink, a_id, b_id, a_info, b_info] = run;
 
   ASSERT_EQ(observer.events().size(), 1u);
   const PressureEvent e = observer.events()[0];
@@ -331,7 +329,9 @@ TEST_P(PressurePolicyTest, EveryRequestFinishesAndPagesAreExact) {
       EXPECT_FALSE(info.degraded) << "request " << i;
       EXPECT_EQ(info.chunk_size, r.chunk_size) << "request " << i;
     }
-    if (!info.degraded) EXPECT_EQ(sinks[i]->tokens, cases[i].alone) << "request " << i;
+    if (!info.degraded) {
+      EXPECT_EQ(sinks[i]->tokens, cases[i].alone) << "request " << i;
+    }
   }
   for (const PressureEvent& e : observer.events()) {
     const int i = index.at(e.id);
@@ -350,10 +350,18 @@ TEST_P(PressurePolicyTest, EveryRequestFinishesAndPagesAreExact) {
     EXPECT_EQ(sinks[i]->info.preempted, preemptions.count(i) > 0) << "request " << i;
   }
   const std::string policy = GetParam();
-  if (policy == "queue") EXPECT_TRUE(observer.events().empty());
-  if (policy != "preempt") EXPECT_TRUE(preemptions.empty());
-  if (policy == "degrade" || policy == "coarser") EXPECT_FALSE(degrades.empty());
-  if (policy == "preempt") EXPECT_FALSE(preemptions.empty());
+  if (policy == "queue") {
+    EXPECT_TRUE(observer.events().empty());
+  }
+  if (policy != "preempt") {
+    EXPECT_TRUE(preemptions.empty());
+  }
+  if (policy == "degrade" || policy == "coarser") {
+    EXPECT_FALSE(degrades.empty());
+  }
+  if (policy == "preempt") {
+    EXPECT_FALSE(preemptions.empty());
+  }
   EXPECT_EQ(sched->Snapshot().kv_pages_used, 0);
 }
 
