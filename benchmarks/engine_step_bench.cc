@@ -1,9 +1,10 @@
 // Times the CPU engine's decode step (median over steps) on a random model of realistic shape and
 // prints a markdown table: tokens/s by KV dtype, context, batch and chunk size, each chunk size's
 // ratio to chunk size 1, KV bytes per sequence, the step's time over the time its GEMMs alone take
-// with the same BLAS, and the decode attention's share of the step and the KV bytes it read per
-// second. Before the table it measures the machine's memory bandwidth (a 1 GiB memcpy, and all
-// compute threads reading 1 GiB), the bar the attention's GB/s is held to.
+// with the same BLAS, the floor of that ratio (GEMMs plus the KV bytes read at the machine's read
+// bandwidth), and the decode attention's share of the step and the KV bytes it read per second
+// against the machine's read bandwidth measured right after the cell. Before the table it measures
+// the machine's memory bandwidth (a 512 MiB memcpy, and all compute threads reading 512 MiB).
 //
 //   build/benchmarks/engine_step_bench [--contexts=512,2048,4096] [--batches=1,8,32]
 //       [--chunks=1,2,4,8,16] [--kv_dtypes=fp32] [--steps=16] [--page_entries=16]
@@ -171,6 +172,10 @@ struct Result {
   double attention_share = 0;  // attention seconds / step seconds
   double attention_gbs = 0;    // KV bytes the attention read per second
   double read_gbs = 0;         // BandwidthProbe::ReadGbs right after the cell
+  // The least step / GEMMs any attention could reach here: (GEMMs + the KV bytes the attention
+  // must read, at read_gbs) / GEMMs, medians over the steps. Everything else a step does is left
+  // out, so it is a floor.
+  double floor_ratio = 0;
   size_t kv_bytes_per_seq = 0;
   bool skipped = false;
 };
@@ -178,7 +183,6 @@ struct Result {
 Result Run(Engine& engine, int context, int batch, int l, const Options& o, BandwidthProbe& probe) {
   Result r;
   const KvGeometry geometry = engine.kv_geometry(o.page_entries);
-  const int P = o.page_entries;
   const KvEntries e = KvEntriesAfter(context, l);
   r.kv_bytes_per_seq = (e.compressed + e.local) * geometry.entry_bytes();
   const int final_len = context + o.steps + 2;
@@ -205,7 +209,7 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o, Band
   std::vector<float> logits(static_cast<size_t>(batch) * engine.config().vocab_size);
   std::vector<StepItem> items(batch);
   GemmReplayer replay(engine.threads());
-  std::vector<double> step_seconds, ratios, shares, rates;
+  std::vector<double> step_seconds, ratios, shares, rates, gemm_seconds, kv_bytes;
   StepStats stats;
   for (int step = 0; step < o.steps + 2; ++step) {
     for (int i = 0; i < batch; ++i) {
@@ -224,7 +228,9 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o, Band
     // The step's GEMMs alone, right after it, so both see the same machine; medians over the
     // steps keep one noisy step (this machine is shared) from moving the figures.
     step_seconds.push_back(Seconds(took));
-    ratios.push_back(Seconds(took) / replay.Seconds(stats.gemms));
+    gemm_seconds.push_back(replay.Seconds(stats.gemms));
+    ratios.push_back(Seconds(took) / gemm_seconds.back());
+    kv_bytes.push_back(stats.attention_kv_bytes);
     shares.push_back(stats.attention_seconds / Seconds(took));
     rates.push_back(stats.attention_kv_bytes / stats.attention_seconds / 1e9);
   }
@@ -236,6 +242,8 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o, Band
   r.attention_gbs = Median(rates);
   ThreadPool threads(engine.threads());
   r.read_gbs = probe.ReadGbs(threads);
+  const double gemms = Median(gemm_seconds);
+  r.floor_ratio = (gemms + Median(kv_bytes) / (r.read_gbs * 1e9)) / gemms;
   for (SequenceState& q : seqs) pool->ReleaseAll(q.pages);
   return r;
 }
@@ -261,8 +269,9 @@ int Main(int argc, char** argv) {
       threads.size(), o.steps, BestAttentionKernels().name, memcpy_gbs, read_gbs, threads.size());
   std::printf(
       "| KV | context | batch | chunk | tokens/s | step ms | ratio to chunk 1 | KV bytes/seq | "
-      "step / GEMMs | attention / step | attention GB/s | read GB/s after |\n"
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+      "step / GEMMs | floor of step / GEMMs | attention / step | attention GB/s | read GB/s "
+      "after | read / attention GB/s |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (KvDtype dtype : o.kv_dtypes) {
     CpuEngine engine(config, weights, {.threads = o.threads, .kv_dtype = dtype});
     for (int context : o.contexts) {
@@ -272,7 +281,7 @@ int Main(int argc, char** argv) {
           const Result r = Run(engine, context, batch, l, o, probe);
           if (r.skipped) {
             std::printf(
-                "| %s | %d | %d | %d | skipped: KV pool over %.0f GiB | | | %zu | | | | |\n",
+                "| %s | %d | %d | %d | skipped: KV pool over %.0f GiB | | | %zu | | | | | | |\n",
                 KvDtypeName(dtype), context, batch, l, o.kv_cap_gb, r.kv_bytes_per_seq);
             std::fflush(stdout);
             continue;
@@ -281,9 +290,11 @@ int Main(int argc, char** argv) {
           char ratio[32] = "n/a";
           if (base > 0) std::snprintf(ratio, sizeof ratio, "%.2fx", r.tokens_per_s / base);
           std::printf(
-              "| %s | %d | %d | %d | %.1f | %.2f | %s | %zu | %.2f | %.2f | %.1f | %.1f |\n",
+              "| %s | %d | %d | %d | %.1f | %.2f | %s | %zu | %.2f | %.2f | %.2f | %.1f | %.1f | "
+              "%.2f |\n",
               KvDtypeName(dtype), context, batch, l, r.tokens_per_s, r.step_ms, ratio,
-              r.kv_bytes_per_seq, r.gemm_ratio, r.attention_share, r.attention_gbs, r.read_gbs);
+              r.kv_bytes_per_seq, r.gemm_ratio, r.floor_ratio, r.attention_share, r.attention_gbs,
+              r.read_gbs, r.read_gbs / r.attention_gbs);
           std::fflush(stdout);
         }
       }

@@ -1,5 +1,6 @@
 #include "engine/attention_kernels.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -63,6 +64,32 @@ void PortableAccumulate(float keep, const float* p, const void* v, int n, int hd
   }
 }
 
+// One run's online-softmax update (AttentionKernels::attend) from a set's three loops, in pieces
+// of at most kPiece keys.
+template <auto Scores, auto ExpSum, auto Accumulate>
+void ComposedAttend(const float* q, const void* k, const void* v, int n, int hd, int bytes,
+                    float scale, float* m, float* sum, float* acc) {
+  constexpr int kPiece = 64;
+  float s[kPiece];
+  for (int j0 = 0; j0 < n; j0 += kPiece) {
+    const int count = std::min(kPiece, n - j0);
+    const size_t at = static_cast<size_t>(j0) * hd * bytes;
+    Scores(q, static_cast<const std::byte*>(k) + at, count, hd, scale, s);
+    const float new_max = std::max(*m, *std::max_element(s, s + count));
+    const float keep = std::exp(*m - new_max);  // 0 while m is -inf
+    *sum = *sum * keep + ExpSum(s, count, new_max);
+    Accumulate(keep, s, static_cast<const std::byte*>(v) + at, count, hd, acc);
+    *m = new_max;
+  }
+}
+
+template <KvDtype D>
+void PortableAttend(const float* q, const void* k, const void* v, int n, int hd, float scale,
+                    float* m, float* sum, float* acc) {
+  ComposedAttend<PortableScores<D>, PortableExpSum, PortableAccumulate<D>>(
+      q, k, v, n, hd, KvDtypeBytes(D), scale, m, sum, acc);
+}
+
 #ifdef CATSERVE_AVX2_KERNELS
 // GCC vectorises the portable loops for AVX2 too (checked with target attributes), but leaves
 // each dot product one dependency chain, reloads the accumulator for every value row, calls
@@ -93,30 +120,42 @@ CATSERVE_AVX2 inline float HorizontalSum(__m256 v) {
   return _mm_cvtss_f32(x);
 }
 
+// Eight sums of the lanes of a0..a7: lane l of the result is the sum of a_l's lanes.
+CATSERVE_AVX2 inline __m256 HorizontalSums8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4,
+                                            __m256 a5, __m256 a6, __m256 a7) {
+  const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+// Eight keys per pass, one accumulator each: eight independent FMA chains keep both FMA pipes
+// busy (four chains would leave the latency of each FMA exposed).
 template <KvDtype D>
 CATSERVE_AVX2 void Avx2Scores(const float* q, const void* k, int n, int hd, float scale, float* s) {
   const int vec = hd & ~7;
+  const __m256 sv = _mm256_set1_ps(scale);
   int j = 0;
-  for (; j + 4 <= n; j += 4) {
-    const size_t k0 = static_cast<size_t>(j) * hd, k1 = k0 + hd, k2 = k1 + hd, k3 = k2 + hd;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (; j + 8 <= n; j += 8) {
+    const size_t k0 = static_cast<size_t>(j) * hd;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     for (int i = 0; i < vec; i += 8) {
       const __m256 qv = _mm256_loadu_ps(q + i);
-      a0 = _mm256_fmadd_ps(qv, Load8<D>(k, k0 + i), a0);
-      a1 = _mm256_fmadd_ps(qv, Load8<D>(k, k1 + i), a1);
-      a2 = _mm256_fmadd_ps(qv, Load8<D>(k, k2 + i), a2);
-      a3 = _mm256_fmadd_ps(qv, Load8<D>(k, k3 + i), a3);
+      const size_t at = k0 + i;
+      a0 = _mm256_fmadd_ps(qv, Load8<D>(k, at), a0);
+      a1 = _mm256_fmadd_ps(qv, Load8<D>(k, at + hd), a1);
+      a2 = _mm256_fmadd_ps(qv, Load8<D>(k, at + 2 * hd), a2);
+      a3 = _mm256_fmadd_ps(qv, Load8<D>(k, at + 3 * hd), a3);
+      a4 = _mm256_fmadd_ps(qv, Load8<D>(k, at + 4 * hd), a4);
+      a5 = _mm256_fmadd_ps(qv, Load8<D>(k, at + 5 * hd), a5);
+      a6 = _mm256_fmadd_ps(qv, Load8<D>(k, at + 6 * hd), a6);
+      a7 = _mm256_fmadd_ps(qv, Load8<D>(k, at + 7 * hd), a7);
     }
-    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-    alignas(16) float dots[4];
-    _mm_store_ps(dots, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+    alignas(32) float dots[8];
+    _mm256_store_ps(dots, HorizontalSums8(a0, a1, a2, a3, a4, a5, a6, a7));
     for (int i = vec; i < hd; ++i) {
-      dots[0] += q[i] * LoadOne<D>(k, k0 + i);
-      dots[1] += q[i] * LoadOne<D>(k, k1 + i);
-      dots[2] += q[i] * LoadOne<D>(k, k2 + i);
-      dots[3] += q[i] * LoadOne<D>(k, k3 + i);
+      for (int l = 0; l < 8; ++l) dots[l] += q[i] * LoadOne<D>(k, k0 + l * hd + i);
     }
-    for (int l = 0; l < 4; ++l) s[j + l] = dots[l] * scale;
+    _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_load_ps(dots), sv));
   }
   for (; j < n; ++j) {
     const size_t kj = static_cast<size_t>(j) * hd;
@@ -175,41 +214,217 @@ CATSERVE_AVX2 float Avx2ExpSum(float* s, int n, float max) {
   return HorizontalSum(total);
 }
 
+// acc[i..i+8*R) = acc * keep + sum_j p[j] v[j][i..]: R accumulators held in registers across
+// all n values, R independent FMA chains.
+template <KvDtype D, int R>
+CATSERVE_AVX2 inline void Avx2AccumulateBlock(__m256 keep, const float* p, const void* v, int n,
+                                              int hd, int i, float* acc) {
+  __m256 a[R];
+  for (int r = 0; r < R; ++r) a[r] = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 8 * r), keep);
+  for (int j = 0; j < n; ++j) {
+    const __m256 pj = _mm256_broadcast_ss(p + j);
+    const size_t vj = static_cast<size_t>(j) * hd + i;
+    for (int r = 0; r < R; ++r) a[r] = _mm256_fmadd_ps(pj, Load8<D>(v, vj + 8 * r), a[r]);
+  }
+  for (int r = 0; r < R; ++r) _mm256_storeu_ps(acc + i + 8 * r, a[r]);
+}
+
 template <KvDtype D>
 CATSERVE_AVX2 void Avx2Accumulate(float keep, const float* p, const void* v, int n, int hd,
                                   float* acc) {
   const __m256 kv = _mm256_set1_ps(keep);
   int i = 0;
-  for (; i + 32 <= hd; i += 32) {
-    __m256 a0 = _mm256_mul_ps(_mm256_loadu_ps(acc + i), kv);
-    __m256 a1 = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 8), kv);
-    __m256 a2 = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 16), kv);
-    __m256 a3 = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 24), kv);
-    for (int j = 0; j < n; ++j) {
-      const __m256 pj = _mm256_set1_ps(p[j]);
-      const size_t vj = static_cast<size_t>(j) * hd + i;
-      a0 = _mm256_fmadd_ps(pj, Load8<D>(v, vj), a0);
-      a1 = _mm256_fmadd_ps(pj, Load8<D>(v, vj + 8), a1);
-      a2 = _mm256_fmadd_ps(pj, Load8<D>(v, vj + 16), a2);
-      a3 = _mm256_fmadd_ps(pj, Load8<D>(v, vj + 24), a3);
-    }
-    _mm256_storeu_ps(acc + i, a0);
-    _mm256_storeu_ps(acc + i + 8, a1);
-    _mm256_storeu_ps(acc + i + 16, a2);
-    _mm256_storeu_ps(acc + i + 24, a3);
-  }
-  for (; i + 8 <= hd; i += 8) {
-    __m256 a = _mm256_mul_ps(_mm256_loadu_ps(acc + i), kv);
-    for (int j = 0; j < n; ++j) {
-      a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), Load8<D>(v, static_cast<size_t>(j) * hd + i), a);
-    }
-    _mm256_storeu_ps(acc + i, a);
-  }
+  for (; i + 64 <= hd; i += 64) Avx2AccumulateBlock<D, 8>(kv, p, v, n, hd, i, acc);
+  for (; i + 32 <= hd; i += 32) Avx2AccumulateBlock<D, 4>(kv, p, v, n, hd, i, acc);
+  for (; i + 8 <= hd; i += 8) Avx2AccumulateBlock<D, 1>(kv, p, v, n, hd, i, acc);
   for (; i < hd; ++i) {
     float a = acc[i] * keep;
     for (int j = 0; j < n; ++j) a += p[j] * LoadOne<D>(v, static_cast<size_t>(j) * hd + i);
     acc[i] = a;
   }
+}
+
+CATSERVE_AVX2 inline float HorizontalMax(__m256 v) {
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_max_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+
+// s[j] = exp(s[j] - max) over whole vectors of an aligned buffer whose lanes past the n scores
+// hold -inf (exp gives 0: they add nothing); returns the sum.
+CATSERVE_AVX2 inline float ExpInPlace(float* s, int n, float max) {
+  const __m256 mv = _mm256_set1_ps(max);
+  __m256 total = _mm256_setzero_ps();
+  for (int j = 0; j < n; j += 8) {
+    const __m256 e = Exp(_mm256_sub_ps(_mm256_load_ps(s + j), mv));
+    _mm256_store_ps(s + j, e);
+    total = _mm256_add_ps(total, e);
+  }
+  return HorizontalSum(total);
+}
+
+// The whole online-softmax update of one run for a head size known at compile time (64 or 128:
+// every loop over the head unrolls, addresses are constants): eight keys' scores per pass as one
+// vector (no store and reload before the max and the exp), the accumulator in HD / 8 registers
+// (two halves for 128) across all the run's values.
+template <KvDtype D, int HD>
+CATSERVE_AVX2 void Avx2AttendFixed(const float* q, const void* k, const void* v, int n, float scale,
+                                   float* m, float* sum, float* acc) {
+  constexpr int kPiece = 64;
+  alignas(32) float s[kPiece];
+  const __m256 sv = _mm256_set1_ps(scale);
+  const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
+  for (int j0 = 0; j0 < n; j0 += kPiece) {
+    const int count = std::min(kPiece, n - j0);
+    const size_t base = static_cast<size_t>(j0) * HD;
+    __m256 vmax = minus_inf;
+    for (int j = 0; j < count; j += 8) {
+      const int keys = std::min(8, count - j);
+      __m256 a[8];
+      for (int l = 0; l < 8; ++l) a[l] = _mm256_setzero_ps();
+      const size_t k0 = base + static_cast<size_t>(j) * HD;
+      for (int i = 0; i < HD; i += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + i);
+        // Keys past the run read as key 0 of the 8 (in bounds) and are masked below.
+        for (int l = 0; l < 8; ++l) {
+          a[l] = _mm256_fmadd_ps(qv, Load8<D>(k, k0 + (l < keys ? l : 0) * HD + i), a[l]);
+        }
+      }
+      __m256 scores =
+          _mm256_mul_ps(HorizontalSums8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), sv);
+      if (keys < 8) {
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256 live = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(keys), lane));
+        scores = _mm256_blendv_ps(minus_inf, scores, live);
+      }
+      _mm256_store_ps(s + j, scores);
+      vmax = _mm256_max_ps(vmax, scores);
+    }
+    const float new_max = std::max(*m, HorizontalMax(vmax));
+    const float keep = std::exp(*m - new_max);  // 0 while m is -inf
+    *sum = *sum * keep + ExpInPlace(s, count, new_max);
+    *m = new_max;
+    const __m256 kv = _mm256_set1_ps(keep);
+    for (int i = 0; i < HD; i += 64) {
+      Avx2AccumulateBlock<D, 8>(kv, s, static_cast<const std::byte*>(v) + base * KvDtypeBytes(D),
+                                count, HD, i, acc);
+    }
+  }
+}
+
+// bf16 holds the top half of an fp32, so two bf16 values in one 32-bit lane widen without a
+// shuffle: the even one is the lane shifted left by 16, the odd one the lane with its low half
+// cleared. The bf16 kernel below works on HD values as HD / 16 pairs of (even, odd) vectors and
+// keeps q and the accumulator in that order; these convert 16 fp32 values to and from it.
+CATSERVE_AVX2 inline void Deinterleave16(const float* x, __m256* even, __m256* odd) {
+  const __m256 a = _mm256_loadu_ps(x), b = _mm256_loadu_ps(x + 8);
+  // shuffle_ps works within 128-bit lanes: [a0 a2 b0 b2 | a4 a6 b4 b6]; the 64-bit permute puts
+  // the a pairs first.
+  *even = _mm256_castpd_ps(_mm256_permute4x64_pd(
+      _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), 0xD8));
+  *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(
+      _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), 0xD8));
+}
+
+CATSERVE_AVX2 inline void Interleave16(__m256 even, __m256 odd, float* x) {
+  const __m256 lo = _mm256_unpacklo_ps(even, odd), hi = _mm256_unpackhi_ps(even, odd);
+  _mm256_storeu_ps(x, _mm256_permute2f128_ps(lo, hi, 0x20));
+  _mm256_storeu_ps(x + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+CATSERVE_AVX2 inline __m256 EvenBf16(__m256i pairs) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
+}
+CATSERVE_AVX2 inline __m256 OddBf16(__m256i pairs) {
+  return _mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32(-65536)));
+}
+
+// Avx2AttendFixed for bf16 values, widened in (even, odd) order as above.
+template <int HD>
+CATSERVE_AVX2 void Avx2AttendBf16(const float* q, const void* k, const void* v, int n, float scale,
+                                  float* m, float* sum, float* acc) {
+  constexpr int kPiece = 64, kPairs = HD / 16;
+  const uint16_t* keys = static_cast<const uint16_t*>(k);
+  const uint16_t* values = static_cast<const uint16_t*>(v);
+  alignas(32) float qd[HD];  // q as (even, odd) vector pairs
+  for (int c = 0; c < kPairs; ++c) {
+    __m256 e, o;
+    Deinterleave16(q + 16 * c, &e, &o);
+    _mm256_store_ps(qd + 16 * c, e);
+    _mm256_store_ps(qd + 16 * c + 8, o);
+  }
+  alignas(32) float s[kPiece];
+  const __m256 sv = _mm256_set1_ps(scale);
+  const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
+  for (int j0 = 0; j0 < n; j0 += kPiece) {
+    const int count = std::min(kPiece, n - j0);
+    const size_t base = static_cast<size_t>(j0) * HD;
+    __m256 vmax = minus_inf;
+    for (int j = 0; j < count; j += 8) {
+      const int live_keys = std::min(8, count - j);
+      __m256 a[8];
+      for (int l = 0; l < 8; ++l) a[l] = _mm256_setzero_ps();
+      const uint16_t* k0 = keys + base + static_cast<size_t>(j) * HD;
+      for (int c = 0; c < kPairs; ++c) {
+        const __m256 qe = _mm256_load_ps(qd + 16 * c), qo = _mm256_load_ps(qd + 16 * c + 8);
+        for (int l = 0; l < 8; ++l) {
+          // Keys past the run read as key 0 of the 8 (in bounds) and are masked below.
+          const __m256i pairs = _mm256_loadu_si256(
+              reinterpret_cast<const __m256i*>(k0 + (l < live_keys ? l : 0) * HD + 16 * c));
+          a[l] = _mm256_fmadd_ps(qe, EvenBf16(pairs), a[l]);
+          a[l] = _mm256_fmadd_ps(qo, OddBf16(pairs), a[l]);
+        }
+      }
+      __m256 scores =
+          _mm256_mul_ps(HorizontalSums8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), sv);
+      if (live_keys < 8) {
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256 live =
+            _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(live_keys), lane));
+        scores = _mm256_blendv_ps(minus_inf, scores, live);
+      }
+      _mm256_store_ps(s + j, scores);
+      vmax = _mm256_max_ps(vmax, scores);
+    }
+    const float new_max = std::max(*m, HorizontalMax(vmax));
+    const float keep = std::exp(*m - new_max);  // 0 while m is -inf
+    *sum = *sum * keep + ExpInPlace(s, count, new_max);
+    *m = new_max;
+    const __m256 kv = _mm256_set1_ps(keep);
+    // Four (even, odd) pairs, 64 values, at a time: eight accumulators in registers.
+    for (int c0 = 0; c0 < kPairs; c0 += 4) {
+      __m256 e[4], o[4];
+      for (int c = 0; c < 4; ++c) {
+        Deinterleave16(acc + 16 * (c0 + c), &e[c], &o[c]);
+        e[c] = _mm256_mul_ps(e[c], kv);
+        o[c] = _mm256_mul_ps(o[c], kv);
+      }
+      for (int j = 0; j < count; ++j) {
+        const __m256 pj = _mm256_broadcast_ss(s + j);
+        const uint16_t* row = values + base + static_cast<size_t>(j) * HD + 16 * c0;
+        for (int c = 0; c < 4; ++c) {
+          const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * c));
+          e[c] = _mm256_fmadd_ps(pj, EvenBf16(pairs), e[c]);
+          o[c] = _mm256_fmadd_ps(pj, OddBf16(pairs), o[c]);
+        }
+      }
+      for (int c = 0; c < 4; ++c) Interleave16(e[c], o[c], acc + 16 * (c0 + c));
+    }
+  }
+}
+
+template <KvDtype D>
+CATSERVE_AVX2 void Avx2Attend(const float* q, const void* k, const void* v, int n, int hd,
+                              float scale, float* m, float* sum, float* acc) {
+  if constexpr (D == KvDtype::kBf16) {
+    if (hd == 64) return Avx2AttendBf16<64>(q, k, v, n, scale, m, sum, acc);
+    if (hd == 128) return Avx2AttendBf16<128>(q, k, v, n, scale, m, sum, acc);
+  }
+  if (hd == 64) return Avx2AttendFixed<D, 64>(q, k, v, n, scale, m, sum, acc);
+  if (hd == 128) return Avx2AttendFixed<D, 128>(q, k, v, n, scale, m, sum, acc);
+  ComposedAttend<Avx2Scores<D>, Avx2ExpSum, Avx2Accumulate<D>>(q, k, v, n, hd, KvDtypeBytes(D),
+                                                               scale, m, sum, acc);
 }
 
 bool CpuHasAvx2() {
@@ -230,7 +445,9 @@ const AttentionKernels& PortableAttentionKernels() {
        PortableScores<KvDtype::kFp16>},
       PortableExpSum,
       {PortableAccumulate<KvDtype::kFp32>, PortableAccumulate<KvDtype::kBf16>,
-       PortableAccumulate<KvDtype::kFp16>}};
+       PortableAccumulate<KvDtype::kFp16>},
+      {PortableAttend<KvDtype::kFp32>, PortableAttend<KvDtype::kBf16>,
+       PortableAttend<KvDtype::kFp16>}};
   return kPortable;
 }
 
@@ -241,7 +458,8 @@ const AttentionKernels* Avx2AttentionKernels() {
       {Avx2Scores<KvDtype::kFp32>, Avx2Scores<KvDtype::kBf16>, Avx2Scores<KvDtype::kFp16>},
       Avx2ExpSum,
       {Avx2Accumulate<KvDtype::kFp32>, Avx2Accumulate<KvDtype::kBf16>,
-       Avx2Accumulate<KvDtype::kFp16>}};
+       Avx2Accumulate<KvDtype::kFp16>},
+      {Avx2Attend<KvDtype::kFp32>, Avx2Attend<KvDtype::kBf16>, Avx2Attend<KvDtype::kFp16>}};
   static const bool available = CpuHasAvx2();
   return available ? &kAvx2 : nullptr;
 #else

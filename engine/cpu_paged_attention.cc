@@ -4,12 +4,6 @@
 #include <cmath>
 
 namespace catserve::engine {
-namespace {
-
-// How many pages ahead of the run being scored a task prefetches.
-constexpr int kPrefetchPages = 2;
-
-}  // namespace
 
 void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const SplitKvPlan& splits,
                             absl::Span<const StepItem> items, KvPool& pool, int layer,
@@ -20,8 +14,7 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
   const size_t bytes = g.bytes_per_value();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const size_t block_bytes = static_cast<size_t>(B) * hd * bytes;  // one kv head's keys of a page
-  const auto scores = kernels_.scores[static_cast<int>(g.dtype)];
-  const auto accumulate = kernels_.accumulate[static_cast<int>(g.dtype)];
+  const auto attend = kernels_.attend[static_cast<int>(g.dtype)];
   const int num_splits = static_cast<int>(splits.splits.size());
   split_slot_.resize(num_splits + 1);
   split_slot_[0] = 0;
@@ -37,7 +30,6 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
   // One task per split, all kv heads: a page's keys of this layer for every kv head are one
   // contiguous block, and so are its values, so a task sweeps each page once.
   threads.ParallelFor(num_splits, [&](int begin, int end) {
-    std::vector<float> p(B);
     for (int s = begin; s < end; ++s) {
       const SplitKvPlan::Split& sp = splits.splits[s];
       const int r0 = plan.item_rows[sp.item].first, r1 = plan.item_rows[sp.item].second;
@@ -50,7 +42,6 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
       std::fill(sum, sum + slots, 0.0f);
       std::fill(acc, acc + slots * hd, 0.0f);
       const SequencePages& pages = items[sp.item].seq->pages;
-      bool first_run = true;
       ForEachPageRun(
           sp.begin, sp.end, splits.compressed_keys[sp.item], B,
           [&](bool compressed, int entry, int n) {
@@ -58,20 +49,10 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
             // [layer][k or v][kv_head][slot][head_dim] within a page.
             const size_t keys_at = static_cast<size_t>(layer) * 2 * Hkv * block_bytes;
             const size_t values_at = keys_at + Hkv * block_bytes;
-            // The next pages of this region are elsewhere in the pool: fetch their blocks while
-            // this run is scored (hardware prefetchers stop at 4 KiB boundaries). The first run
-            // of a task fetches kPrefetchPages pages ahead, later runs keep that distance.
+            // No software prefetch: fetching the next page's blocks ahead (in one burst per run,
+            // or spread over its kv heads, one or two pages ahead) measured no faster than the
+            // hardware prefetchers alone once the arena is in huge pages (docs/BENCHMARKS.md).
             const int here = entry / B;
-            const int ahead_end = std::min<int>(here + kPrefetchPages + 1, region.size());
-            const int ahead_begin = first_run ? here + 1 : std::max(here + 1, ahead_end - 1);
-            first_run = false;
-            for (int a = ahead_begin; a < ahead_end; ++a) {
-              const std::byte* next = pool.page_data(region[a]);
-              for (size_t at = 0; at < Hkv * block_bytes; at += 64) {
-                __builtin_prefetch(next + keys_at + at);
-                __builtin_prefetch(next + values_at + at);
-              }
-            }
             const std::byte* page = pool.page_data(region[here]);
             for (int kvh = 0; kvh < Hkv; ++kvh) {
               const size_t at = kvh * block_bytes + static_cast<size_t>(entry % B) * hd * bytes;
@@ -87,14 +68,7 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
                   const size_t qi = static_cast<size_t>(kvh) * nq + (t - r0) * group + qg;
                   const float* q =
                       qkv + static_cast<size_t>(t) * qkv_stride + (kvh * group + qg) * hd;
-                  scores(q, k, seen, hd, scale, p.data());
-                  const float run_max = *std::max_element(p.data(), p.data() + seen);
-                  const float new_max = std::max(m[qi], run_max);
-                  const float keep = std::exp(m[qi] - new_max);  // 0 while m is -inf
-                  const float run_sum = kernels_.exp_sum(p.data(), seen, new_max);
-                  sum[qi] = sum[qi] * keep + run_sum;
-                  accumulate(keep, p.data(), v, seen, hd, acc + qi * hd);
-                  m[qi] = new_max;
+                  attend(q, k, v, seen, hd, scale, m + qi, sum + qi, acc + qi * hd);
                 }
               }
             }

@@ -2,8 +2,10 @@
 // fp16 (16-bit values are widened exactly as they are loaded).
 #include "engine/attention_kernels.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstddef>
 #include <random>
 #include <vector>
 
@@ -81,6 +83,61 @@ TEST(AttentionKernelsTest, ScoresAndAccumulateMatchDoubleSumsForEveryDtype) {
             double a = 0.5 * acc0[i];
             for (int j = 0; j < n; ++j) a += static_cast<double>(p[j]) * v.exact[j * hd + i];
             EXPECT_NEAR(acc[i], a, 1e-5 * (1 + n));
+          }
+        }
+      }
+    }
+  }
+}
+
+// attend over two runs in a row (the second rescales what the first left) against the softmax
+// of both runs in doubles: head sizes with the fused AVX2 paths (64, 128) and without (3, 8, 44),
+// runs shorter than a vector, with tails, and longer than the kernels' 64-key pieces.
+TEST(AttentionKernelsTest, AttendIsTheOnlineSoftmaxOfItsRuns) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (KvDtype dtype : {KvDtype::kFp32, KvDtype::kBf16, KvDtype::kFp16}) {
+    for (int hd : {3, 8, 44, 64, 128}) {
+      for (int n : {1, 5, 8, 13, 16, 70}) {
+        const int keys = 2 * n;
+        std::vector<float> q(hd), kv(keys * hd), vv(keys * hd);
+        for (float& x : q) x = normal(rng);
+        for (float& x : kv) x = normal(rng);
+        for (float& x : vv) x = normal(rng);
+        const Stored k = Store(dtype, kv), v = Store(dtype, vv);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        std::vector<double> score(keys);
+        double best = -INFINITY;
+        for (int j = 0; j < keys; ++j) {
+          double dot = 0;
+          for (int i = 0; i < hd; ++i) dot += static_cast<double>(q[i]) * k.exact[j * hd + i];
+          score[j] = dot * scale;
+          best = std::max(best, score[j]);
+        }
+        double want_sum = 0;
+        std::vector<double> want_acc(hd, 0.0);
+        for (int j = 0; j < keys; ++j) {
+          const double e = std::exp(score[j] - best);
+          want_sum += e;
+          for (int i = 0; i < hd; ++i) want_acc[i] += e * v.exact[j * hd + i];
+        }
+        const size_t bytes = KvDtypeBytes(dtype);
+        for (const AttentionKernels* ks : KernelSets()) {
+          SCOPED_TRACE(::testing::Message()
+                       << ks->name << " " << KvDtypeName(dtype) << " hd " << hd << " n " << n);
+          float m = -INFINITY, sum = 0;
+          std::vector<float> acc(hd, 0.0f);
+          const auto attend = ks->attend[static_cast<int>(dtype)];
+          for (int run = 0; run < 2; ++run) {
+            const size_t at = static_cast<size_t>(run) * n * hd * bytes;
+            attend(q.data(), static_cast<const std::byte*>(k.data()) + at,
+                   static_cast<const std::byte*>(v.data()) + at, n, hd, scale, &m, &sum,
+                   acc.data());
+          }
+          EXPECT_NEAR(m, best, 1e-5 * (1 + std::abs(best)));
+          EXPECT_NEAR(sum, want_sum, 1e-5 * want_sum);
+          for (int i = 0; i < hd; ++i) {
+            EXPECT_NEAR(acc[i] / sum, want_acc[i] / want_sum, 1e-5 * (1 + std::sqrt(keys)));
           }
         }
       }
