@@ -8,7 +8,10 @@
 //
 //   build/benchmarks/engine_step_bench [--contexts=512,2048,4096] [--batches=1,8,32]
 //       [--chunks=1,2,4,8,16] [--kv_dtypes=fp32] [--steps=16] [--page_entries=16]
-//       [--kv_cap_gb=8] [--threads=0]
+//       [--kv_cap_gb=8] [--threads=0] [--model_dir=DIR]
+//
+// --model_dir takes the model's shape from DIR/config.json (weights stay random) instead of the
+// engine issue's shape.
 //
 // The KV cache of each sequence is laid out as for a real context of that length (pages
 // reserved, entries present) without running the prefill: a step's cost depends on the number
@@ -45,6 +48,7 @@ struct Options {
   int page_entries = 16;
   double kv_cap_gb = 8;
   int threads = 0;
+  std::string model_dir;  // empty: the engine issue's shape (BenchConfig)
 };
 
 Options ParseArgs(int argc, char** argv) {
@@ -75,6 +79,8 @@ Options ParseArgs(int argc, char** argv) {
       o.kv_cap_gb = std::atof(v);
     else if (const char* v = value("threads"))
       o.threads = std::atoi(v);
+    else if (const char* v = value("model_dir"))
+      o.model_dir = v;
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       std::exit(2);
@@ -202,7 +208,7 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o, Band
   for (int i = 0; i < batch; ++i) {
     SequenceState& s = seqs[i];
     s.chunk_size = l;
-    for (int t = 0; t < final_len; ++t) s.tokens.push_back(3 + rng() % 31000);
+    for (int t = 0; t < final_len; ++t) s.tokens.push_back(3 + rng() % (engine.config().vocab_size - 3));
     s.cached = context - (i % 16);
     ReservePages(*pool, s, s.cached);
   }
@@ -252,8 +258,20 @@ int Main(int argc, char** argv) {
   const Options o = ParseArgs(argc, argv);
   int max_context = 0;
   for (int c : o.contexts) max_context = std::max(max_context, c);
-  const ModelConfig config = BenchConfig(max_context + o.steps + 16);
-  std::fprintf(stderr, "building a random model (D=1024, L=12, Dc=512, Lc=3, V=32000)...\n");
+  ModelConfig config = BenchConfig(max_context + o.steps + 16);
+  if (!o.model_dir.empty()) {
+    absl::StatusOr<ModelConfig> loaded = LoadModelConfig(o.model_dir);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
+      std::exit(2);
+    }
+    config = *loaded;
+    config.max_position_embeddings =
+        std::max(config.max_position_embeddings, max_context + o.steps + 16);
+  }
+  std::fprintf(stderr, "building a random model (D=%d, L=%d, Dc=%d, Lc=%d, V=%d)...\n",
+               config.hidden_size, config.num_hidden_layers, config.compressor_hidden_size,
+               config.compressor_num_layers, config.vocab_size);
   const ModelWeights weights = RandomModelWeights(config, 1);
   ThreadPool threads(o.threads);
   BandwidthProbe probe;
