@@ -14,6 +14,8 @@
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/device_weights.h"
 #include "engine/cuda/kernels.h"
+#include "engine/cuda/split_kv_meta.h"
+#include "engine/split_kv_plan.h"
 #include "engine/step_plan.h"
 
 namespace catserve::engine {
@@ -84,9 +86,10 @@ class CudaEngine : public Engine {
              const cuda::CublasLibrary* cublas_library, cublasHandle_t cublas,
              cuda::DeviceWeights weights, DeviceBuffer decoder_rope_cos,
              DeviceBuffer decoder_rope_sin, DeviceBuffer compressor_rope_cos,
-             DeviceBuffer compressor_rope_sin)
+             DeviceBuffer compressor_rope_sin, int multiprocessors)
       : config_(std::move(config)),
         device_(device),
+        multiprocessors_(multiprocessors),
         stream_(stream),
         cublas_library_(cublas_library),
         cublas_(cublas),
@@ -166,6 +169,7 @@ class CudaEngine : public Engine {
 
   ModelConfig config_;
   int device_;
+  int multiprocessors_;  // the SMs the split-KV plan spreads a long sequence over
   cudaStream_t stream_;
   const cuda::CublasLibrary* cublas_library_;
   cublasHandle_t cublas_;
@@ -174,6 +178,7 @@ class CudaEngine : public Engine {
 
   // Per-step plan, its host-side metadata and offsets into meta_.
   StepPlan plan_;
+  SplitKvPlan splits_;
   MetaBuilder host_meta_;
   struct SizeGroup {
     int chunk_size;
@@ -184,11 +189,14 @@ class CudaEngine : public Engine {
   std::vector<int32_t> want_;  // items that want logits
   size_t c_src_ = 0, c_pos_ = 0, c_first_ = 0, c_len_ = 0, fx_first_ = 0;
   size_t d_src_ = 0, d_pos_ = 0, d_slots_ = 0, d_attn_ = 0, d_pages_ = 0, logit_rows_ = 0;
+  size_t d_split_items_ = 0, d_splits_ = 0, partial_slots_ = 0;
+  int max_item_rows_ = 0;
   int compressor_rows_ = 0;
   std::vector<GemmShape>* gemm_log_ = nullptr;
 
   // Device scratch, grown as steps need.
   DeviceBuffer meta_, x_, cx_, norm_, qkv_, attn_, gate_up_, act_, fx_in_, fx_, logits_;
+  DeviceBuffer partials_;  // split-KV partials: max[slots], sum[slots], acc[slots * head_dim]
   std::vector<float> host_logits_;
 };
 
@@ -379,22 +387,28 @@ absl::Status CudaEngine::RunDecoder(KvPool& pool) {
       "GatherRows (decoder)");
   for (int layer = 0; layer < static_cast<int>(w_.layers.size()); ++layer) {
     const DeviceBlock& b = w_.layers[layer];
-    CATSERVE_RETURN_IF_ERROR(
-        Block(b, T, x, MetaAt<int32_t>(d_pos_), decoder_rope_cos_.as<float>(),
-              decoder_rope_sin_.as<float>(), [&]() -> absl::Status {
-                // This step's keys and values go into the cache first; attention reads the cache.
-                CATSERVE_CUDA_RETURN_IF_ERROR(
-                    cuda::WriteKv(qkv_.as<float>(), T, b.heads, b.kv_heads, b.head_dim,
-                                  MetaAt<KvSlot>(d_slots_), layer, g.page_entries,
-                                  g.values_per_page(), arena, stream_),
-                    "WriteKv");
-                return cuda::CudaStatus(
-                    cuda::PagedAttention(qkv_.as<float>(), T, b.heads, b.kv_heads, b.head_dim,
-                                         MetaAt<AttentionRow>(d_attn_), MetaAt<int32_t>(d_pages_),
-                                         layer, g.page_entries, g.values_per_page(), arena,
-                                         attn_.as<uint16_t>(), stream_),
-                    "PagedAttention");
-              }));
+    CATSERVE_RETURN_IF_ERROR(Block(
+        b, T, x, MetaAt<int32_t>(d_pos_), decoder_rope_cos_.as<float>(),
+        decoder_rope_sin_.as<float>(), [&]() -> absl::Status {
+          // This step's keys and values go into the cache first; attention reads the cache.
+          CATSERVE_CUDA_RETURN_IF_ERROR(
+              cuda::WriteKv(qkv_.as<float>(), T, b.heads, b.kv_heads, b.head_dim,
+                            MetaAt<KvSlot>(d_slots_), layer, g.page_entries, g.values_per_page(),
+                            arena, stream_),
+              "WriteKv");
+          float* partials = partials_.as<float>();
+          const cuda::SplitKvPartials p{partials, partials + partial_slots_,
+                                        partials + 2 * partial_slots_};
+          return cuda::CudaStatus(
+              cuda::SplitKvAttention(
+                  qkv_.as<float>(), b.heads, b.kv_heads, b.head_dim, MetaAt<AttentionRow>(d_attn_),
+                  MetaAt<cuda::SplitKvItem>(d_split_items_),
+                  static_cast<int>(splits_.compressed_keys.size()), max_item_rows_,
+                  MetaAt<cuda::SplitKvSplit>(d_splits_), static_cast<int>(splits_.splits.size()),
+                  MetaAt<int32_t>(d_pages_), layer, g.page_entries, g.values_per_page(), arena, p,
+                  attn_.as<uint16_t>(), stream_),
+              "SplitKvAttention");
+        }));
   }
   return absl::OkStatus();
 }
@@ -444,30 +458,26 @@ absl::Status CudaEngine::Step(absl::Span<const StepItem> items, KvPool& pool,
   plan_.Build(items);
   BuildMeta(items);
 
-  // Cache slots and attention spans need the pool's page size and each item's page lists.
+  // Cache slots need the pool's page size; the decode attention's spans, page lists and
+  // split-KV plan (the same decomposition the CPU uses, one worker per SM) go up with them.
   const int B = pool.geometry().page_entries;
-  std::vector<int32_t> pages;
-  std::vector<std::pair<int32_t, int32_t>> item_pages(items.size());
-  for (size_t i = 0; i < items.size(); ++i) {
-    const SequencePages& p = items[i].seq->pages;
-    item_pages[i].first = static_cast<int32_t>(pages.size());
-    pages.insert(pages.end(), p.compressed.begin(), p.compressed.end());
-    item_pages[i].second = static_cast<int32_t>(pages.size());
-    pages.insert(pages.end(), p.local.begin(), p.local.end());
-  }
   std::vector<KvSlot> slots(plan_.rows.size());
-  std::vector<AttentionRow> spans(plan_.rows.size());
   for (size_t t = 0; t < plan_.rows.size(); ++t) {
     const StepPlan::Row& r = plan_.rows[t];
     const SequencePages& p = items[r.item].seq->pages;
     const std::vector<int32_t>& region = r.compressed ? p.compressed : p.local;
     slots[t] = {region[r.entry / B], r.entry % B};
-    spans[t] = {r.visible_compressed, r.compressed ? 0 : r.entry + 1, item_pages[r.item].first,
-                item_pages[r.item].second};
   }
+  splits_.Build(plan_, multiprocessors_);
+  const cuda::SplitKvMeta attention = cuda::BuildSplitKvMeta(
+      plan_, splits_, items, config_.num_heads / config_.num_kv_heads, config_.num_kv_heads);
   d_slots_ = host_meta_.Append(slots);
-  d_attn_ = host_meta_.Append(spans);
-  d_pages_ = host_meta_.Append(pages);
+  d_attn_ = host_meta_.Append(attention.rows);
+  d_pages_ = host_meta_.Append(attention.page_lists);
+  d_split_items_ = host_meta_.Append(attention.items);
+  d_splits_ = host_meta_.Append(attention.splits);
+  partial_slots_ = attention.partial_slots;
+  max_item_rows_ = attention.max_item_rows;
 
   // Scratch for the widest of compressor and decoder.
   const ModelConfig& c = config_;
@@ -491,6 +501,8 @@ absl::Status CudaEngine::Step(absl::Span<const StepItem> items, KvPool& pool,
   CATSERVE_RETURN_IF_ERROR(fx_.Reserve(std::max<size_t>(chunks, 1) * D * sizeof(float)));
   CATSERVE_RETURN_IF_ERROR(
       logits_.Reserve(std::max<size_t>(want, 1) * c.vocab_size * sizeof(float)));
+  CATSERVE_RETURN_IF_ERROR(
+      partials_.Reserve(std::max<size_t>(partial_slots_, 1) * (2 + c.head_dim()) * sizeof(float)));
 
   CATSERVE_RETURN_IF_ERROR(Upload());
   CATSERVE_RETURN_IF_ERROR(RunCompressor());
@@ -546,6 +558,10 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(const ModelConfig& conf
   CATSERVE_RETURN_IF_ERROR(CheckShapes(config));
   const int device = 0;
   CATSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device), "cudaSetDevice");
+  int multiprocessors = 0;
+  CATSERVE_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device),
+      "cudaDeviceGetAttribute (multiprocessors)");
   absl::StatusOr<cuda::DeviceWeights> w = cuda::UploadWeights(config, weights);
   if (!w.ok()) return w.status();
   DeviceBuffer dcos, dsin, ccos, csin;
@@ -570,7 +586,7 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(const ModelConfig& conf
   }
   return std::unique_ptr<Engine>(new CudaEngine(config, device, stream, *library, cublas,
                                                 *std::move(w), std::move(dcos), std::move(dsin),
-                                                std::move(ccos), std::move(csin)));
+                                                std::move(ccos), std::move(csin), multiprocessors));
 }
 
 }  // namespace catserve::engine

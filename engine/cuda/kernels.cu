@@ -2,6 +2,7 @@
 // against the CPU engine by tests/cuda; docs/CUDA.md lists what is left to make them fast.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/cuda/kernels.h"
@@ -177,99 +178,145 @@ __global__ void ChunkAttentionKernel(const float* qkv, const int32_t* first_row,
   }
 }
 
-// One block per (row, kv head), kAttentionWarps warps. Warp w scores keys w, w + warps, ... of
-// the row's visible compressed entries then local slots, for every q head of the kv head's group
-// (lanes split head_dim; online softmax per warp), then the warps' partial results merge.
+// One block per (split, kv head, z), kAttentionWarps warps; for rows z, z + gridDim.z, ... of the
+// split's item (a prefill item has many rows, a decode item one), warp w scores keys begin + w,
+// begin + w + warps, ... of the split that the row sees, for every q head of the kv head's group
+// (lanes split head_dim; online softmax per warp), then the warps' partials merge into the split's
+// partial of that row.
 __global__ void __launch_bounds__(kAttentionWarps* kWarp)
-    PagedAttentionKernel(const float* qkv, int heads, int kv_heads, int head_dim,
-                         const AttentionRow* meta, const int32_t* page_lists, int layer,
+    SplitKvPartialKernel(const float* qkv, int heads, int kv_heads, int head_dim,
+                         const AttentionRow* rows_meta, const SplitKvItem* items,
+                         const SplitKvSplit* splits, const int32_t* page_lists, int layer,
                          int page_entries, size_t values_per_page, const uint16_t* arena,
-                         uint16_t* out) {
+                         SplitKvPartials partials) {
   extern __shared__ float smem[];
-  const int t = blockIdx.x, kvh = blockIdx.y;
+  const int s = blockIdx.x, kvh = blockIdx.y;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int group = heads / kv_heads;
-  const AttentionRow m = meta[t];
-  const float* row = qkv + static_cast<size_t>(t) * (heads + 2 * kv_heads) * head_dim;
+  const SplitKvSplit sp = splits[s];
+  const SplitKvItem it = items[sp.item];
+  const int nq = it.rows * group;
+  const size_t split_base = static_cast<size_t>(it.partial_slot) +
+                            static_cast<size_t>(s - it.first_split) * nq * kv_heads;
   const float scale = rsqrtf(static_cast<float>(head_dim));
+  float* stats = smem;                                  // [warps][group][2]
+  float* partial = smem + kAttentionWarps * group * 2;  // [warps][group][head_dim]
 
-  float q[kMaxGroup][kMaxPerLane];
-  float acc[kMaxGroup][kMaxPerLane];
-  float mx[kMaxGroup], sum[kMaxGroup];
+  for (int t = it.first_row + blockIdx.z; t < it.first_row + it.rows; t += gridDim.z) {
+    const AttentionRow m = rows_meta[t];
+    const float* row = qkv + static_cast<size_t>(t) * (heads + 2 * kv_heads) * head_dim;
+    float q[kMaxGroup][kMaxPerLane];
+    float acc[kMaxGroup][kMaxPerLane];
+    float mx[kMaxGroup], sum[kMaxGroup];
 #pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g) {
-    mx[g] = -INFINITY;
-    sum[g] = 0.0f;
+    for (int g = 0; g < kMaxGroup; ++g) {
+      mx[g] = -INFINITY;
+      sum[g] = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kMaxPerLane; ++i) {
-      const int d = lane + i * kWarp;
-      q[g][i] = g < group && d < head_dim ? row[(kvh * group + g) * head_dim + d] * scale : 0.0f;
-      acc[g][i] = 0.0f;
+      for (int i = 0; i < kMaxPerLane; ++i) {
+        const int d = lane + i * kWarp;
+        q[g][i] = g < group && d < head_dim ? row[(kvh * group + g) * head_dim + d] * scale : 0.0f;
+        acc[g][i] = 0.0f;
+      }
     }
-  }
+    for (int j = sp.begin + warp; j < sp.end; j += kAttentionWarps) {
+      const bool compressed = j < it.compressed_keys;
+      const int e = compressed ? j : j - it.compressed_keys;
+      if (e >= (compressed ? m.visible_compressed : m.visible_local)) continue;  // not seen
+      const int page =
+          page_lists[(compressed ? m.compressed_pages : m.local_pages) + e / page_entries];
+      const size_t k_at = KvOffset(page, e % page_entries, layer, 0, kv_heads, kvh, page_entries,
+                                   head_dim, values_per_page);
+      const size_t v_at = k_at + static_cast<size_t>(kv_heads) * page_entries * head_dim;
+      float kv_k[kMaxPerLane], kv_v[kMaxPerLane];
+#pragma unroll
+      for (int i = 0; i < kMaxPerLane; ++i) {
+        const int d = lane + i * kWarp;
+        kv_k[i] = d < head_dim ? ToFloat(arena[k_at + d]) : 0.0f;
+        kv_v[i] = d < head_dim ? ToFloat(arena[v_at + d]) : 0.0f;
+      }
+#pragma unroll
+      for (int g = 0; g < kMaxGroup; ++g) {
+        if (g >= group) continue;
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kMaxPerLane; ++i) dot += q[g][i] * kv_k[i];
+        const float score = WarpSum(dot);
+        const float new_max = fmaxf(mx[g], score);
+        const float keep = __expf(mx[g] - new_max);  // 0 when mx[g] is -inf
+        const float p = __expf(score - new_max);
+        sum[g] = sum[g] * keep + p;
+#pragma unroll
+        for (int i = 0; i < kMaxPerLane; ++i) acc[g][i] = acc[g][i] * keep + p * kv_v[i];
+        mx[g] = new_max;
+      }
+    }
 
-  const int keys = m.visible_compressed + m.visible_local;
-  for (int j = warp; j < keys; j += kAttentionWarps) {
-    const bool compressed = j < m.visible_compressed;
-    const int e = compressed ? j : j - m.visible_compressed;
-    const int page =
-        page_lists[(compressed ? m.compressed_pages : m.local_pages) + e / page_entries];
-    const size_t k_at = KvOffset(page, e % page_entries, layer, 0, kv_heads, kvh, page_entries,
-                                 head_dim, values_per_page);
-    const size_t v_at = k_at + static_cast<size_t>(kv_heads) * page_entries * head_dim;
-    float kv_k[kMaxPerLane], kv_v[kMaxPerLane];
-#pragma unroll
-    for (int i = 0; i < kMaxPerLane; ++i) {
-      const int d = lane + i * kWarp;
-      kv_k[i] = d < head_dim ? ToFloat(arena[k_at + d]) : 0.0f;
-      kv_v[i] = d < head_dim ? ToFloat(arena[v_at + d]) : 0.0f;
-    }
+    __syncthreads();  // the previous row's merge may still read smem
 #pragma unroll
     for (int g = 0; g < kMaxGroup; ++g) {
       if (g >= group) continue;
-      float dot = 0.0f;
+      if (lane == 0) {
+        stats[(warp * group + g) * 2] = mx[g];
+        stats[(warp * group + g) * 2 + 1] = sum[g];
+      }
 #pragma unroll
-      for (int i = 0; i < kMaxPerLane; ++i) dot += q[g][i] * kv_k[i];
-      const float score = WarpSum(dot);
-      const float new_max = fmaxf(mx[g], score);
-      const float keep = __expf(mx[g] - new_max);  // 0 when mx[g] is -inf
-      const float p = __expf(score - new_max);
-      sum[g] = sum[g] * keep + p;
-#pragma unroll
-      for (int i = 0; i < kMaxPerLane; ++i) acc[g][i] = acc[g][i] * keep + p * kv_v[i];
-      mx[g] = new_max;
+      for (int i = 0; i < kMaxPerLane; ++i) {
+        const int d = lane + i * kWarp;
+        if (d < head_dim) partial[(warp * group + g) * head_dim + d] = acc[g][i];
+      }
+    }
+    __syncthreads();
+    // The split's partial of each query: the warps' partials rescaled to their largest max (a
+    // split that saw no key leaves max -inf, sum 0, acc 0).
+    for (int i = threadIdx.x; i < group * head_dim; i += blockDim.x) {
+      const int g = i / head_dim, d = i % head_dim;
+      float best = -INFINITY;
+      for (int w = 0; w < kAttentionWarps; ++w) best = fmaxf(best, stats[(w * group + g) * 2]);
+      float total = 0.0f, value = 0.0f;
+      for (int w = 0; w < kAttentionWarps; ++w) {
+        const float wm = stats[(w * group + g) * 2];
+        if (wm == -INFINITY) continue;  // this warp saw no key
+        const float f = __expf(wm - best);
+        total += stats[(w * group + g) * 2 + 1] * f;
+        value += partial[(w * group + g) * head_dim + d] * f;
+      }
+      const size_t slot =
+          split_base + static_cast<size_t>(kvh) * nq + (t - it.first_row) * group + g;
+      partials.acc[slot * head_dim + d] = value;
+      if (d == 0) {
+        partials.max[slot] = best;
+        partials.sum[slot] = total;
+      }
     }
   }
+}
 
-  // Merge: smem holds per warp and group [max, sum] then [head_dim] accumulators.
-  float* stats = smem;                                  // [warps][group][2]
-  float* partial = smem + kAttentionWarps * group * 2;  // [warps][group][head_dim]
-#pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g) {
-    if (g >= group) continue;
-    if (lane == 0) {
-      stats[(warp * group + g) * 2] = mx[g];
-      stats[(warp * group + g) * 2 + 1] = sum[g];
-    }
-#pragma unroll
-    for (int i = 0; i < kMaxPerLane; ++i) {
-      const int d = lane + i * kWarp;
-      if (d < head_dim) partial[(warp * group + g) * head_dim + d] = acc[g][i];
-    }
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < group * head_dim; i += blockDim.x) {
-    const int g = i / head_dim, d = i % head_dim;
+// One block per (item, kv head): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) sum_s over the
+// item's splits in split order, M = max_s m_s, skipping splits that saw no key
+// (MergeAttentionPartials, engine/split_kv_plan.h).
+__global__ void SplitKvMergeKernel(int heads, int kv_heads, int head_dim, const SplitKvItem* items,
+                                   SplitKvPartials partials, uint16_t* out) {
+  const int item = blockIdx.x, kvh = blockIdx.y;
+  const int group = heads / kv_heads;
+  const SplitKvItem it = items[item];
+  const int nq = it.rows * group;
+  const size_t stride = static_cast<size_t>(nq) * kv_heads;
+  for (int i = threadIdx.x; i < nq * head_dim; i += blockDim.x) {
+    const int qi = i / head_dim, d = i % head_dim;
+    const size_t slot0 = static_cast<size_t>(it.partial_slot) + static_cast<size_t>(kvh) * nq + qi;
     float best = -INFINITY;
-    for (int w = 0; w < kAttentionWarps; ++w) best = fmaxf(best, stats[(w * group + g) * 2]);
+    for (int s = 0; s < it.splits; ++s) best = fmaxf(best, partials.max[slot0 + s * stride]);
     float total = 0.0f, value = 0.0f;
-    for (int w = 0; w < kAttentionWarps; ++w) {
-      const float wm = stats[(w * group + g) * 2];
-      if (wm == -INFINITY) continue;  // this warp saw no key
-      const float f = __expf(wm - best);
-      total += stats[(w * group + g) * 2 + 1] * f;
-      value += partial[(w * group + g) * head_dim + d] * f;
+    for (int s = 0; s < it.splits; ++s) {
+      const size_t slot = slot0 + s * stride;
+      const float m = partials.max[slot];
+      if (m == -INFINITY) continue;
+      const float f = expf(m - best);
+      total += partials.sum[slot] * f;
+      value += partials.acc[slot * head_dim + d] * f;
     }
+    const int t = it.first_row + qi / group, g = qi % group;
     out[static_cast<size_t>(t) * heads * head_dim + (kvh * group + g) * head_dim + d] =
         ToBf16(value / total);
   }
@@ -348,17 +395,26 @@ cudaError_t ChunkAttention(const float* qkv, const int32_t* first_row, const int
   return cudaGetLastError();
 }
 
-cudaError_t PagedAttention(const float* qkv, int rows, int heads, int kv_heads, int head_dim,
-                           const AttentionRow* meta, const int32_t* page_lists, int layer,
-                           int page_entries, size_t values_per_page, const uint16_t* arena,
-                           uint16_t* out, cudaStream_t stream) {
-  if (rows == 0) return cudaSuccess;
+cudaError_t SplitKvAttention(const float* qkv, int heads, int kv_heads, int head_dim,
+                             const AttentionRow* rows_meta, const SplitKvItem* items, int num_items,
+                             int max_item_rows, const SplitKvSplit* splits, int num_splits,
+                             const int32_t* page_lists, int layer, int page_entries,
+                             size_t values_per_page, const uint16_t* arena,
+                             SplitKvPartials partials, uint16_t* out, cudaStream_t stream) {
+  if (num_items == 0) return cudaSuccess;
+  // Rows of one item spread over grid z, at most kMaxRowBlocks apart.
+  constexpr int kMaxRowBlocks = 1024;
+  const int row_blocks = std::min(std::max(max_item_rows, 1), kMaxRowBlocks);
   const int group = heads / kv_heads;
   if (head_dim > kMaxHeadDim || group > kMaxGroup) return cudaErrorInvalidValue;
   const size_t smem = static_cast<size_t>(kAttentionWarps) * group * (2 + head_dim) * sizeof(float);
-  PagedAttentionKernel<<<dim3(rows, kv_heads), kAttentionWarps * kWarp, smem, stream>>>(
-      qkv, heads, kv_heads, head_dim, meta, page_lists, layer, page_entries, values_per_page, arena,
-      out);
+  SplitKvPartialKernel<<<dim3(num_splits, kv_heads, row_blocks), kAttentionWarps * kWarp, smem,
+                         stream>>>(qkv, heads, kv_heads, head_dim, rows_meta, items, splits,
+                                   page_lists, layer, page_entries, values_per_page, arena,
+                                   partials);
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  SplitKvMergeKernel<<<dim3(num_items, kv_heads), 128, 0, stream>>>(heads, kv_heads, head_dim,
+                                                                    items, partials, out);
   return cudaGetLastError();
 }
 

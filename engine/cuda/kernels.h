@@ -67,12 +67,45 @@ struct AttentionRow {
   int32_t compressed_pages;
   int32_t local_pages;
 };
-// Varlen paged attention of the decoder at layer `layer`: each row's q heads against its own
-// sequence's cached keys and values (online softmax, fp32). out [rows, heads * head_dim] bf16.
-cudaError_t PagedAttention(const float* qkv, int rows, int heads, int kv_heads, int head_dim,
-                           const AttentionRow* meta, const int32_t* page_lists, int layer,
-                           int page_entries, size_t values_per_page, const uint16_t* arena,
-                           uint16_t* out, cudaStream_t stream);
+// The split-KV decomposition of engine/split_kv_plan.h, as device metadata. An item (a sequence
+// of the step) owns decoder rows [first_row, first_row + rows) and splits [first_split,
+// first_split + splits); its keys are numbered compressed entries first (keys < compressed_keys)
+// then local ones. Partials are laid out as on the CPU (CpuPagedAttention): the query slot of
+// (split s, kv head, row t, q head g of the group) is
+//   partial_slot + (s - first_split) * rows * group * kv_heads + kvh * rows * group
+//   + (t - first_row) * group + g.
+struct SplitKvItem {
+  int32_t first_row;
+  int32_t rows;
+  int32_t compressed_keys;
+  int32_t first_split;
+  int32_t splits;
+  int32_t partial_slot;
+};
+struct SplitKvSplit {
+  int32_t item;
+  int32_t begin;  // first key
+  int32_t end;    // one past the last key
+};
+// Where the partials live: slot i's max at max[i], sum at sum[i], accumulator at
+// acc[i * head_dim ...] (fp32, the layout of SplitKvPlan's contract).
+struct SplitKvPartials {
+  float* max;
+  float* sum;
+  float* acc;
+};
+// Varlen paged attention of the decoder at layer `layer`, split-KV: blocks per (split, kv head)
+// (and up to 1024 over an item's rows, `max_item_rows` the most rows any item has) score every
+// query of the split's item in that head group against the split's keys that each row sees
+// (AttentionRow) and leave a partial (online softmax, fp32); then one block per (item, kv head)
+// merges the item's partials in split order exactly as MergeAttentionPartials does.
+// out [rows, heads * head_dim] bf16.
+cudaError_t SplitKvAttention(const float* qkv, int heads, int kv_heads, int head_dim,
+                             const AttentionRow* rows_meta, const SplitKvItem* items, int num_items,
+                             int max_item_rows, const SplitKvSplit* splits, int num_splits,
+                             const int32_t* page_lists, int layer, int page_entries,
+                             size_t values_per_page, const uint16_t* arena,
+                             SplitKvPartials partials, uint16_t* out, cudaStream_t stream);
 
 // out[r, i] = bf16(silu(gate_up[r, i]) * gate_up[r, inter + i]).
 cudaError_t SiluMul(const float* gate_up, int rows, int inter, uint16_t* out, cudaStream_t stream);

@@ -47,8 +47,8 @@ case "$part" in
     step cuda_tests 180 cuda_tests --gtest_color=no
     grep -q '^\[  SKIPPED \]' "$logs/cuda_tests.log" && { echo "cuda_tests skipped tests"; failed=1; }
     step memcheck 150 $(cs memcheck \
-      '*Incremental*:*Pool*:*LoadsThroughEngineLoad*:*DeviceSampler*Greedy*:*DeviceSampler*Seeded*')
-    step racecheck 120 $(cs racecheck '*Incremental*Gqa*:*DeviceSampler*Seeded*')
+      '*Incremental*:*Pool*:*LoadsThroughEngineLoad*:*DeviceSampler*Greedy*:*DeviceSampler*Seeded*:SplitKv*')
+    step racecheck 120 $(cs racecheck '*Incremental*Gqa*:*DeviceSampler*Seeded*:SplitKv*')
     step initcheck 100 $(cs initcheck '*Incremental*Mha*:*Pool*')
     step synccheck 100 $(cs synccheck '*Incremental*Mha*')
     ;;
