@@ -264,59 +264,31 @@ CATSERVE_AVX2 inline float ExpInPlace(float* s, int n, float max) {
   return HorizontalSum(total);
 }
 
-// The whole online-softmax update of one run for a head size known at compile time (64 or 128:
-// every loop over the head unrolls, addresses are constants): eight keys' scores per pass as one
-// vector (no store and reload before the max and the exp), the accumulator in HD / 8 registers
-// (two halves for 128) across all the run's values.
+// How the fused kernel below reads one dtype's keys and values, for a head size HD known at
+// compile time (64 or 128: every loop over the head unrolls). Dots8 adds key l's products with q
+// into a[l] for the 8 keys from value offset k0 (HD / 8 independent FMAs per chain), and
+// Accumulate does acc = acc * keep + sum_j p[j] v_j over n values from value offset `base`.
 template <KvDtype D, int HD>
-CATSERVE_AVX2 void Avx2AttendFixed(const float* q, const void* k, const void* v, int n, float scale,
-                                   float* m, float* sum, float* acc) {
-  constexpr int kPiece = 64;
-  alignas(32) float s[kPiece];
-  const __m256 sv = _mm256_set1_ps(scale);
-  const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
-  for (int j0 = 0; j0 < n; j0 += kPiece) {
-    const int count = std::min(kPiece, n - j0);
-    const size_t base = static_cast<size_t>(j0) * HD;
-    __m256 vmax = minus_inf;
-    for (int j = 0; j < count; j += 8) {
-      const int keys = std::min(8, count - j);
-      __m256 a[8];
-      for (int l = 0; l < 8; ++l) a[l] = _mm256_setzero_ps();
-      const size_t k0 = base + static_cast<size_t>(j) * HD;
-      for (int i = 0; i < HD; i += 8) {
-        const __m256 qv = _mm256_loadu_ps(q + i);
-        // Keys past the run read as key 0 of the 8 (in bounds) and are masked below.
-        for (int l = 0; l < 8; ++l) {
-          a[l] = _mm256_fmadd_ps(qv, Load8<D>(k, k0 + (l < keys ? l : 0) * HD + i), a[l]);
-        }
-      }
-      __m256 scores =
-          _mm256_mul_ps(HorizontalSums8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), sv);
-      if (keys < 8) {
-        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        const __m256 live = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(keys), lane));
-        scores = _mm256_blendv_ps(minus_inf, scores, live);
-      }
-      _mm256_store_ps(s + j, scores);
-      vmax = _mm256_max_ps(vmax, scores);
-    }
-    const float new_max = std::max(*m, HorizontalMax(vmax));
-    const float keep = std::exp(*m - new_max);  // 0 while m is -inf
-    *sum = *sum * keep + ExpInPlace(s, count, new_max);
-    *m = new_max;
-    const __m256 kv = _mm256_set1_ps(keep);
-    for (int i = 0; i < HD; i += 64) {
-      Avx2AccumulateBlock<D, 8>(kv, s, static_cast<const std::byte*>(v) + base * KvDtypeBytes(D),
-                                count, HD, i, acc);
+struct WidenedRuns {
+  explicit CATSERVE_AVX2 WidenedRuns(const float* query) : q(query) {}
+  CATSERVE_AVX2 void Dots8(const void* k, size_t k0, const size_t (&at)[8], __m256 (&a)[8]) const {
+    for (int i = 0; i < HD; i += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + i);
+      for (int l = 0; l < 8; ++l) a[l] = _mm256_fmadd_ps(qv, Load8<D>(k, k0 + at[l] + i), a[l]);
     }
   }
-}
+  static CATSERVE_AVX2 void Accumulate(__m256 keep, const float* p, const void* v, size_t base,
+                                       int n, float* acc) {
+    const void* values = static_cast<const std::byte*>(v) + base * KvDtypeBytes(D);
+    for (int i = 0; i < HD; i += 64) Avx2AccumulateBlock<D, 8>(keep, p, values, n, HD, i, acc);
+  }
+  const float* q;
+};
 
 // bf16 holds the top half of an fp32, so two bf16 values in one 32-bit lane widen without a
 // shuffle: the even one is the lane shifted left by 16, the odd one the lane with its low half
-// cleared. The bf16 kernel below works on HD values as HD / 16 pairs of (even, odd) vectors and
-// keeps q and the accumulator in that order; these convert 16 fp32 values to and from it.
+// cleared. Bf16PairRuns works on HD values as HD / 16 pairs of (even, odd) vectors and keeps q
+// and the accumulator in that order; these convert 16 fp32 values to and from it.
 CATSERVE_AVX2 inline void Deinterleave16(const float* x, __m256* even, __m256* odd) {
   const __m256 a = _mm256_loadu_ps(x), b = _mm256_loadu_ps(x + 8);
   // shuffle_ps works within 128-bit lanes: [a0 a2 b0 b2 | a4 a6 b4 b6]; the 64-bit permute puts
@@ -340,69 +312,43 @@ CATSERVE_AVX2 inline __m256 OddBf16(__m256i pairs) {
   return _mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32(-65536)));
 }
 
-// Avx2AttendFixed for bf16 values, widened in (even, odd) order as above.
 template <int HD>
-CATSERVE_AVX2 void Avx2AttendBf16(const float* q, const void* k, const void* v, int n, float scale,
-                                  float* m, float* sum, float* acc) {
-  constexpr int kPiece = 64, kPairs = HD / 16;
-  const uint16_t* keys = static_cast<const uint16_t*>(k);
-  const uint16_t* values = static_cast<const uint16_t*>(v);
-  alignas(32) float qd[HD];  // q as (even, odd) vector pairs
-  for (int c = 0; c < kPairs; ++c) {
-    __m256 e, o;
-    Deinterleave16(q + 16 * c, &e, &o);
-    _mm256_store_ps(qd + 16 * c, e);
-    _mm256_store_ps(qd + 16 * c + 8, o);
-  }
-  alignas(32) float s[kPiece];
-  const __m256 sv = _mm256_set1_ps(scale);
-  const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
-  for (int j0 = 0; j0 < n; j0 += kPiece) {
-    const int count = std::min(kPiece, n - j0);
-    const size_t base = static_cast<size_t>(j0) * HD;
-    __m256 vmax = minus_inf;
-    for (int j = 0; j < count; j += 8) {
-      const int live_keys = std::min(8, count - j);
-      __m256 a[8];
-      for (int l = 0; l < 8; ++l) a[l] = _mm256_setzero_ps();
-      const uint16_t* k0 = keys + base + static_cast<size_t>(j) * HD;
-      for (int c = 0; c < kPairs; ++c) {
-        const __m256 qe = _mm256_load_ps(qd + 16 * c), qo = _mm256_load_ps(qd + 16 * c + 8);
-        for (int l = 0; l < 8; ++l) {
-          // Keys past the run read as key 0 of the 8 (in bounds) and are masked below.
-          const __m256i pairs = _mm256_loadu_si256(
-              reinterpret_cast<const __m256i*>(k0 + (l < live_keys ? l : 0) * HD + 16 * c));
-          a[l] = _mm256_fmadd_ps(qe, EvenBf16(pairs), a[l]);
-          a[l] = _mm256_fmadd_ps(qo, OddBf16(pairs), a[l]);
-        }
-      }
-      __m256 scores =
-          _mm256_mul_ps(HorizontalSums8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), sv);
-      if (live_keys < 8) {
-        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        const __m256 live =
-            _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(live_keys), lane));
-        scores = _mm256_blendv_ps(minus_inf, scores, live);
-      }
-      _mm256_store_ps(s + j, scores);
-      vmax = _mm256_max_ps(vmax, scores);
+struct Bf16PairRuns {
+  static constexpr int kPairs = HD / 16;
+  explicit CATSERVE_AVX2 Bf16PairRuns(const float* q) {
+    for (int c = 0; c < kPairs; ++c) {
+      __m256 e, o;
+      Deinterleave16(q + 16 * c, &e, &o);
+      _mm256_store_ps(qd + 16 * c, e);
+      _mm256_store_ps(qd + 16 * c + 8, o);
     }
-    const float new_max = std::max(*m, HorizontalMax(vmax));
-    const float keep = std::exp(*m - new_max);  // 0 while m is -inf
-    *sum = *sum * keep + ExpInPlace(s, count, new_max);
-    *m = new_max;
-    const __m256 kv = _mm256_set1_ps(keep);
-    // Four (even, odd) pairs, 64 values, at a time: eight accumulators in registers.
+  }
+  CATSERVE_AVX2 void Dots8(const void* k, size_t k0, const size_t (&at)[8], __m256 (&a)[8]) const {
+    const uint16_t* keys = static_cast<const uint16_t*>(k) + k0;
+    for (int c = 0; c < kPairs; ++c) {
+      const __m256 qe = _mm256_load_ps(qd + 16 * c), qo = _mm256_load_ps(qd + 16 * c + 8);
+      for (int l = 0; l < 8; ++l) {
+        const __m256i pairs =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + at[l] + 16 * c));
+        a[l] = _mm256_fmadd_ps(qe, EvenBf16(pairs), a[l]);
+        a[l] = _mm256_fmadd_ps(qo, OddBf16(pairs), a[l]);
+      }
+    }
+  }
+  // Four (even, odd) pairs, 64 values, at a time: eight accumulators in registers.
+  static CATSERVE_AVX2 void Accumulate(__m256 keep, const float* p, const void* v, size_t base,
+                                       int n, float* acc) {
+    const uint16_t* values = static_cast<const uint16_t*>(v) + base;
     for (int c0 = 0; c0 < kPairs; c0 += 4) {
       __m256 e[4], o[4];
       for (int c = 0; c < 4; ++c) {
         Deinterleave16(acc + 16 * (c0 + c), &e[c], &o[c]);
-        e[c] = _mm256_mul_ps(e[c], kv);
-        o[c] = _mm256_mul_ps(o[c], kv);
+        e[c] = _mm256_mul_ps(e[c], keep);
+        o[c] = _mm256_mul_ps(o[c], keep);
       }
-      for (int j = 0; j < count; ++j) {
-        const __m256 pj = _mm256_broadcast_ss(s + j);
-        const uint16_t* row = values + base + static_cast<size_t>(j) * HD + 16 * c0;
+      for (int j = 0; j < n; ++j) {
+        const __m256 pj = _mm256_broadcast_ss(p + j);
+        const uint16_t* row = values + static_cast<size_t>(j) * HD + 16 * c0;
         for (int c = 0; c < 4; ++c) {
           const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * c));
           e[c] = _mm256_fmadd_ps(pj, EvenBf16(pairs), e[c]);
@@ -412,17 +358,60 @@ CATSERVE_AVX2 void Avx2AttendBf16(const float* q, const void* k, const void* v, 
       for (int c = 0; c < 4; ++c) Interleave16(e[c], o[c], acc + 16 * (c0 + c));
     }
   }
+  alignas(32) float qd[HD];  // q as (even, odd) vector pairs
+};
+
+// The whole online-softmax update of one run, Runs reading the keys and values: eight keys'
+// scores per pass with eight independent FMA chains, as one vector (no store and reload before
+// the max and the exp), then the accumulator in registers across all the run's values. Runs of
+// more than 64 keys go in pieces of 64.
+template <int HD, typename Runs>
+CATSERVE_AVX2 void Avx2AttendFixed(const float* q, const void* k, const void* v, int n, float scale,
+                                   float* m, float* sum, float* acc) {
+  constexpr int kPiece = 64;
+  const Runs runs(q);
+  alignas(32) float s[kPiece];
+  const __m256 sv = _mm256_set1_ps(scale);
+  const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
+  for (int j0 = 0; j0 < n; j0 += kPiece) {
+    const int count = std::min(kPiece, n - j0);
+    const size_t base = static_cast<size_t>(j0) * HD;
+    __m256 vmax = minus_inf;
+    for (int j = 0; j < count; j += 8) {
+      const int live = std::min(8, count - j);
+      // Keys past the run read as key 0 of the 8 (in bounds) and are masked below.
+      size_t at[8];
+      for (int l = 0; l < 8; ++l) at[l] = static_cast<size_t>(l < live ? l : 0) * HD;
+      __m256 a[8];
+      for (int l = 0; l < 8; ++l) a[l] = _mm256_setzero_ps();
+      runs.Dots8(k, base + static_cast<size_t>(j) * HD, at, a);
+      __m256 scores =
+          _mm256_mul_ps(HorizontalSums8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), sv);
+      if (live < 8) {
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256 mask = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(live), lane));
+        scores = _mm256_blendv_ps(minus_inf, scores, mask);
+      }
+      _mm256_store_ps(s + j, scores);
+      vmax = _mm256_max_ps(vmax, scores);
+    }
+    const float new_max = std::max(*m, HorizontalMax(vmax));
+    const float keep = std::exp(*m - new_max);  // 0 while m is -inf
+    *sum = *sum * keep + ExpInPlace(s, count, new_max);
+    *m = new_max;
+    Runs::Accumulate(_mm256_set1_ps(keep), s, v, base, count, acc);
+  }
 }
 
 template <KvDtype D>
 CATSERVE_AVX2 void Avx2Attend(const float* q, const void* k, const void* v, int n, int hd,
                               float scale, float* m, float* sum, float* acc) {
   if constexpr (D == KvDtype::kBf16) {
-    if (hd == 64) return Avx2AttendBf16<64>(q, k, v, n, scale, m, sum, acc);
-    if (hd == 128) return Avx2AttendBf16<128>(q, k, v, n, scale, m, sum, acc);
+    if (hd == 64) return Avx2AttendFixed<64, Bf16PairRuns<64>>(q, k, v, n, scale, m, sum, acc);
+    if (hd == 128) return Avx2AttendFixed<128, Bf16PairRuns<128>>(q, k, v, n, scale, m, sum, acc);
   }
-  if (hd == 64) return Avx2AttendFixed<D, 64>(q, k, v, n, scale, m, sum, acc);
-  if (hd == 128) return Avx2AttendFixed<D, 128>(q, k, v, n, scale, m, sum, acc);
+  if (hd == 64) return Avx2AttendFixed<64, WidenedRuns<D, 64>>(q, k, v, n, scale, m, sum, acc);
+  if (hd == 128) return Avx2AttendFixed<128, WidenedRuns<D, 128>>(q, k, v, n, scale, m, sum, acc);
   ComposedAttend<Avx2Scores<D>, Avx2ExpSum, Avx2Accumulate<D>>(q, k, v, n, hd, KvDtypeBytes(D),
                                                                scale, m, sum, acc);
 }
