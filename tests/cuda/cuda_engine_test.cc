@@ -30,6 +30,7 @@
 #include "tests/common/planted_defects.h"
 #include "tests/common/run_alone.h"
 #include "tests/common/test_models.h"
+#include "tests/cuda/no_device.h"
 
 namespace catserve::engine {
 namespace {
@@ -41,24 +42,6 @@ using Rows = std::vector<std::vector<float>>;
 
 const std::filesystem::path kFixtures = CATSERVE_FIXTURES_DIR;
 const char* const kSequences[] = {"short", "odd", "exact", "max"};
-
-// Empty when a device is usable, else why not.
-std::string NoDeviceReason() {
-  int count = 0;
-  const cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    return absl::StrCat("no CUDA device (", cudaGetErrorString(e), ")");
-  }
-  return count == 0 ? "no CUDA device (none found)" : "";
-}
-
-#define SKIP_WITHOUT_CUDA_DEVICE()                                    \
-  do {                                                                \
-    if (const std::string why = NoDeviceReason(); !why.empty()) {     \
-      GTEST_SKIP() << why << ": the CUDA backend's tests need a GPU"; \
-    }                                                                 \
-  } while (false)
 
 // The engines over the same weights: fp32 CPU, bf16-emulating CPU, CUDA.
 struct Engines {

@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "tests/common/chi_square.h"
 #include "tests/common/intended_distribution.h"
+#include "tests/cuda/no_device.h"
 
 namespace catserve::engine::cuda {
 namespace {
@@ -28,15 +29,7 @@ using ::catserve::testing::SettingsUnderTest;
 
 class DeviceSamplerTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    int count = 0;
-    if (const cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess || count == 0) {
-      cudaGetLastError();
-      GTEST_SKIP() << "no CUDA device ("
-                   << (e != cudaSuccess ? cudaGetErrorString(e) : "none found")
-                   << "): the device sampler's tests need a GPU";
-    }
-  }
+  void SetUp() override { SKIP_WITHOUT_CUDA_DEVICE(); }
 
   // `rows` copies of `row` drawn with params (step = row index) and the same context.
   std::vector<int32_t> SampleCopies(const std::vector<float>& row, int rows,

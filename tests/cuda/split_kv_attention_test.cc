@@ -7,7 +7,6 @@
 #include <bit>
 #include <cmath>
 #include <optional>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -17,58 +16,23 @@
 #include "engine/cuda/split_kv_meta.h"
 #include "engine/sequence.h"
 #include "gtest/gtest.h"
+#include "tests/common/paged_attention_case.h"
+#include "tests/cuda/no_device.h"
 
 namespace catserve::engine {
 namespace {
 
 using cuda::DeviceBuffer;
 
-constexpr int kLayers = 2, kLayer = 1, kHeads = 4, kKvHeads = 2, kHeadDim = 44, kPageEntries = 4;
-constexpr int kPages = 256;
+using Case = catserve::testing::PagedAttentionCase;
+constexpr int kLayer = Case::kLayer, kHeads = Case::kHeads, kKvHeads = Case::kKvHeads,
+              kHeadDim = Case::kHeadDim, kPageEntries = Case::kPageEntries;
 
 class SplitKvAttentionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    int count = 0;
-    if (const cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess || count == 0) {
-      cudaGetLastError();
-      GTEST_SKIP() << "no CUDA device (" << (e != cudaSuccess ? cudaGetErrorString(e) : "none")
-                   << "): the CUDA backend's tests need a GPU";
-    }
-    const KvGeometry g{.layers = kLayers,
-                       .kv_heads = kKvHeads,
-                       .head_dim = kHeadDim,
-                       .page_entries = kPageEntries,
-                       .dtype = KvDtype::kBf16};
-    absl::StatusOr<KvPool> pool = KvPool::Create(g, kPages);
-    ASSERT_TRUE(pool.ok()) << pool.status();
-    pool_.emplace(*std::move(pool));
-    // As the CPU test: decode at chunk 4; a chunk completing at chunk 2 ([fx, S]); a fresh
-    // prefill of 23 tokens at chunk 4 (23 rows of one item); decode at chunk 1 over 50
-    // compressed entries.
-    const int chunk[] = {4, 2, 4, 1}, cached[] = {37, 41, 0, 49}, fed[] = {1, 1, 23, 1};
-    seqs_.resize(4);
-    std::mt19937 rng(23);
-    std::normal_distribution<float> normal(0.0f, 1.5f);
-    for (int i = 0; i < 4; ++i) {
-      SequenceState& s = seqs_[i];
-      s.chunk_size = chunk[i];
-      s.cached = cached[i];
-      s.tokens.assign(cached[i] + fed[i], 5);
-      ASSERT_TRUE(ReservePages(*pool_, s, cached[i] + fed[i]));
-      items_.push_back({&s, fed[i], true});
-      for (std::vector<int32_t>* region : {&s.pages.compressed, &s.pages.local}) {
-        for (int32_t page : *region) {
-          std::vector<float> values(g.values_per_page());
-          for (float& v : values) v = normal(rng);
-          StoreKvValues(g.dtype, values.data(), static_cast<int>(values.size()),
-                        pool_->page_data(page));
-        }
-      }
-    }
-    plan_.Build(items_);
-    qkv_.resize(plan_.rows.size() * (kHeads + 2 * kKvHeads) * kHeadDim);
-    for (float& v : qkv_) v = normal(rng);
+    SKIP_WITHOUT_CUDA_DEVICE();
+    ASSERT_NO_FATAL_FAILURE(case_.Build(KvDtype::kBf16, 23));
     ASSERT_TRUE(arena_.Upload(pool_->page_data(0), pool_->total_bytes()).ok());
     ASSERT_TRUE(qkv_device_.Upload(qkv_).ok());
   }
@@ -114,11 +78,11 @@ class SplitKvAttentionTest : public ::testing::Test {
     return got;
   }
 
-  std::optional<KvPool> pool_;
-  std::vector<SequenceState> seqs_;
-  std::vector<StepItem> items_;
-  StepPlan plan_;
-  std::vector<float> qkv_;
+  Case case_;
+  std::optional<KvPool>& pool_ = case_.pool;
+  std::vector<StepItem>& items_ = case_.items;
+  StepPlan& plan_ = case_.plan;
+  std::vector<float>& qkv_ = case_.qkv;
   DeviceBuffer arena_, qkv_device_;
 };
 

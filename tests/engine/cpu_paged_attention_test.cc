@@ -7,17 +7,19 @@
 #include <cmath>
 #include <cstring>
 #include <optional>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "engine/sequence.h"
 #include "gtest/gtest.h"
+#include "tests/common/paged_attention_case.h"
 
 namespace catserve::engine {
 namespace {
 
-constexpr int kLayers = 2, kLayer = 1, kHeads = 4, kKvHeads = 2, kHeadDim = 44, kPageEntries = 4;
+using Case = catserve::testing::PagedAttentionCase;
+constexpr int kLayer = Case::kLayer, kHeads = Case::kHeads, kKvHeads = Case::kKvHeads,
+              kHeadDim = Case::kHeadDim, kPageEntries = Case::kPageEntries;
 
 // The fp32 value a stored value reads back as.
 float StoredValue(KvDtype dtype, const std::byte* at) {
@@ -41,43 +43,7 @@ float StoredValue(KvDtype dtype, const std::byte* at) {
 
 class CpuPagedAttentionTest : public ::testing::TestWithParam<KvDtype> {
  protected:
-  void SetUp() override {
-    const KvGeometry g{.layers = kLayers,
-                       .kv_heads = kKvHeads,
-                       .head_dim = kHeadDim,
-                       .page_entries = kPageEntries,
-                       .dtype = GetParam()};
-    absl::StatusOr<KvPool> pool = KvPool::Create(g, 256);
-    ASSERT_TRUE(pool.ok()) << pool.status();
-    pool_.emplace(*std::move(pool));
-    // Decode at chunk 4; a chunk completing at chunk 2 ([fx, S]); a fresh prefill of 23 tokens
-    // at chunk 4; decode at chunk 1 over 50 compressed entries.
-    const int chunk[] = {4, 2, 4, 1}, cached[] = {37, 41, 0, 49}, fed[] = {1, 1, 23, 1};
-    seqs_.resize(4);
-    std::mt19937 rng(17);
-    std::normal_distribution<float> normal(0.0f, 1.5f);
-    for (int i = 0; i < 4; ++i) {
-      SequenceState& s = seqs_[i];
-      s.chunk_size = chunk[i];
-      s.cached = cached[i];
-      s.tokens.assign(cached[i] + fed[i], 5);
-      ASSERT_TRUE(ReservePages(*pool_, s, cached[i] + fed[i]));
-      items_.push_back({&s, fed[i], true});
-      // Every value of every entry of both regions, all layers.
-      for (std::vector<int32_t>* region : {&s.pages.compressed, &s.pages.local}) {
-        for (int32_t page : *region) {
-          std::vector<float> values(g.values_per_page());
-          for (float& v : values) v = normal(rng);
-          StoreKvValues(g.dtype, values.data(), static_cast<int>(values.size()),
-                        pool_->page_data(page));
-        }
-      }
-    }
-    plan_.Build(items_);
-    const int T = static_cast<int>(plan_.rows.size());
-    qkv_.resize(static_cast<size_t>(T) * (kHeads + 2 * kKvHeads) * kHeadDim);
-    for (float& v : qkv_) v = normal(rng);
-  }
+  void SetUp() override { ASSERT_NO_FATAL_FAILURE(case_.Build(GetParam(), 17)); }
 
   // The value at (layer kLayer, k or v, kv head, entry) of a region of item i.
   float Value(int i, bool compressed, int entry, int kv, int kvh, int d) {
@@ -139,11 +105,12 @@ class CpuPagedAttentionTest : public ::testing::TestWithParam<KvDtype> {
     return out;
   }
 
-  std::optional<KvPool> pool_;
-  std::vector<SequenceState> seqs_;
-  std::vector<StepItem> items_;
-  StepPlan plan_;
-  std::vector<float> qkv_;
+  Case case_;
+  std::optional<KvPool>& pool_ = case_.pool;
+  std::vector<SequenceState>& seqs_ = case_.seqs;
+  std::vector<StepItem>& items_ = case_.items;
+  StepPlan& plan_ = case_.plan;
+  std::vector<float>& qkv_ = case_.qkv;
 };
 
 std::vector<const AttentionKernels*> KernelSets() {
