@@ -4,6 +4,7 @@
 #include <bit>
 #include <cmath>
 #include <cstddef>
+#include <utility>
 
 #include "engine/kv_dtype.h"
 
@@ -280,7 +281,12 @@ struct WidenedRuns {
   static CATSERVE_AVX2 void Accumulate(__m256 keep, const float* p, const void* v, size_t base,
                                        int n, float* acc) {
     const void* values = static_cast<const std::byte*>(v) + base * KvDtypeBytes(D);
-    for (int i = 0; i < HD; i += 64) Avx2AccumulateBlock<D, 8>(keep, p, values, n, HD, i, acc);
+    // Blocks of up to 64 values (8 accumulators): 48 is one block of 6, 96 one of 8 and one of 4.
+    [&]<int... B>(std::integer_sequence<int, B...>) {
+      (Avx2AccumulateBlock<D, std::min(8, (HD - 64 * B) / 8)>(keep, p, values, n, HD, 64 * B, acc),
+       ...);
+    }
+    (std::make_integer_sequence<int, (HD + 63) / 64>());
   }
   const float* q;
 };
@@ -335,28 +341,34 @@ struct Bf16PairRuns {
       }
     }
   }
-  // Four (even, odd) pairs, 64 values, at a time: eight accumulators in registers.
+  // Up to four (even, odd) pairs, 64 values, at a time: eight accumulators in registers.
   static CATSERVE_AVX2 void Accumulate(__m256 keep, const float* p, const void* v, size_t base,
                                        int n, float* acc) {
     const uint16_t* values = static_cast<const uint16_t*>(v) + base;
-    for (int c0 = 0; c0 < kPairs; c0 += 4) {
-      __m256 e[4], o[4];
-      for (int c = 0; c < 4; ++c) {
-        Deinterleave16(acc + 16 * (c0 + c), &e[c], &o[c]);
-        e[c] = _mm256_mul_ps(e[c], keep);
-        o[c] = _mm256_mul_ps(o[c], keep);
-      }
-      for (int j = 0; j < n; ++j) {
-        const __m256 pj = _mm256_broadcast_ss(p + j);
-        const uint16_t* row = values + static_cast<size_t>(j) * HD + 16 * c0;
-        for (int c = 0; c < 4; ++c) {
-          const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * c));
-          e[c] = _mm256_fmadd_ps(pj, EvenBf16(pairs), e[c]);
-          o[c] = _mm256_fmadd_ps(pj, OddBf16(pairs), o[c]);
-        }
-      }
-      for (int c = 0; c < 4; ++c) Interleave16(e[c], o[c], acc + 16 * (c0 + c));
+    [&]<int... B>(std::integer_sequence<int, B...>) {
+      (AccumulatePairs<4 * B, std::min(4, kPairs - 4 * B)>(keep, p, values, n, acc), ...);
     }
+    (std::make_integer_sequence<int, (kPairs + 3) / 4>());
+  }
+  template <int C0, int P>
+  static CATSERVE_AVX2 void AccumulatePairs(__m256 keep, const float* p, const uint16_t* values,
+                                            int n, float* acc) {
+    __m256 e[P], o[P];
+    for (int c = 0; c < P; ++c) {
+      Deinterleave16(acc + 16 * (C0 + c), &e[c], &o[c]);
+      e[c] = _mm256_mul_ps(e[c], keep);
+      o[c] = _mm256_mul_ps(o[c], keep);
+    }
+    for (int j = 0; j < n; ++j) {
+      const __m256 pj = _mm256_broadcast_ss(p + j);
+      const uint16_t* row = values + static_cast<size_t>(j) * HD + 16 * C0;
+      for (int c = 0; c < P; ++c) {
+        const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * c));
+        e[c] = _mm256_fmadd_ps(pj, EvenBf16(pairs), e[c]);
+        o[c] = _mm256_fmadd_ps(pj, OddBf16(pairs), o[c]);
+      }
+    }
+    for (int c = 0; c < P; ++c) Interleave16(e[c], o[c], acc + 16 * (C0 + c));
   }
   alignas(32) float qd[HD];  // q as (even, odd) vector pairs
 };
@@ -403,15 +415,34 @@ CATSERVE_AVX2 void Avx2AttendFixed(const float* q, const void* k, const void* v,
   }
 }
 
+template <KvDtype D, int HD>
+CATSERVE_AVX2 void Avx2AttendFor(const float* q, const void* k, const void* v, int n, float scale,
+                                 float* m, float* sum, float* acc) {
+  if constexpr (D == KvDtype::kBf16) {
+    Avx2AttendFixed<HD, Bf16PairRuns<HD>>(q, k, v, n, scale, m, sum, acc);
+  } else {
+    Avx2AttendFixed<HD, WidenedRuns<D, HD>>(q, k, v, n, scale, m, sum, acc);
+  }
+}
+
 template <KvDtype D>
 CATSERVE_AVX2 void Avx2Attend(const float* q, const void* k, const void* v, int n, int hd,
                               float scale, float* m, float* sum, float* acc) {
-  if constexpr (D == KvDtype::kBf16) {
-    if (hd == 64) return Avx2AttendFixed<64, Bf16PairRuns<64>>(q, k, v, n, scale, m, sum, acc);
-    if (hd == 128) return Avx2AttendFixed<128, Bf16PairRuns<128>>(q, k, v, n, scale, m, sum, acc);
+  // Head sizes of the common models get the fused kernel; others compose the three loops.
+  switch (hd) {
+    case 32:
+      return Avx2AttendFor<D, 32>(q, k, v, n, scale, m, sum, acc);
+    case 48:
+      return Avx2AttendFor<D, 48>(q, k, v, n, scale, m, sum, acc);
+    case 64:
+      return Avx2AttendFor<D, 64>(q, k, v, n, scale, m, sum, acc);
+    case 96:
+      return Avx2AttendFor<D, 96>(q, k, v, n, scale, m, sum, acc);
+    case 128:
+      return Avx2AttendFor<D, 128>(q, k, v, n, scale, m, sum, acc);
+    default:
+      break;
   }
-  if (hd == 64) return Avx2AttendFixed<64, WidenedRuns<D, 64>>(q, k, v, n, scale, m, sum, acc);
-  if (hd == 128) return Avx2AttendFixed<128, WidenedRuns<D, 128>>(q, k, v, n, scale, m, sum, acc);
   ComposedAttend<Avx2Scores<D>, Avx2ExpSum, Avx2Accumulate<D>>(q, k, v, n, hd, KvDtypeBytes(D),
                                                                scale, m, sum, acc);
 }

@@ -27,7 +27,7 @@ struct AttentionKernels {
   //   *acc = *acc * exp(*m - M) + sum_j exp(s_j - M) v_j,  *sum = *sum * exp(*m - M) +
   //   sum_j exp(s_j - M),  *m = M
   // (exp(*m - M) = 0 while *m is -inf). The same three loops as above, fused: the AVX2 set keeps
-  // scores and accumulator in registers for head sizes 64 and 128.
+  // scores and accumulator in registers for head sizes 32, 48, 64, 96 and 128.
   void (*attend[3])(const float* q, const void* k, const void* v, int n, int head_dim, float scale,
                     float* m, float* sum, float* acc);
 };

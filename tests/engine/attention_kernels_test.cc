@@ -91,13 +91,14 @@ TEST(AttentionKernelsTest, ScoresAndAccumulateMatchDoubleSumsForEveryDtype) {
 }
 
 // attend over two runs in a row (the second rescales what the first left) against the softmax
-// of both runs in doubles: head sizes with the fused AVX2 paths (64, 128) and without (3, 8, 44),
+// of both runs in doubles: head sizes with the fused AVX2 paths (32, 48, 64, 96, 128) and without
+// (3, 8, 44),
 // runs shorter than a vector, with tails, and longer than the kernels' 64-key pieces.
 TEST(AttentionKernelsTest, AttendIsTheOnlineSoftmaxOfItsRuns) {
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (KvDtype dtype : {KvDtype::kFp32, KvDtype::kBf16, KvDtype::kFp16}) {
-    for (int hd : {3, 8, 44, 64, 128}) {
+    for (int hd : {3, 8, 32, 44, 48, 64, 96, 128}) {
       for (int n : {1, 5, 8, 13, 16, 70}) {
         const int keys = 2 * n;
         std::vector<float> q(hd), kv(keys * hd), vv(keys * hd);
