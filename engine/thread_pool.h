@@ -1,6 +1,7 @@
 #ifndef CATSERVE_ENGINE_THREAD_POOL_H_
 #define CATSERVE_ENGINE_THREAD_POOL_H_
 
+#include <atomic>
 #include <functional>
 #include <thread>
 #include <vector>
@@ -37,6 +38,9 @@ class ThreadPool {
   int active_ ABSL_GUARDED_BY(mu_) = 0;
   long generation_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // generation_ (or -1 once stopping), readable without mu_: what an idle worker polls for a
+  // while before it sleeps on mu_.
+  std::atomic<long> published_{0};
 };
 
 }  // namespace catserve::engine

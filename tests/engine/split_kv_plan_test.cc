@@ -48,7 +48,9 @@ TEST(ForEachPageRunTest, EveryRangeIsCoveredOnceInKeyOrder) {
             ASSERT_GT(r.count, 0);
             ASSERT_EQ(r.entry / page_entries, (r.entry + r.count - 1) / page_entries);
             key += r.count;
-            if (r.compressed) ASSERT_LE(key, compressed);
+            if (r.compressed) {
+              ASSERT_LE(key, compressed);
+            }
           }
           ASSERT_EQ(key, end);
         }
@@ -136,7 +138,9 @@ TEST(SplitKvPlanTest, BuildSpreadsLongItemsOverWorkersAndKeepsShortOnesWhole) {
   q.Build(alone_plan, 8);
   EXPECT_EQ(q.first_split, (std::vector<int>{0, 15}));
   for (const SplitKvPlan::Split& s : p.splits) {
-    if (s.item == 0) EXPECT_GE(s.end - s.begin, SplitKvPlan::kMinSplitKeys);
+    if (s.item == 0) {
+      EXPECT_GE(s.end - s.begin, SplitKvPlan::kMinSplitKeys);
+    }
   }
 }
 
