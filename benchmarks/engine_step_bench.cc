@@ -208,7 +208,8 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o, Band
   for (int i = 0; i < batch; ++i) {
     SequenceState& s = seqs[i];
     s.chunk_size = l;
-    for (int t = 0; t < final_len; ++t) s.tokens.push_back(3 + rng() % (engine.config().vocab_size - 3));
+    for (int t = 0; t < final_len; ++t)
+      s.tokens.push_back(3 + rng() % (engine.config().vocab_size - 3));
     s.cached = context - (i % 16);
     ReservePages(*pool, s, s.cached);
   }
