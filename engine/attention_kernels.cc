@@ -266,9 +266,10 @@ CATSERVE_AVX2 inline float ExpInPlace(float* s, int n, float max) {
 }
 
 // How the fused kernel below reads one dtype's keys and values, for a head size HD known at
-// compile time (64 or 128: every loop over the head unrolls). Dots8 adds key l's products with q
-// into a[l] for the 8 keys from value offset k0 (HD / 8 independent FMAs per chain), and
-// Accumulate does acc = acc * keep + sum_j p[j] v_j over n values from value offset `base`.
+// compile time (a multiple of 16, at most 128: every loop over the head unrolls). Dots8 adds key
+// l's products with q into a[l] for the 8 keys from value offset k0 (HD / 8 independent FMAs per
+// chain), and Accumulate does acc = acc * keep + sum_j p[j] v_j over n values from value offset
+// `base`.
 template <KvDtype D, int HD>
 struct WidenedRuns {
   explicit CATSERVE_AVX2 WidenedRuns(const float* query) : q(query) {}

@@ -11,8 +11,9 @@
 namespace catserve::engine {
 
 // A fixed set of compute threads that run one data-parallel loop at a time. The calling thread
-// takes part, so a pool of size 1 runs everything inline. ParallelFor is not reentrant and must be
-// called from one thread at a time (the engine's step thread).
+// takes part, so a pool of size 1 runs everything inline. A worker that finishes a loop polls for
+// the next one for a short while (100 us) before it sleeps. ParallelFor is not reentrant and must
+// be called from one thread at a time (the engine's step thread).
 class ThreadPool {
  public:
   // `threads` <= 0 means one per hardware thread.
