@@ -85,10 +85,13 @@ void ComposedAttend(const float* q, const void* k, const void* v, int n, int hd,
 }
 
 template <KvDtype D>
-void PortableAttend(const float* q, const void* k, const void* v, int n, int hd, float scale,
-                    float* m, float* sum, float* acc) {
-  ComposedAttend<PortableScores<D>, PortableExpSum, PortableAccumulate<D>>(
-      q, k, v, n, hd, KvDtypeBytes(D), scale, m, sum, acc);
+void PortableAttend(const float* q, int group, const void* k, const void* v, int n, int hd,
+                    float scale, float* m, float* sum, float* acc) {
+  for (int g = 0; g < group; ++g) {
+    ComposedAttend<PortableScores<D>, PortableExpSum, PortableAccumulate<D>>(
+        q + static_cast<size_t>(g) * hd, k, v, n, hd, KvDtypeBytes(D), scale, m + g, sum + g,
+        acc + static_cast<size_t>(g) * hd);
+  }
 }
 
 #ifdef CATSERVE_AVX2_KERNELS
@@ -215,29 +218,40 @@ CATSERVE_AVX2 float Avx2ExpSum(float* s, int n, float max) {
   return HorizontalSum(total);
 }
 
-// acc[i..i+8*R) = acc * keep + sum_j p[j] v[j][i..]: R accumulators held in registers across
-// all n values, R independent FMA chains.
-template <KvDtype D, int R>
-CATSERVE_AVX2 inline void Avx2AccumulateBlock(__m256 keep, const float* p, const void* v, int n,
-                                              int hd, int i, float* acc) {
-  __m256 a[R];
-  for (int r = 0; r < R; ++r) a[r] = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 8 * r), keep);
-  for (int j = 0; j < n; ++j) {
-    const __m256 pj = _mm256_broadcast_ss(p + j);
-    const size_t vj = static_cast<size_t>(j) * hd + i;
-    for (int r = 0; r < R; ++r) a[r] = _mm256_fmadd_ps(pj, Load8<D>(v, vj + 8 * r), a[r]);
+// acc_g[i..i+8*R) = acc_g * keep[g] + sum_j p_g[j] v[j][i..] for Gv queries g (p_g = p + g *
+// p_stride, acc_g = acc + g * hd): Gv * R accumulators held in registers across all n values,
+// Gv * R independent FMA chains, each value vector loaded once for all Gv queries.
+template <KvDtype D, int Gv, int R>
+CATSERVE_AVX2 inline void Avx2AccumulateBlock(const float* keep, const float* p, size_t p_stride,
+                                              const void* v, int n, int hd, int i, float* acc) {
+  __m256 a[Gv][R];
+  for (int g = 0; g < Gv; ++g) {
+    const __m256 kg = _mm256_set1_ps(keep[g]);
+    for (int r = 0; r < R; ++r) {
+      a[g][r] = _mm256_mul_ps(_mm256_loadu_ps(acc + g * hd + i + 8 * r), kg);
+    }
   }
-  for (int r = 0; r < R; ++r) _mm256_storeu_ps(acc + i + 8 * r, a[r]);
+  for (int j = 0; j < n; ++j) {
+    const size_t vj = static_cast<size_t>(j) * hd + i;
+    for (int r = 0; r < R; ++r) {
+      const __m256 value = Load8<D>(v, vj + 8 * r);
+      for (int g = 0; g < Gv; ++g) {
+        a[g][r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + g * p_stride + j), value, a[g][r]);
+      }
+    }
+  }
+  for (int g = 0; g < Gv; ++g) {
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(acc + g * hd + i + 8 * r, a[g][r]);
+  }
 }
 
 template <KvDtype D>
 CATSERVE_AVX2 void Avx2Accumulate(float keep, const float* p, const void* v, int n, int hd,
                                   float* acc) {
-  const __m256 kv = _mm256_set1_ps(keep);
   int i = 0;
-  for (; i + 64 <= hd; i += 64) Avx2AccumulateBlock<D, 8>(kv, p, v, n, hd, i, acc);
-  for (; i + 32 <= hd; i += 32) Avx2AccumulateBlock<D, 4>(kv, p, v, n, hd, i, acc);
-  for (; i + 8 <= hd; i += 8) Avx2AccumulateBlock<D, 1>(kv, p, v, n, hd, i, acc);
+  for (; i + 64 <= hd; i += 64) Avx2AccumulateBlock<D, 1, 8>(&keep, p, 0, v, n, hd, i, acc);
+  for (; i + 32 <= hd; i += 32) Avx2AccumulateBlock<D, 1, 4>(&keep, p, 0, v, n, hd, i, acc);
+  for (; i + 8 <= hd; i += 8) Avx2AccumulateBlock<D, 1, 1>(&keep, p, 0, v, n, hd, i, acc);
   for (; i < hd; ++i) {
     float a = acc[i] * keep;
     for (int j = 0; j < n; ++j) a += p[j] * LoadOne<D>(v, static_cast<size_t>(j) * hd + i);
@@ -265,29 +279,43 @@ CATSERVE_AVX2 inline float ExpInPlace(float* s, int n, float max) {
   return HorizontalSum(total);
 }
 
-// How the fused kernel below reads one dtype's keys and values, for a head size HD known at
-// compile time (a multiple of 16, at most 128: every loop over the head unrolls). Dots8 adds key
-// l's products with q into a[l] for the 8 keys from value offset k0 (HD / 8 independent FMAs per
-// chain), and Accumulate does acc = acc * keep + sum_j p[j] v_j over n values from value offset
-// `base`.
-template <KvDtype D, int HD>
+// How the fused kernel below reads one dtype's keys and values for G query heads of one kv head
+// (G = 1, 2, 4 or 8), with a head size HD known at compile time (a multiple of 16, at most 128:
+// every loop over the head unrolls). Each key and value is loaded and widened once and used by
+// all G queries.
+//   Dots adds the products of the G queries with Kt = 8 / G keys into a[g * Kt + kk] (key kk at
+//   value offset k0 + at[kk]): eight independent FMA chains, HD / 8 FMAs each.
+//   Accumulate does acc_g = acc_g * keep[g] + sum_j p_g[j] v_j for each query g, over n values
+//   from value offset `base`; p_g is p + g * p_stride and acc_g is acc + g * HD.
+template <KvDtype D, int HD, int G>
 struct WidenedRuns {
-  explicit CATSERVE_AVX2 WidenedRuns(const float* query) : q(query) {}
-  CATSERVE_AVX2 void Dots8(const void* k, size_t k0, const size_t (&at)[8], __m256 (&a)[8]) const {
+  static constexpr int Kt = 8 / G;
+  explicit CATSERVE_AVX2 WidenedRuns(const float* queries) : q(queries) {}
+  CATSERVE_AVX2 void Dots(const void* k, size_t k0, const size_t (&at)[Kt], __m256 (&a)[8]) const {
     for (int i = 0; i < HD; i += 8) {
-      const __m256 qv = _mm256_loadu_ps(q + i);
-      for (int l = 0; l < 8; ++l) a[l] = _mm256_fmadd_ps(qv, Load8<D>(k, k0 + at[l] + i), a[l]);
+      for (int kk = 0; kk < Kt; ++kk) {
+        const __m256 key = Load8<D>(k, k0 + at[kk] + i);
+        for (int g = 0; g < G; ++g) {
+          a[g * Kt + kk] = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * HD + i), key, a[g * Kt + kk]);
+        }
+      }
     }
   }
-  static CATSERVE_AVX2 void Accumulate(__m256 keep, const float* p, const void* v, size_t base,
-                                       int n, float* acc) {
+  static CATSERVE_AVX2 void Accumulate(const float* keep, const float* p, size_t p_stride,
+                                       const void* v, size_t base, int n, float* acc) {
     const void* values = static_cast<const std::byte*>(v) + base * KvDtypeBytes(D);
-    // Blocks of up to 64 values (8 accumulators): 48 is one block of 6, 96 one of 8 and one of 4.
-    [&]<int... B>(std::integer_sequence<int, B...>) {
-      (Avx2AccumulateBlock<D, std::min(8, (HD - 64 * B) / 8)>(keep, p, values, n, HD, 64 * B, acc),
-       ...);
+    // Eight accumulators in registers: Gv queries at a time, R vectors of each.
+    constexpr int Gv = std::min(G, 4), R = 8 / Gv;
+    for (int g = 0; g < G; g += Gv) {
+      // Blocks of up to 8 R values: with one query, 48 is one block of 6 and 96 one of 8 and
+      // one of 4.
+      [&]<int... B>(std::integer_sequence<int, B...>) {
+        (Avx2AccumulateBlock<D, Gv, std::min(R, (HD - 8 * R * B) / 8)>(
+             keep + g, p + g * p_stride, p_stride, values, n, HD, 8 * R * B, acc + g * HD),
+         ...);
+      }
+      (std::make_integer_sequence<int, (HD + 8 * R - 1) / (8 * R)>());
     }
-    (std::make_integer_sequence<int, (HD + 63) / 64>());
   }
   const float* q;
 };
@@ -319,133 +347,210 @@ CATSERVE_AVX2 inline __m256 OddBf16(__m256i pairs) {
   return _mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32(-65536)));
 }
 
-template <int HD>
+template <int HD, int G>
 struct Bf16PairRuns {
-  static constexpr int kPairs = HD / 16;
+  static constexpr int kPairs = HD / 16, Kt = 8 / G;
   explicit CATSERVE_AVX2 Bf16PairRuns(const float* q) {
-    for (int c = 0; c < kPairs; ++c) {
-      __m256 e, o;
-      Deinterleave16(q + 16 * c, &e, &o);
-      _mm256_store_ps(qd + 16 * c, e);
-      _mm256_store_ps(qd + 16 * c + 8, o);
-    }
-  }
-  CATSERVE_AVX2 void Dots8(const void* k, size_t k0, const size_t (&at)[8], __m256 (&a)[8]) const {
-    const uint16_t* keys = static_cast<const uint16_t*>(k) + k0;
-    for (int c = 0; c < kPairs; ++c) {
-      const __m256 qe = _mm256_load_ps(qd + 16 * c), qo = _mm256_load_ps(qd + 16 * c + 8);
-      for (int l = 0; l < 8; ++l) {
-        const __m256i pairs =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + at[l] + 16 * c));
-        a[l] = _mm256_fmadd_ps(qe, EvenBf16(pairs), a[l]);
-        a[l] = _mm256_fmadd_ps(qo, OddBf16(pairs), a[l]);
+    for (int g = 0; g < G; ++g) {
+      for (int c = 0; c < kPairs; ++c) {
+        __m256 e, o;
+        Deinterleave16(q + g * HD + 16 * c, &e, &o);
+        _mm256_store_ps(qd + g * HD + 16 * c, e);
+        _mm256_store_ps(qd + g * HD + 16 * c + 8, o);
       }
     }
   }
-  // Up to four (even, odd) pairs, 64 values, at a time: eight accumulators in registers.
-  static CATSERVE_AVX2 void Accumulate(__m256 keep, const float* p, const void* v, size_t base,
-                                       int n, float* acc) {
-    const uint16_t* values = static_cast<const uint16_t*>(v) + base;
-    [&]<int... B>(std::integer_sequence<int, B...>) {
-      (AccumulatePairs<4 * B, std::min(4, kPairs - 4 * B)>(keep, p, values, n, acc), ...);
+  CATSERVE_AVX2 void Dots(const void* k, size_t k0, const size_t (&at)[Kt], __m256 (&a)[8]) const {
+    const uint16_t* keys = static_cast<const uint16_t*>(k) + k0;
+    for (int c = 0; c < kPairs; ++c) {
+      for (int kk = 0; kk < Kt; ++kk) {
+        const __m256i pairs =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + at[kk] + 16 * c));
+        const __m256 even = EvenBf16(pairs), odd = OddBf16(pairs);
+        for (int g = 0; g < G; ++g) {
+          const float* qg = qd + g * HD + 16 * c;
+          __m256& sum = a[g * Kt + kk];
+          sum = _mm256_fmadd_ps(_mm256_load_ps(qg), even, sum);
+          sum = _mm256_fmadd_ps(_mm256_load_ps(qg + 8), odd, sum);
+        }
+      }
     }
-    (std::make_integer_sequence<int, (kPairs + 3) / 4>());
   }
-  template <int C0, int P>
-  static CATSERVE_AVX2 void AccumulatePairs(__m256 keep, const float* p, const uint16_t* values,
-                                            int n, float* acc) {
-    __m256 e[P], o[P];
-    for (int c = 0; c < P; ++c) {
-      Deinterleave16(acc + 16 * (C0 + c), &e[c], &o[c]);
-      e[c] = _mm256_mul_ps(e[c], keep);
-      o[c] = _mm256_mul_ps(o[c], keep);
+  // Eight accumulators in registers: Gv queries at a time, P (even, odd) pairs of each.
+  static CATSERVE_AVX2 void Accumulate(const float* keep, const float* p, size_t p_stride,
+                                       const void* v, size_t base, int n, float* acc) {
+    constexpr int Gv = std::min(G, 4), P = 4 / Gv;
+    const uint16_t* values = static_cast<const uint16_t*>(v) + base;
+    for (int g = 0; g < G; g += Gv) {
+      [&]<int... B>(std::integer_sequence<int, B...>) {
+        (AccumulatePairs<Gv, P * B, std::min(P, kPairs - P * B)>(keep + g, p + g * p_stride,
+                                                                 p_stride, values, n, acc + g * HD),
+         ...);
+      }
+      (std::make_integer_sequence<int, (kPairs + P - 1) / P>());
+    }
+  }
+  template <int Gv, int C0, int P>
+  static CATSERVE_AVX2 void AccumulatePairs(const float* keep, const float* p, size_t p_stride,
+                                            const uint16_t* values, int n, float* acc) {
+    __m256 e[Gv][P], o[Gv][P];
+    for (int g = 0; g < Gv; ++g) {
+      const __m256 kg = _mm256_set1_ps(keep[g]);
+      for (int c = 0; c < P; ++c) {
+        Deinterleave16(acc + g * HD + 16 * (C0 + c), &e[g][c], &o[g][c]);
+        e[g][c] = _mm256_mul_ps(e[g][c], kg);
+        o[g][c] = _mm256_mul_ps(o[g][c], kg);
+      }
     }
     for (int j = 0; j < n; ++j) {
-      const __m256 pj = _mm256_broadcast_ss(p + j);
       const uint16_t* row = values + static_cast<size_t>(j) * HD + 16 * C0;
       for (int c = 0; c < P; ++c) {
         const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * c));
-        e[c] = _mm256_fmadd_ps(pj, EvenBf16(pairs), e[c]);
-        o[c] = _mm256_fmadd_ps(pj, OddBf16(pairs), o[c]);
+        const __m256 even = EvenBf16(pairs), odd = OddBf16(pairs);
+        for (int g = 0; g < Gv; ++g) {
+          const __m256 pj = _mm256_broadcast_ss(p + g * p_stride + j);
+          e[g][c] = _mm256_fmadd_ps(pj, even, e[g][c]);
+          o[g][c] = _mm256_fmadd_ps(pj, odd, o[g][c]);
+        }
       }
     }
-    for (int c = 0; c < P; ++c) Interleave16(e[c], o[c], acc + 16 * (C0 + c));
+    for (int g = 0; g < Gv; ++g) {
+      for (int c = 0; c < P; ++c) Interleave16(e[g][c], o[g][c], acc + g * HD + 16 * (C0 + c));
+    }
   }
-  alignas(32) float qd[HD];  // q as (even, odd) vector pairs
+  alignas(32) float qd[G * HD];  // the G queries as (even, odd) vector pairs
 };
 
-// The whole online-softmax update of one run, Runs reading the keys and values: eight keys'
-// scores per pass with eight independent FMA chains, as one vector (no store and reload before
-// the max and the exp), then the accumulator in registers across all the run's values. Runs of
-// more than 64 keys go in pieces of 64.
-template <int HD, typename Runs>
-CATSERVE_AVX2 void Avx2AttendFixed(const float* q, const void* k, const void* v, int n, float scale,
-                                   float* m, float* sum, float* acc) {
-  constexpr int kPiece = 64;
+// The whole online-softmax update of one run for G query heads of one kv head, Runs reading the
+// keys and values: the scores of Kt = 8 / G keys for all G queries per pass, eight independent
+// FMA chains summed into one vector (lane g * Kt + kk), then every query's accumulator in
+// registers across the run's values. Runs of more than 64 keys go in pieces of 64.
+template <int HD, typename Runs, int G>
+CATSERVE_AVX2 void Avx2AttendTile(const float* q, const void* k, const void* v, int n, float scale,
+                                  float* m, float* sum, float* acc) {
+  constexpr int kPiece = 64, Kt = 8 / G;
   const Runs runs(q);
-  alignas(32) float s[kPiece];
+  alignas(32) float s[G][kPiece];
   const __m256 sv = _mm256_set1_ps(scale);
   const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
   for (int j0 = 0; j0 < n; j0 += kPiece) {
     const int count = std::min(kPiece, n - j0);
     const size_t base = static_cast<size_t>(j0) * HD;
-    __m256 vmax = minus_inf;
-    for (int j = 0; j < count; j += 8) {
-      const int live = std::min(8, count - j);
-      // Keys past the run read as key 0 of the 8 (in bounds) and are masked below.
-      size_t at[8];
-      for (int l = 0; l < 8; ++l) at[l] = static_cast<size_t>(l < live ? l : 0) * HD;
+    __m256 vmax = minus_inf;  // G = 1: the max of the scores so far
+    int j = 0;
+    for (; j < count; j += Kt) {
+      const int live = std::min(Kt, count - j);
+      // Keys past the run read as key 0 of the pass (in bounds) and are masked below.
+      size_t at[Kt];
+      for (int kk = 0; kk < Kt; ++kk) at[kk] = static_cast<size_t>(kk < live ? kk : 0) * HD;
       __m256 a[8];
       for (int l = 0; l < 8; ++l) a[l] = _mm256_setzero_ps();
-      runs.Dots8(k, base + static_cast<size_t>(j) * HD, at, a);
+      runs.Dots(k, base + static_cast<size_t>(j) * HD, at, a);
       __m256 scores =
           _mm256_mul_ps(HorizontalSums8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), sv);
-      if (live < 8) {
-        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        const __m256 mask = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(live), lane));
+      if (live < Kt) {
+        const __m256i key =
+            _mm256_setr_epi32(0 % Kt, 1 % Kt, 2 % Kt, 3 % Kt, 4 % Kt, 5 % Kt, 6 % Kt, 7 % Kt);
+        const __m256 mask = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(live), key));
         scores = _mm256_blendv_ps(minus_inf, scores, mask);
       }
-      _mm256_store_ps(s + j, scores);
-      vmax = _mm256_max_ps(vmax, scores);
+      if constexpr (G == 1) {
+        _mm256_store_ps(s[0] + j, scores);
+        vmax = _mm256_max_ps(vmax, scores);
+      } else {
+        alignas(32) float lanes[8];
+        _mm256_store_ps(lanes, scores);
+        for (int g = 0; g < G; ++g) {
+          for (int kk = 0; kk < Kt; ++kk) s[g][j + kk] = lanes[g * Kt + kk];
+        }
+      }
     }
-    const float new_max = std::max(*m, HorizontalMax(vmax));
-    const float keep = std::exp(*m - new_max);  // 0 while m is -inf
-    *sum = *sum * keep + ExpInPlace(s, count, new_max);
-    *m = new_max;
-    Runs::Accumulate(_mm256_set1_ps(keep), s, v, base, count, acc);
+    // Whole vectors from here on: lanes past the scores hold -inf, whose exp adds nothing.
+    const int padded = (count + 7) & ~7;
+    float keep[G];
+    for (int g = 0; g < G; ++g) {
+      if constexpr (G > 1) {
+        for (int t = j; t < padded; ++t) s[g][t] = -INFINITY;
+        vmax = minus_inf;
+        for (int t = 0; t < padded; t += 8) vmax = _mm256_max_ps(vmax, _mm256_load_ps(s[g] + t));
+      }
+      const float new_max = std::max(m[g], HorizontalMax(vmax));
+      keep[g] = std::exp(m[g] - new_max);  // 0 while m is -inf
+      sum[g] = sum[g] * keep[g] + ExpInPlace(s[g], padded, new_max);
+      m[g] = new_max;
+    }
+    Runs::Accumulate(keep, s[0], kPiece, v, base, count, acc);
   }
 }
 
-template <KvDtype D, int HD>
-CATSERVE_AVX2 void Avx2AttendFor(const float* q, const void* k, const void* v, int n, float scale,
-                                 float* m, float* sum, float* acc) {
+template <KvDtype D, int HD, int G>
+CATSERVE_AVX2 void Avx2AttendTileFor(const float* q, const void* k, const void* v, int n,
+                                     float scale, float* m, float* sum, float* acc) {
   if constexpr (D == KvDtype::kBf16) {
-    Avx2AttendFixed<HD, Bf16PairRuns<HD>>(q, k, v, n, scale, m, sum, acc);
+    Avx2AttendTile<HD, Bf16PairRuns<HD, G>, G>(q, k, v, n, scale, m, sum, acc);
   } else {
-    Avx2AttendFixed<HD, WidenedRuns<D, HD>>(q, k, v, n, scale, m, sum, acc);
+    Avx2AttendTile<HD, WidenedRuns<D, HD, G>, G>(q, k, v, n, scale, m, sum, acc);
+  }
+}
+
+// A group of any size in tiles of 8, 4, 2 and 1 query heads; bf16 in tiles of at most 2. A tile
+// of 4 or 8 scores only 2 or 1 keys per pass and reloads its queries' vectors for every key,
+// where a tile of 2 keeps them in registers across 4 keys: with bf16's widening on top, tiles of
+// 2 measured 1.2-1.3x faster per head than tiles of 4 or 8, which are faster for fp32 and fp16
+// (docs/BENCHMARKS.md).
+template <KvDtype D, int HD>
+CATSERVE_AVX2 void Avx2AttendFor(const float* q, int group, const void* k, const void* v, int n,
+                                 float scale, float* m, float* sum, float* acc) {
+  constexpr bool kWideTiles = D != KvDtype::kBf16;
+  for (int g = 0; g < group;) {
+    const int left = group - g;
+    const float* qg = q + static_cast<size_t>(g) * HD;
+    float* ag = acc + static_cast<size_t>(g) * HD;
+    if constexpr (kWideTiles) {
+      if (left >= 8) {
+        Avx2AttendTileFor<D, HD, 8>(qg, k, v, n, scale, m + g, sum + g, ag);
+        g += 8;
+        continue;
+      }
+      if (left >= 4) {
+        Avx2AttendTileFor<D, HD, 4>(qg, k, v, n, scale, m + g, sum + g, ag);
+        g += 4;
+        continue;
+      }
+    }
+    if (left >= 2) {
+      Avx2AttendTileFor<D, HD, 2>(qg, k, v, n, scale, m + g, sum + g, ag);
+      g += 2;
+    } else {
+      Avx2AttendTileFor<D, HD, 1>(qg, k, v, n, scale, m + g, sum + g, ag);
+      g += 1;
+    }
   }
 }
 
 template <KvDtype D>
-CATSERVE_AVX2 void Avx2Attend(const float* q, const void* k, const void* v, int n, int hd,
-                              float scale, float* m, float* sum, float* acc) {
+CATSERVE_AVX2 void Avx2Attend(const float* q, int group, const void* k, const void* v, int n,
+                              int hd, float scale, float* m, float* sum, float* acc) {
   // Head sizes of the common models get the fused kernel; others compose the three loops.
   switch (hd) {
     case 32:
-      return Avx2AttendFor<D, 32>(q, k, v, n, scale, m, sum, acc);
+      return Avx2AttendFor<D, 32>(q, group, k, v, n, scale, m, sum, acc);
     case 48:
-      return Avx2AttendFor<D, 48>(q, k, v, n, scale, m, sum, acc);
+      return Avx2AttendFor<D, 48>(q, group, k, v, n, scale, m, sum, acc);
     case 64:
-      return Avx2AttendFor<D, 64>(q, k, v, n, scale, m, sum, acc);
+      return Avx2AttendFor<D, 64>(q, group, k, v, n, scale, m, sum, acc);
     case 96:
-      return Avx2AttendFor<D, 96>(q, k, v, n, scale, m, sum, acc);
+      return Avx2AttendFor<D, 96>(q, group, k, v, n, scale, m, sum, acc);
     case 128:
-      return Avx2AttendFor<D, 128>(q, k, v, n, scale, m, sum, acc);
+      return Avx2AttendFor<D, 128>(q, group, k, v, n, scale, m, sum, acc);
     default:
       break;
   }
-  ComposedAttend<Avx2Scores<D>, Avx2ExpSum, Avx2Accumulate<D>>(q, k, v, n, hd, KvDtypeBytes(D),
-                                                               scale, m, sum, acc);
+  for (int g = 0; g < group; ++g) {
+    ComposedAttend<Avx2Scores<D>, Avx2ExpSum, Avx2Accumulate<D>>(
+        q + static_cast<size_t>(g) * hd, k, v, n, hd, KvDtypeBytes(D), scale, m + g, sum + g,
+        acc + static_cast<size_t>(g) * hd);
+  }
 }
 
 bool CpuHasAvx2() {

@@ -22,14 +22,17 @@ struct AttentionKernels {
   float (*exp_sum)(float* s, int n, float max);
   // acc = acc * keep + sum_j p[j] * v[j * head_dim ...] over j < n, the values stored as `dtype`.
   void (*accumulate[3])(float keep, const float* p, const void* v, int n, int head_dim, float* acc);
-  // One query's online-softmax update over a run of n keys and their n values (what the decode
-  // attention does per page run): with s_j = scale * dot(q, k_j) and M = max(*m, max_j s_j),
-  //   *acc = *acc * exp(*m - M) + sum_j exp(s_j - M) v_j,  *sum = *sum * exp(*m - M) +
-  //   sum_j exp(s_j - M),  *m = M
-  // (exp(*m - M) = 0 while *m is -inf). The same three loops as above, fused: the AVX2 set keeps
-  // scores and accumulator in registers for head sizes 32, 48, 64, 96 and 128.
-  void (*attend[3])(const float* q, const void* k, const void* v, int n, int head_dim, float scale,
-                    float* m, float* sum, float* acc);
+  // The online-softmax update over a run of n keys and their n values (what the decode attention
+  // does per page run) of the `group` query heads that share one kv head: q, m, sum and acc hold
+  // one query after another (q and acc head_dim floats each). For each query g, with
+  // s_j = scale * dot(q_g, k_j) and M = max(m[g], max_j s_j),
+  //   acc_g = acc_g * exp(m[g] - M) + sum_j exp(s_j - M) v_j,
+  //   sum[g] = sum[g] * exp(m[g] - M) + sum_j exp(s_j - M),  m[g] = M
+  // (exp(m[g] - M) = 0 while m[g] is -inf). The same three loops as above, fused: for head sizes
+  // 32, 48, 64, 96 and 128 the AVX2 set keeps scores and accumulators in registers and loads and
+  // widens each key and value once for up to 8 query heads of the group.
+  void (*attend[3])(const float* q, int group, const void* k, const void* v, int n, int head_dim,
+                    float scale, float* m, float* sum, float* acc);
 };
 
 const AttentionKernels& PortableAttentionKernels();

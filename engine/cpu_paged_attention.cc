@@ -64,12 +64,10 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
                     compressed ? row.visible_compressed : (row.compressed ? 0 : row.entry + 1);
                 const int seen = std::min(n, visible - entry);
                 if (seen <= 0) continue;
-                for (int qg = 0; qg < group; ++qg) {
-                  const size_t qi = static_cast<size_t>(kvh) * nq + (t - r0) * group + qg;
-                  const float* q =
-                      qkv + static_cast<size_t>(t) * qkv_stride + (kvh * group + qg) * hd;
-                  attend(q, k, v, seen, hd, scale, m + qi, sum + qi, acc + qi * hd);
-                }
+                // The group's query heads, their states and their q vectors are contiguous.
+                const size_t qi = static_cast<size_t>(kvh) * nq + (t - r0) * group;
+                const float* q = qkv + static_cast<size_t>(t) * qkv_stride + kvh * group * hd;
+                attend(q, group, k, v, seen, hd, scale, m + qi, sum + qi, acc + qi * hd);
               }
             }
           });

@@ -91,54 +91,64 @@ TEST(AttentionKernelsTest, ScoresAndAccumulateMatchDoubleSumsForEveryDtype) {
 }
 
 // attend over two runs in a row (the second rescales what the first left) against the softmax
-// of both runs in doubles: head sizes with the fused AVX2 paths (32, 48, 64, 96, 128) and without
-// (3, 8, 44),
-// runs shorter than a vector, with tails, and longer than the kernels' 64-key pieces.
+// of both runs in doubles, for every query head of a group: head sizes with the fused AVX2 paths
+// (32, 48, 64, 96, 128) and without (3, 8, 44); groups of 1 to 11 query heads (tiles of 8, 4, 2
+// and 1, and their mixes); runs shorter than a vector or than one pass of a tile, with tails, and
+// longer than the kernels' 64-key pieces.
 TEST(AttentionKernelsTest, AttendIsTheOnlineSoftmaxOfItsRuns) {
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (KvDtype dtype : {KvDtype::kFp32, KvDtype::kBf16, KvDtype::kFp16}) {
     for (int hd : {3, 8, 32, 44, 48, 64, 96, 128}) {
-      for (int n : {1, 5, 8, 13, 16, 70}) {
-        const int keys = 2 * n;
-        std::vector<float> q(hd), kv(keys * hd), vv(keys * hd);
-        for (float& x : q) x = normal(rng);
-        for (float& x : kv) x = normal(rng);
-        for (float& x : vv) x = normal(rng);
-        const Stored k = Store(dtype, kv), v = Store(dtype, vv);
-        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-        std::vector<double> score(keys);
-        double best = -INFINITY;
-        for (int j = 0; j < keys; ++j) {
-          double dot = 0;
-          for (int i = 0; i < hd; ++i) dot += static_cast<double>(q[i]) * k.exact[j * hd + i];
-          score[j] = dot * scale;
-          best = std::max(best, score[j]);
-        }
-        double want_sum = 0;
-        std::vector<double> want_acc(hd, 0.0);
-        for (int j = 0; j < keys; ++j) {
-          const double e = std::exp(score[j] - best);
-          want_sum += e;
-          for (int i = 0; i < hd; ++i) want_acc[i] += e * v.exact[j * hd + i];
-        }
-        const size_t bytes = KvDtypeBytes(dtype);
-        for (const AttentionKernels* ks : KernelSets()) {
-          SCOPED_TRACE(::testing::Message()
-                       << ks->name << " " << KvDtypeName(dtype) << " hd " << hd << " n " << n);
-          float m = -INFINITY, sum = 0;
-          std::vector<float> acc(hd, 0.0f);
-          const auto attend = ks->attend[static_cast<int>(dtype)];
-          for (int run = 0; run < 2; ++run) {
-            const size_t at = static_cast<size_t>(run) * n * hd * bytes;
-            attend(q.data(), static_cast<const std::byte*>(k.data()) + at,
-                   static_cast<const std::byte*>(v.data()) + at, n, hd, scale, &m, &sum,
-                   acc.data());
+      for (int group : {1, 2, 3, 4, 7, 8, 11}) {
+        for (int n : {1, 3, 5, 8, 13, 16, 70}) {
+          const int keys = 2 * n;
+          std::vector<float> q(group * hd), kv(keys * hd), vv(keys * hd);
+          for (float& x : q) x = normal(rng);
+          for (float& x : kv) x = normal(rng);
+          for (float& x : vv) x = normal(rng);
+          const Stored k = Store(dtype, kv), v = Store(dtype, vv);
+          const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+          // Per query: the max score, the sum of exps and the weighted sum of values.
+          std::vector<double> best(group, -INFINITY), want_sum(group, 0.0),
+              want_acc(group * hd, 0.0);
+          for (int g = 0; g < group; ++g) {
+            std::vector<double> score(keys);
+            for (int j = 0; j < keys; ++j) {
+              double dot = 0;
+              for (int i = 0; i < hd; ++i) {
+                dot += static_cast<double>(q[g * hd + i]) * k.exact[j * hd + i];
+              }
+              score[j] = dot * scale;
+              best[g] = std::max(best[g], score[j]);
+            }
+            for (int j = 0; j < keys; ++j) {
+              const double e = std::exp(score[j] - best[g]);
+              want_sum[g] += e;
+              for (int i = 0; i < hd; ++i) want_acc[g * hd + i] += e * v.exact[j * hd + i];
+            }
           }
-          EXPECT_NEAR(m, best, 1e-5 * (1 + std::abs(best)));
-          EXPECT_NEAR(sum, want_sum, 1e-5 * want_sum);
-          for (int i = 0; i < hd; ++i) {
-            EXPECT_NEAR(acc[i] / sum, want_acc[i] / want_sum, 1e-5 * (1 + std::sqrt(keys)));
+          const size_t bytes = KvDtypeBytes(dtype);
+          for (const AttentionKernels* ks : KernelSets()) {
+            SCOPED_TRACE(::testing::Message() << ks->name << " " << KvDtypeName(dtype) << " hd "
+                                              << hd << " group " << group << " n " << n);
+            std::vector<float> m(group, -INFINITY), sum(group, 0.0f), acc(group * hd, 0.0f);
+            const auto attend = ks->attend[static_cast<int>(dtype)];
+            for (int run = 0; run < 2; ++run) {
+              const size_t at = static_cast<size_t>(run) * n * hd * bytes;
+              attend(q.data(), group, static_cast<const std::byte*>(k.data()) + at,
+                     static_cast<const std::byte*>(v.data()) + at, n, hd, scale, m.data(),
+                     sum.data(), acc.data());
+            }
+            for (int g = 0; g < group; ++g) {
+              EXPECT_NEAR(m[g], best[g], 1e-5 * (1 + std::abs(best[g]))) << "query " << g;
+              EXPECT_NEAR(sum[g], want_sum[g], 1e-5 * want_sum[g]) << "query " << g;
+              for (int i = 0; i < hd; ++i) {
+                EXPECT_NEAR(acc[g * hd + i] / sum[g], want_acc[g * hd + i] / want_sum[g],
+                            1e-5 * (1 + std::sqrt(keys)))
+                    << "query " << g << " value " << i;
+              }
+            }
           }
         }
       }
