@@ -8,15 +8,17 @@
 //
 //   build/benchmarks/engine_step_bench [--contexts=512,2048,4096] [--batches=1,8,32]
 //       [--chunks=1,2,4,8,16] [--kv_dtypes=fp32] [--steps=16] [--page_entries=16]
-//       [--kv_cap_gb=8] [--threads=0] [--model_dir=DIR]
+//       [--kv_cap_gb=8] [--threads=0] [--model_dir=DIR] [--kv_heads=N]
 //
 // --model_dir takes the model's shape from DIR/config.json (weights stay random) instead of the
-// engine issue's shape.
+// engine issue's shape. --kv_heads makes the decoder's attention grouped-query with N kv heads
+// (N divides the query heads; the engine issue's shape has 16).
 //
 // The KV cache of each sequence is laid out as for a real context of that length (pages
-// reserved, entries present) without running the prefill: a step's cost depends on the number
-// of entries it reads, not on their values. Sequences are staggered so chunk boundaries (the
-// [fx, S] pair and the compressor call) fall on different steps, as they do in serving.
+// reserved, entries present, every page written with random values) without running the
+// prefill: a step's cost depends on the number of entries it reads, not on their values. Sequences
+// are staggered so chunk boundaries (the [fx, S] pair and the compressor call) fall on different
+// steps, as they do in serving.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -32,6 +34,7 @@
 #include "engine/attention_kernels.h"
 #include "engine/cpu_engine.h"
 #include "engine/cpu_ops.h"
+#include "engine/kv_dtype.h"
 #include "engine/random_model.h"
 
 namespace catserve::engine {
@@ -49,6 +52,7 @@ struct Options {
   double kv_cap_gb = 8;
   int threads = 0;
   std::string model_dir;  // empty: the engine issue's shape (BenchConfig)
+  int kv_heads = 0;       // 0: the model's own
 };
 
 Options ParseArgs(int argc, char** argv) {
@@ -81,6 +85,8 @@ Options ParseArgs(int argc, char** argv) {
       o.threads = std::atoi(v);
     else if (const char* v = value("model_dir"))
       o.model_dir = v;
+    else if (const char* v = value("kv_heads"))
+      o.kv_heads = std::atoi(v);
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       std::exit(2);
@@ -204,6 +210,15 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o, Band
     return r;
   }
   std::mt19937 rng(context * 131 + batch * 7 + l);
+  // Every page the sequences hold gets values, as in serving: a page never written reads the
+  // kernel's shared zero page, which the caches serve instead of memory.
+  std::vector<std::byte> filled(geometry.page_bytes());
+  {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> values(geometry.values_per_page());
+    for (float& v : values) v = normal(rng);
+    StoreKvValues(geometry.dtype, values.data(), static_cast<int>(values.size()), filled.data());
+  }
   std::vector<SequenceState> seqs(batch);
   for (int i = 0; i < batch; ++i) {
     SequenceState& s = seqs[i];
@@ -212,6 +227,11 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o, Band
       s.tokens.push_back(3 + rng() % (engine.config().vocab_size - 3));
     s.cached = context - (i % 16);
     ReservePages(*pool, s, s.cached);
+    for (const std::vector<int32_t>* region : {&s.pages.compressed, &s.pages.local}) {
+      for (int32_t page : *region) {
+        std::memcpy(pool->page_data(page), filled.data(), filled.size());
+      }
+    }
   }
   std::vector<float> logits(static_cast<size_t>(batch) * engine.config().vocab_size);
   std::vector<StepItem> items(batch);
@@ -270,9 +290,19 @@ int Main(int argc, char** argv) {
     config.max_position_embeddings =
         std::max(config.max_position_embeddings, max_context + o.steps + 16);
   }
-  std::fprintf(stderr, "building a random model (D=%d, L=%d, Dc=%d, Lc=%d, V=%d)...\n",
-               config.hidden_size, config.num_hidden_layers, config.compressor_hidden_size,
-               config.compressor_num_layers, config.vocab_size);
+  if (o.kv_heads != 0) {
+    if (o.kv_heads < 0 || config.num_heads % o.kv_heads != 0) {
+      std::fprintf(stderr, "--kv_heads=%d must divide the model's %d query heads\n", o.kv_heads,
+                   config.num_heads);
+      std::exit(2);
+    }
+    config.num_kv_heads = o.kv_heads;
+  }
+  std::fprintf(stderr,
+               "building a random model (D=%d, L=%d, heads %d, kv heads %d, Dc=%d, Lc=%d, "
+               "V=%d)...\n",
+               config.hidden_size, config.num_hidden_layers, config.num_heads, config.num_kv_heads,
+               config.compressor_hidden_size, config.compressor_num_layers, config.vocab_size);
   const ModelWeights weights = RandomModelWeights(config, 1);
   ThreadPool threads(o.threads);
   BandwidthProbe probe;
@@ -283,9 +313,10 @@ int Main(int argc, char** argv) {
   }
   std::printf(
       "CPU engine decode step, %d compute threads, %d timed steps per cell, attention kernels: "
-      "%s\nmemory bandwidth at the start (best of 3, 512 MiB): memcpy %.1f GB/s copied (one "
-      "thread), read %.1f GB/s (%d threads)\n\n",
-      threads.size(), o.steps, BestAttentionKernels().name, memcpy_gbs, read_gbs, threads.size());
+      "%s, %d query heads over %d kv heads of %d\nmemory bandwidth at the start (best of 3, 512 "
+      "MiB): memcpy %.1f GB/s copied (one thread), read %.1f GB/s (%d threads)\n\n",
+      threads.size(), o.steps, BestAttentionKernels().name, config.num_heads, config.num_kv_heads,
+      config.head_dim(), memcpy_gbs, read_gbs, threads.size());
   std::printf(
       "| KV | context | batch | chunk | tokens/s | step ms | ratio to chunk 1 | KV bytes/seq | "
       "step / GEMMs | floor of step / GEMMs | attention / step | attention GB/s | read GB/s "
