@@ -5,7 +5,8 @@
 // the CPU's): four sequences in a host KvPool of one dtype, every value of every page random —
 // decode at chunk 4; a chunk completing at chunk 2 ([fx, S]); a fresh prefill of 23 tokens at
 // chunk 4 (23 rows of one item); decode at chunk 1 over 50 compressed entries (51 keys, the
-// longest item) — with 4 entries a page, so most splits end mid-page.
+// longest item) — with 4 entries a page, so most splits end mid-page. Six query heads over two kv
+// heads of 48: groups of 3, which the AVX2 kernel runs as tiles of 2 and 1 heads.
 
 #include <cstdint>
 #include <optional>
@@ -21,7 +22,7 @@
 namespace catserve::testing {
 
 struct PagedAttentionCase {
-  static constexpr int kLayers = 2, kLayer = 1, kHeads = 4, kKvHeads = 2, kHeadDim = 44,
+  static constexpr int kLayers = 2, kLayer = 1, kHeads = 6, kKvHeads = 2, kHeadDim = 48,
                        kPageEntries = 4, kPages = 256;
 
   std::optional<engine::KvPool> pool;
