@@ -50,12 +50,12 @@ void BM_Attend(benchmark::State& state) {
     for (int j = 0; j < kTotalKeys; j += run_keys) {
       const std::byte* kr = k.data() + static_cast<size_t>(j) * hd * bytes;
       const std::byte* vr = v.data() + static_cast<size_t>(j) * hd * bytes;
+      const KvRun run = {kr, vr, run_keys};
       if (grouped) {
-        attend(q.data(), group, kr, vr, run_keys, hd, scale, m.data(), sum.data(), acc.data());
+        attend(q.data(), group, &run, 1, hd, scale, m.data(), sum.data(), acc.data());
       } else {
         for (int g = 0; g < group; ++g) {
-          attend(q.data() + g * hd, 1, kr, vr, run_keys, hd, scale, &m[g], &sum[g],
-                 acc.data() + g * hd);
+          attend(q.data() + g * hd, 1, &run, 1, hd, scale, &m[g], &sum[g], acc.data() + g * hd);
         }
       }
     }

@@ -85,12 +85,14 @@ void ComposedAttend(const float* q, const void* k, const void* v, int n, int hd,
 }
 
 template <KvDtype D>
-void PortableAttend(const float* q, int group, const void* k, const void* v, int n, int hd,
-                    float scale, float* m, float* sum, float* acc) {
-  for (int g = 0; g < group; ++g) {
-    ComposedAttend<PortableScores<D>, PortableExpSum, PortableAccumulate<D>>(
-        q + static_cast<size_t>(g) * hd, k, v, n, hd, KvDtypeBytes(D), scale, m + g, sum + g,
-        acc + static_cast<size_t>(g) * hd);
+void PortableAttend(const float* q, int group, const KvRun* runs, int num_runs, int hd, float scale,
+                    float* m, float* sum, float* acc) {
+  for (int r = 0; r < num_runs; ++r) {
+    for (int g = 0; g < group; ++g) {
+      ComposedAttend<PortableScores<D>, PortableExpSum, PortableAccumulate<D>>(
+          q + static_cast<size_t>(g) * hd, runs[r].k, runs[r].v, runs[r].n, hd, KvDtypeBytes(D),
+          scale, m + g, sum + g, acc + static_cast<size_t>(g) * hd);
+    }
   }
 }
 
@@ -222,12 +224,23 @@ CATSERVE_AVX2 float Avx2ExpSum(float* s, int n, float max) {
   return HorizontalSum(total);
 }
 
-// acc_g[i..i+8*R) = acc_g * keep[g] + sum_j p_g[j] v[j][i..] for Gv queries g (p_g = p + g *
-// p_stride, acc_g = acc + g * hd): Gv * R accumulators held in registers across all n values,
-// Gv * R independent FMA chains, each value vector loaded once for all Gv queries.
+// Consecutive values of one run that the fused kernel takes in one piece: n values from v
+// (and their keys from k), whose probabilities are at p[at ...].
+struct Segment {
+  const void* k;
+  const void* v;
+  int n;
+  int at;
+};
+
+// acc_g[i..i+8*R) = acc_g * keep[g] + sum over the segments' values j of p_g[at + j] v[j][i..]
+// for Gv queries g (p_g = p + g * p_stride, acc_g = acc + g * hd): Gv * R accumulators held in
+// registers across all the values, Gv * R independent FMA chains, each value vector loaded once
+// for all Gv queries.
 template <KvDtype D, int Gv, int R>
 CATSERVE_AVX2 inline void Avx2AccumulateBlock(const float* keep, const float* p, size_t p_stride,
-                                              const void* v, int n, int hd, int i, float* acc) {
+                                              const Segment* segments, int num_segments, int hd,
+                                              int i, float* acc) {
   __m256 a[Gv][R];
   CATSERVE_UNROLL
   for (int g = 0; g < Gv; ++g) {
@@ -237,14 +250,18 @@ CATSERVE_AVX2 inline void Avx2AccumulateBlock(const float* keep, const float* p,
       a[g][r] = _mm256_mul_ps(_mm256_loadu_ps(acc + g * hd + i + 8 * r), kg);
     }
   }
-  for (int j = 0; j < n; ++j) {
-    const size_t vj = static_cast<size_t>(j) * hd + i;
-    CATSERVE_UNROLL
-    for (int r = 0; r < R; ++r) {
-      const __m256 value = Load8<D>(v, vj + 8 * r);
+  for (int t = 0; t < num_segments; ++t) {
+    const Segment& seg = segments[t];
+    const float* pt = p + seg.at;
+    for (int j = 0; j < seg.n; ++j) {
+      const size_t vj = static_cast<size_t>(j) * hd + i;
       CATSERVE_UNROLL
-      for (int g = 0; g < Gv; ++g) {
-        a[g][r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + g * p_stride + j), value, a[g][r]);
+      for (int r = 0; r < R; ++r) {
+        const __m256 value = Load8<D>(seg.v, vj + 8 * r);
+        CATSERVE_UNROLL
+        for (int g = 0; g < Gv; ++g) {
+          a[g][r] = _mm256_fmadd_ps(_mm256_broadcast_ss(pt + g * p_stride + j), value, a[g][r]);
+        }
       }
     }
   }
@@ -258,10 +275,11 @@ CATSERVE_AVX2 inline void Avx2AccumulateBlock(const float* keep, const float* p,
 template <KvDtype D>
 CATSERVE_AVX2 void Avx2Accumulate(float keep, const float* p, const void* v, int n, int hd,
                                   float* acc) {
+  const Segment all = {nullptr, v, n, 0};
   int i = 0;
-  for (; i + 64 <= hd; i += 64) Avx2AccumulateBlock<D, 1, 8>(&keep, p, 0, v, n, hd, i, acc);
-  for (; i + 32 <= hd; i += 32) Avx2AccumulateBlock<D, 1, 4>(&keep, p, 0, v, n, hd, i, acc);
-  for (; i + 8 <= hd; i += 8) Avx2AccumulateBlock<D, 1, 1>(&keep, p, 0, v, n, hd, i, acc);
+  for (; i + 64 <= hd; i += 64) Avx2AccumulateBlock<D, 1, 8>(&keep, p, 0, &all, 1, hd, i, acc);
+  for (; i + 32 <= hd; i += 32) Avx2AccumulateBlock<D, 1, 4>(&keep, p, 0, &all, 1, hd, i, acc);
+  for (; i + 8 <= hd; i += 8) Avx2AccumulateBlock<D, 1, 1>(&keep, p, 0, &all, 1, hd, i, acc);
   for (; i < hd; ++i) {
     float a = acc[i] * keep;
     for (int j = 0; j < n; ++j) a += p[j] * LoadOne<D>(v, static_cast<size_t>(j) * hd + i);
@@ -295,8 +313,8 @@ CATSERVE_AVX2 inline float ExpInPlace(float* s, int n, float max) {
 // all G queries.
 //   Dots adds the products of the G queries with Kt = 8 / G keys into a[g * Kt + kk] (key kk at
 //   value offset k0 + at[kk]): eight independent FMA chains, HD / 8 FMAs each.
-//   Accumulate does acc_g = acc_g * keep[g] + sum_j p_g[j] v_j for each query g, over n values
-//   from value offset `base`; p_g is p + g * p_stride and acc_g is acc + g * HD.
+//   Accumulate does acc_g = acc_g * keep[g] + sum_j p_g[j] v_j for each query g, over the values
+//   of the piece's segments; p_g is p + g * p_stride and acc_g is acc + g * HD.
 template <KvDtype D, int HD, int G>
 struct WidenedRuns {
   static constexpr int Kt = 8 / G;
@@ -315,8 +333,7 @@ struct WidenedRuns {
     }
   }
   static CATSERVE_AVX2 void Accumulate(const float* keep, const float* p, size_t p_stride,
-                                       const void* v, size_t base, int n, float* acc) {
-    const void* values = static_cast<const std::byte*>(v) + base * KvDtypeBytes(D);
+                                       const Segment* segments, int num_segments, float* acc) {
     // Eight accumulators in registers: Gv queries at a time, R vectors of each.
     constexpr int Gv = std::min(G, 4), R = 8 / Gv;
     for (int g = 0; g < G; g += Gv) {
@@ -324,7 +341,8 @@ struct WidenedRuns {
       // one of 4.
       [&]<int... B>(std::integer_sequence<int, B...>) {
         (Avx2AccumulateBlock<D, Gv, std::min(R, (HD - 8 * R * B) / 8)>(
-             keep + g, p + g * p_stride, p_stride, values, n, HD, 8 * R * B, acc + g * HD),
+             keep + g, p + g * p_stride, p_stride, segments, num_segments, HD, 8 * R * B,
+             acc + g * HD),
          ...);
       }
       (std::make_integer_sequence<int, (HD + 8 * R - 1) / (8 * R)>());
@@ -401,13 +419,12 @@ struct Bf16PairRuns {
   }
   // Eight accumulators in registers: Gv queries at a time, P (even, odd) pairs of each.
   static CATSERVE_AVX2 void Accumulate(const float* keep, const float* p, size_t p_stride,
-                                       const void* v, size_t base, int n, float* acc) {
+                                       const Segment* segments, int num_segments, float* acc) {
     constexpr int Gv = std::min(G, 4), P = 4 / Gv;
-    const uint16_t* values = static_cast<const uint16_t*>(v) + base;
     for (int g = 0; g < G; g += Gv) {
       [&]<int... B>(std::integer_sequence<int, B...>) {
-        (AccumulatePairs<Gv, P * B, std::min(P, kPairs - P * B)>(keep + g, p + g * p_stride,
-                                                                 p_stride, values, n, acc + g * HD),
+        (AccumulatePairs<Gv, P * B, std::min(P, kPairs - P * B)>(
+             keep + g, p + g * p_stride, p_stride, segments, num_segments, acc + g * HD),
          ...);
       }
       (std::make_integer_sequence<int, (kPairs + P - 1) / P>());
@@ -415,7 +432,7 @@ struct Bf16PairRuns {
   }
   template <int Gv, int C0, int P>
   static CATSERVE_AVX2 void AccumulatePairs(const float* keep, const float* p, size_t p_stride,
-                                            const uint16_t* values, int n, float* acc) {
+                                            const Segment* segments, int num_segments, float* acc) {
     __m256 e[Gv][P], o[Gv][P];
     CATSERVE_UNROLL
     for (int g = 0; g < Gv; ++g) {
@@ -427,17 +444,22 @@ struct Bf16PairRuns {
         o[g][c] = _mm256_mul_ps(pair.odd, kg);
       }
     }
-    for (int j = 0; j < n; ++j) {
-      const uint16_t* row = values + static_cast<size_t>(j) * HD + 16 * C0;
-      CATSERVE_UNROLL
-      for (int c = 0; c < P; ++c) {
-        const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * c));
-        const __m256 even = EvenBf16(pairs), odd = OddBf16(pairs);
+    for (int t = 0; t < num_segments; ++t) {
+      const Segment& seg = segments[t];
+      const uint16_t* values = static_cast<const uint16_t*>(seg.v) + 16 * C0;
+      const float* pt = p + seg.at;
+      for (int j = 0; j < seg.n; ++j) {
+        const uint16_t* row = values + static_cast<size_t>(j) * HD;
         CATSERVE_UNROLL
-        for (int g = 0; g < Gv; ++g) {
-          const __m256 pj = _mm256_broadcast_ss(p + g * p_stride + j);
-          e[g][c] = _mm256_fmadd_ps(pj, even, e[g][c]);
-          o[g][c] = _mm256_fmadd_ps(pj, odd, o[g][c]);
+        for (int c = 0; c < P; ++c) {
+          const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * c));
+          const __m256 even = EvenBf16(pairs), odd = OddBf16(pairs);
+          CATSERVE_UNROLL
+          for (int g = 0; g < Gv; ++g) {
+            const __m256 pj = _mm256_broadcast_ss(pt + g * p_stride + j);
+            e[g][c] = _mm256_fmadd_ps(pj, even, e[g][c]);
+            o[g][c] = _mm256_fmadd_ps(pj, odd, o[g][c]);
+          }
         }
       }
     }
@@ -450,79 +472,98 @@ struct Bf16PairRuns {
   alignas(32) float qd[G * HD];  // the G queries as (even, odd) vector pairs
 };
 
-// The whole online-softmax update of one run for G query heads of one kv head, Runs reading the
-// keys and values: the scores of Kt = 8 / G keys for all G queries per pass, eight independent
-// FMA chains summed into one vector (lane g * Kt + kk), then every query's accumulator in
-// registers across the run's values. Runs of more than 64 keys go in pieces of 64.
+// The whole online-softmax update over a list of runs for G query heads of one kv head, Runs
+// reading the keys and values. The runs' keys go in pieces of up to 64 (a piece spans runs: four
+// 16-entry pages), each run's part of a piece at a multiple of 8 in the piece's scores. Per pass,
+// the scores of Kt = 8 / G keys of one run for all G queries: eight independent FMA chains
+// summed into one vector (lane g * Kt + kk). Then one max, one rescale and one vector exp per
+// piece, and every query's accumulator in registers across all the piece's values.
 template <int HD, typename Runs, int G>
-CATSERVE_AVX2 void Avx2AttendTile(const float* q, const void* k, const void* v, int n, float scale,
-                                  float* m, float* sum, float* acc) {
+CATSERVE_AVX2 void Avx2AttendTile(const float* q, const KvRun* runs, int num_runs, int bytes,
+                                  float scale, float* m, float* sum, float* acc) {
   constexpr int kPiece = 64, Kt = 8 / G;
-  const Runs runs(q);
+  const Runs reader(q);
   alignas(32) float s[G][kPiece];
+  Segment segments[kPiece / 8];
   const __m256 sv = _mm256_set1_ps(scale);
   const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
-  for (int j0 = 0; j0 < n; j0 += kPiece) {
-    const int count = std::min(kPiece, n - j0);
-    const size_t base = static_cast<size_t>(j0) * HD;
-    __m256 vmax = minus_inf;  // G = 1: the max of the scores so far
-    int j = 0;
-    for (; j < count; j += Kt) {
-      const int live = std::min(Kt, count - j);
-      // Keys past the run read as key 0 of the pass (in bounds) and are masked below.
-      size_t at[Kt];
-      CATSERVE_UNROLL
-      for (int kk = 0; kk < Kt; ++kk) at[kk] = static_cast<size_t>(kk < live ? kk : 0) * HD;
-      __m256 a[8];
-      CATSERVE_UNROLL
-      for (int l = 0; l < 8; ++l) a[l] = _mm256_setzero_ps();
-      runs.Dots(k, base + static_cast<size_t>(j) * HD, at, a);
-      __m256 scores =
-          _mm256_mul_ps(HorizontalSums8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), sv);
-      if (live < Kt) {
-        const __m256i key =
-            _mm256_setr_epi32(0 % Kt, 1 % Kt, 2 % Kt, 3 % Kt, 4 % Kt, 5 % Kt, 6 % Kt, 7 % Kt);
-        const __m256 mask = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(live), key));
-        scores = _mm256_blendv_ps(minus_inf, scores, mask);
+  int r = 0, done = 0;  // the next key: key `done` of run r
+  while (true) {
+    int num_segments = 0, filled = 0;
+    while (r < num_runs && filled < kPiece) {
+      const int take = std::min(runs[r].n - done, kPiece - filled);
+      if (take > 0) {
+        const size_t at = static_cast<size_t>(done) * HD * bytes;
+        segments[num_segments++] = {static_cast<const std::byte*>(runs[r].k) + at,
+                                    static_cast<const std::byte*>(runs[r].v) + at, take, filled};
+        filled += (take + 7) & ~7;  // filled stays a multiple of 8, so it never passes kPiece
+        done += take;
       }
-      if constexpr (G == 1) {
-        _mm256_store_ps(s[0] + j, scores);
-        vmax = _mm256_max_ps(vmax, scores);
-      } else {
-        alignas(32) float lanes[8];
-        _mm256_store_ps(lanes, scores);
+      if (done >= runs[r].n) {
+        ++r;
+        done = 0;
+      }
+    }
+    if (num_segments == 0) return;
+    for (int t = 0; t < num_segments; ++t) {
+      const Segment& seg = segments[t];
+      int j = 0;
+      for (; j < seg.n; j += Kt) {
+        const int live = std::min(Kt, seg.n - j);
+        // Keys past the run read as key 0 of the pass (in bounds) and are masked below.
+        size_t at[Kt];
         CATSERVE_UNROLL
-        for (int g = 0; g < G; ++g) {
+        for (int kk = 0; kk < Kt; ++kk) at[kk] = static_cast<size_t>(kk < live ? kk : 0) * HD;
+        __m256 a[8];
+        CATSERVE_UNROLL
+        for (int l = 0; l < 8; ++l) a[l] = _mm256_setzero_ps();
+        reader.Dots(seg.k, static_cast<size_t>(j) * HD, at, a);
+        __m256 scores =
+            _mm256_mul_ps(HorizontalSums8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), sv);
+        if (live < Kt) {
+          const __m256i key =
+              _mm256_setr_epi32(0 % Kt, 1 % Kt, 2 % Kt, 3 % Kt, 4 % Kt, 5 % Kt, 6 % Kt, 7 % Kt);
+          const __m256 mask = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(live), key));
+          scores = _mm256_blendv_ps(minus_inf, scores, mask);
+        }
+        if constexpr (G == 1) {
+          _mm256_store_ps(s[0] + seg.at + j, scores);
+        } else {
+          alignas(32) float lanes[8];
+          _mm256_store_ps(lanes, scores);
           CATSERVE_UNROLL
-          for (int kk = 0; kk < Kt; ++kk) s[g][j + kk] = lanes[g * Kt + kk];
+          for (int g = 0; g < G; ++g) {
+            CATSERVE_UNROLL
+            for (int kk = 0; kk < Kt; ++kk) s[g][seg.at + j + kk] = lanes[g * Kt + kk];
+          }
         }
       }
+      // Whole vectors from here on: lanes past a run's scores hold -inf, whose exp adds nothing.
+      for (int g = 0; g < G; ++g) {
+        for (int u = j; u < ((seg.n + 7) & ~7); ++u) s[g][seg.at + u] = -INFINITY;
+      }
     }
-    // Whole vectors from here on: lanes past the scores hold -inf, whose exp adds nothing.
-    const int padded = (count + 7) & ~7;
     float keep[G];
     for (int g = 0; g < G; ++g) {
-      if constexpr (G > 1) {
-        for (int t = j; t < padded; ++t) s[g][t] = -INFINITY;
-        vmax = minus_inf;
-        for (int t = 0; t < padded; t += 8) vmax = _mm256_max_ps(vmax, _mm256_load_ps(s[g] + t));
-      }
+      __m256 vmax = minus_inf;
+      for (int u = 0; u < filled; u += 8) vmax = _mm256_max_ps(vmax, _mm256_load_ps(s[g] + u));
       const float new_max = std::max(m[g], HorizontalMax(vmax));
       keep[g] = std::exp(m[g] - new_max);  // 0 while m is -inf
-      sum[g] = sum[g] * keep[g] + ExpInPlace(s[g], padded, new_max);
+      sum[g] = sum[g] * keep[g] + ExpInPlace(s[g], filled, new_max);
       m[g] = new_max;
     }
-    Runs::Accumulate(keep, s[0], kPiece, v, base, count, acc);
+    Runs::Accumulate(keep, s[0], kPiece, segments, num_segments, acc);
   }
 }
 
 template <KvDtype D, int HD, int G>
-CATSERVE_AVX2 void Avx2AttendTileFor(const float* q, const void* k, const void* v, int n,
-                                     float scale, float* m, float* sum, float* acc) {
+CATSERVE_AVX2 void Avx2AttendTileFor(const float* q, const KvRun* runs, int num_runs, float scale,
+                                     float* m, float* sum, float* acc) {
   if constexpr (D == KvDtype::kBf16) {
-    Avx2AttendTile<HD, Bf16PairRuns<HD, G>, G>(q, k, v, n, scale, m, sum, acc);
+    Avx2AttendTile<HD, Bf16PairRuns<HD, G>, G>(q, runs, num_runs, 2, scale, m, sum, acc);
   } else {
-    Avx2AttendTile<HD, WidenedRuns<D, HD, G>, G>(q, k, v, n, scale, m, sum, acc);
+    Avx2AttendTile<HD, WidenedRuns<D, HD, G>, G>(q, runs, num_runs, KvDtypeBytes(D), scale, m, sum,
+                                                 acc);
   }
 }
 
@@ -532,7 +573,7 @@ CATSERVE_AVX2 void Avx2AttendTileFor(const float* q, const void* k, const void* 
 // 2 measured 1.2-1.3x faster per head than tiles of 4 or 8, which are faster for fp32 and fp16
 // (docs/BENCHMARKS.md).
 template <KvDtype D, int HD>
-CATSERVE_AVX2 void Avx2AttendFor(const float* q, int group, const void* k, const void* v, int n,
+CATSERVE_AVX2 void Avx2AttendFor(const float* q, int group, const KvRun* runs, int num_runs,
                                  float scale, float* m, float* sum, float* acc) {
   constexpr bool kWideTiles = D != KvDtype::kBf16;
   for (int g = 0; g < group;) {
@@ -541,48 +582,50 @@ CATSERVE_AVX2 void Avx2AttendFor(const float* q, int group, const void* k, const
     float* ag = acc + static_cast<size_t>(g) * HD;
     if constexpr (kWideTiles) {
       if (left >= 8) {
-        Avx2AttendTileFor<D, HD, 8>(qg, k, v, n, scale, m + g, sum + g, ag);
+        Avx2AttendTileFor<D, HD, 8>(qg, runs, num_runs, scale, m + g, sum + g, ag);
         g += 8;
         continue;
       }
       if (left >= 4) {
-        Avx2AttendTileFor<D, HD, 4>(qg, k, v, n, scale, m + g, sum + g, ag);
+        Avx2AttendTileFor<D, HD, 4>(qg, runs, num_runs, scale, m + g, sum + g, ag);
         g += 4;
         continue;
       }
     }
     if (left >= 2) {
-      Avx2AttendTileFor<D, HD, 2>(qg, k, v, n, scale, m + g, sum + g, ag);
+      Avx2AttendTileFor<D, HD, 2>(qg, runs, num_runs, scale, m + g, sum + g, ag);
       g += 2;
     } else {
-      Avx2AttendTileFor<D, HD, 1>(qg, k, v, n, scale, m + g, sum + g, ag);
+      Avx2AttendTileFor<D, HD, 1>(qg, runs, num_runs, scale, m + g, sum + g, ag);
       g += 1;
     }
   }
 }
 
 template <KvDtype D>
-CATSERVE_AVX2 void Avx2Attend(const float* q, int group, const void* k, const void* v, int n,
-                              int hd, float scale, float* m, float* sum, float* acc) {
+CATSERVE_AVX2 void Avx2Attend(const float* q, int group, const KvRun* runs, int num_runs, int hd,
+                              float scale, float* m, float* sum, float* acc) {
   // Head sizes of the common models get the fused kernel; others compose the three loops.
   switch (hd) {
     case 32:
-      return Avx2AttendFor<D, 32>(q, group, k, v, n, scale, m, sum, acc);
+      return Avx2AttendFor<D, 32>(q, group, runs, num_runs, scale, m, sum, acc);
     case 48:
-      return Avx2AttendFor<D, 48>(q, group, k, v, n, scale, m, sum, acc);
+      return Avx2AttendFor<D, 48>(q, group, runs, num_runs, scale, m, sum, acc);
     case 64:
-      return Avx2AttendFor<D, 64>(q, group, k, v, n, scale, m, sum, acc);
+      return Avx2AttendFor<D, 64>(q, group, runs, num_runs, scale, m, sum, acc);
     case 96:
-      return Avx2AttendFor<D, 96>(q, group, k, v, n, scale, m, sum, acc);
+      return Avx2AttendFor<D, 96>(q, group, runs, num_runs, scale, m, sum, acc);
     case 128:
-      return Avx2AttendFor<D, 128>(q, group, k, v, n, scale, m, sum, acc);
+      return Avx2AttendFor<D, 128>(q, group, runs, num_runs, scale, m, sum, acc);
     default:
       break;
   }
-  for (int g = 0; g < group; ++g) {
-    ComposedAttend<Avx2Scores<D>, Avx2ExpSum, Avx2Accumulate<D>>(
-        q + static_cast<size_t>(g) * hd, k, v, n, hd, KvDtypeBytes(D), scale, m + g, sum + g,
-        acc + static_cast<size_t>(g) * hd);
+  for (int r = 0; r < num_runs; ++r) {
+    for (int g = 0; g < group; ++g) {
+      ComposedAttend<Avx2Scores<D>, Avx2ExpSum, Avx2Accumulate<D>>(
+          q + static_cast<size_t>(g) * hd, runs[r].k, runs[r].v, runs[r].n, hd, KvDtypeBytes(D),
+          scale, m + g, sum + g, acc + static_cast<size_t>(g) * hd);
+    }
   }
 }
 

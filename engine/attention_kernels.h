@@ -13,6 +13,14 @@ namespace catserve::engine {
 // engine takes BestAttentionKernels(), chosen once from what the CPU reports. Both compute the same
 // sums in the same order up to the rounding of fused multiply-adds and of exp (the AVX2 exp is a
 // polynomial within 2 ulp of expf).
+// n keys at k and their n values at v, each head_dim values contiguous (one page's slots of one kv
+// head), stored as the kernels' dtype.
+struct KvRun {
+  const void* k;
+  const void* v;
+  int n;
+};
+
 struct AttentionKernels {
   const char* name;
   // s[j] = scale * dot(q, k[j * head_dim ...]) for j < n, the keys stored as `dtype` (indexed by
@@ -22,16 +30,17 @@ struct AttentionKernels {
   float (*exp_sum)(float* s, int n, float max);
   // acc = acc * keep + sum_j p[j] * v[j * head_dim ...] over j < n, the values stored as `dtype`.
   void (*accumulate[3])(float keep, const float* p, const void* v, int n, int head_dim, float* acc);
-  // The online-softmax update over a run of n keys and their n values (what the decode attention
-  // does per page run) of the `group` query heads that share one kv head: q, m, sum and acc hold
-  // one query after another (q and acc head_dim floats each). For each query g, with
+  // The online-softmax update over the keys and values of `num_runs` runs (page runs of one split,
+  // in order) of the `group` query heads that share one kv head: q, m, sum and acc hold one query
+  // after another (q and acc head_dim floats each). For each query g, over the runs' keys j, with
   // s_j = scale * dot(q_g, k_j) and M = max(m[g], max_j s_j),
   //   acc_g = acc_g * exp(m[g] - M) + sum_j exp(s_j - M) v_j,
   //   sum[g] = sum[g] * exp(m[g] - M) + sum_j exp(s_j - M),  m[g] = M
   // (exp(m[g] - M) = 0 while m[g] is -inf). The same three loops as above, fused: for head sizes
   // 32, 48, 64, 96 and 128 the AVX2 set keeps scores and accumulators in registers and loads and
-  // widens each key and value once for up to 8 query heads of the group.
-  void (*attend[3])(const float* q, int group, const void* k, const void* v, int n, int head_dim,
+  // widens each key and value once for up to 8 query heads of the group, across up to 64 keys of
+  // consecutive runs at a time.
+  void (*attend[3])(const float* q, int group, const KvRun* runs, int num_runs, int head_dim,
                     float scale, float* m, float* sum, float* acc);
 };
 

@@ -28,7 +28,7 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
   acc_.resize(split_slot_[num_splits] * hd);
 
   // One task per split, all kv heads: a page's keys of this layer for every kv head are one
-  // contiguous block, and so are its values, so a task sweeps each page once.
+  // contiguous block, and so are its values, so a task sweeps each batch of pages once.
   threads.ParallelFor(num_splits, [&](int begin, int end) {
     for (int s = begin; s < end; ++s) {
       const SplitKvPlan::Split& sp = splits.splits[s];
@@ -42,35 +42,54 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
       std::fill(sum, sum + slots, 0.0f);
       std::fill(acc, acc + slots * hd, 0.0f);
       const SequencePages& pages = items[sp.item].seq->pages;
-      ForEachPageRun(
-          sp.begin, sp.end, splits.compressed_keys[sp.item], B,
-          [&](bool compressed, int entry, int n) {
-            const std::vector<int32_t>& region = compressed ? pages.compressed : pages.local;
-            // [layer][k or v][kv_head][slot][head_dim] within a page.
-            const size_t keys_at = static_cast<size_t>(layer) * 2 * Hkv * block_bytes;
-            const size_t values_at = keys_at + Hkv * block_bytes;
-            // No software prefetch: fetching the next page's blocks ahead (in one burst per run,
-            // or spread over its kv heads, one or two pages ahead) measured no faster than the
-            // hardware prefetchers alone once the arena is in huge pages (docs/BENCHMARKS.md).
-            const int here = entry / B;
-            const std::byte* page = pool.page_data(region[here]);
-            for (int kvh = 0; kvh < Hkv; ++kvh) {
-              const size_t at = kvh * block_bytes + static_cast<size_t>(entry % B) * hd * bytes;
-              const std::byte* k = page + keys_at + at;
-              const std::byte* v = page + values_at + at;
-              for (int t = r0; t < r1; ++t) {
-                const StepPlan::Row& row = plan.rows[t];
-                const int visible =
-                    compressed ? row.visible_compressed : (row.compressed ? 0 : row.entry + 1);
-                const int seen = std::min(n, visible - entry);
-                if (seen <= 0) continue;
-                // The group's query heads, their states and their q vectors are contiguous.
-                const size_t qi = static_cast<size_t>(kvh) * nq + (t - r0) * group;
-                const float* q = qkv + static_cast<size_t>(t) * qkv_stride + kvh * group * hd;
-                attend(q, group, k, v, seen, hd, scale, m + qi, sum + qi, acc + qi * hd);
-              }
+      // [layer][k or v][kv_head][slot][head_dim] within a page.
+      const size_t keys_at = static_cast<size_t>(layer) * 2 * Hkv * block_bytes;
+      const size_t values_at = keys_at + Hkv * block_bytes;
+      // The split's page runs go to attend a batch at a time (at least 64 keys, or 8 runs): one
+      // call per kv head and row then covers several pages, so the kernel's per-call work (the
+      // query's conversion, the accumulator's load and store, the rescale) is shared by them.
+      // No software prefetch: fetching the next pages' blocks ahead measured no faster than the
+      // hardware prefetchers alone (docs/BENCHMARKS.md).
+      struct PageRun {
+        const std::byte* page;
+        bool compressed;
+        int entry, n;
+      };
+      PageRun batch[kRunsPerCall];
+      int batched = 0, batched_keys = 0;
+      auto flush = [&] {
+        for (int kvh = 0; kvh < Hkv; ++kvh) {
+          for (int t = r0; t < r1; ++t) {
+            const StepPlan::Row& row = plan.rows[t];
+            KvRun runs[kRunsPerCall];
+            int num_runs = 0;
+            for (int b = 0; b < batched; ++b) {
+              const PageRun& pr = batch[b];
+              const int visible =
+                  pr.compressed ? row.visible_compressed : (row.compressed ? 0 : row.entry + 1);
+              const int seen = std::min(pr.n, visible - pr.entry);
+              if (seen <= 0) continue;
+              const size_t at = kvh * block_bytes + static_cast<size_t>(pr.entry % B) * hd * bytes;
+              runs[num_runs++] = {pr.page + keys_at + at, pr.page + values_at + at, seen};
             }
-          });
+            if (num_runs == 0) continue;
+            // The group's query heads, their states and their q vectors are contiguous.
+            const size_t qi = static_cast<size_t>(kvh) * nq + (t - r0) * group;
+            const float* q = qkv + static_cast<size_t>(t) * qkv_stride + kvh * group * hd;
+            attend(q, group, runs, num_runs, hd, scale, m + qi, sum + qi, acc + qi * hd);
+          }
+        }
+        batched = batched_keys = 0;
+      };
+      ForEachPageRun(sp.begin, sp.end, splits.compressed_keys[sp.item], B,
+                     [&](bool compressed, int entry, int n) {
+                       const std::vector<int32_t>& region =
+                           compressed ? pages.compressed : pages.local;
+                       batch[batched++] = {pool.page_data(region[entry / B]), compressed, entry, n};
+                       batched_keys += n;
+                       if (batched == kRunsPerCall || batched_keys >= 64) flush();
+                     });
+      flush();
     }
   });
 

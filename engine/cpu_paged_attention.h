@@ -30,6 +30,9 @@ class CpuPagedAttention {
            float* out);
 
  private:
+  // The most page runs one attend call takes.
+  static constexpr int kRunsPerCall = 8;
+
   const AttentionKernels& kernels_;
   // Per split: offset of its first query slot (slots of a split: kv head major, then rows of its
   // item, then q heads of the group).

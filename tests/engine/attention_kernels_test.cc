@@ -90,8 +90,9 @@ TEST(AttentionKernelsTest, ScoresAndAccumulateMatchDoubleSumsForEveryDtype) {
   }
 }
 
-// attend over two runs in a row (the second rescales what the first left) against the softmax
-// of both runs in doubles, for every query head of a group: head sizes with the fused AVX2 paths
+// attend over two runs (in two calls, the second rescaling what the first left; in one call; and
+// in one call with an empty run between them) against the softmax of both runs in doubles, for
+// every query head of a group: head sizes with the fused AVX2 paths
 // (32, 48, 64, 96, 128) and without (3, 8, 44); groups of 1 to 11 query heads (tiles of 8, 4, 2
 // and 1, and their mixes); runs shorter than a vector or than one pass of a tile, with tails, and
 // longer than the kernels' 64-key pieces.
@@ -129,24 +130,35 @@ TEST(AttentionKernelsTest, AttendIsTheOnlineSoftmaxOfItsRuns) {
             }
           }
           const size_t bytes = KvDtypeBytes(dtype);
+          const auto* kb = static_cast<const std::byte*>(k.data());
+          const auto* vb = static_cast<const std::byte*>(v.data());
+          const size_t second = static_cast<size_t>(n) * hd * bytes;
+          const KvRun first_run = {kb, vb, n}, second_run = {kb + second, vb + second, n},
+                      empty_run = {kb, vb, 0};
+          // The same keys as one call per run, as one call over both runs, and with an empty run
+          // between them.
+          const std::vector<std::vector<KvRun>> calls_of[] = {{{first_run}, {second_run}},
+                                                              {{first_run, second_run}},
+                                                              {{first_run, empty_run, second_run}}};
           for (const AttentionKernels* ks : KernelSets()) {
-            SCOPED_TRACE(::testing::Message() << ks->name << " " << KvDtypeName(dtype) << " hd "
-                                              << hd << " group " << group << " n " << n);
-            std::vector<float> m(group, -INFINITY), sum(group, 0.0f), acc(group * hd, 0.0f);
-            const auto attend = ks->attend[static_cast<int>(dtype)];
-            for (int run = 0; run < 2; ++run) {
-              const size_t at = static_cast<size_t>(run) * n * hd * bytes;
-              attend(q.data(), group, static_cast<const std::byte*>(k.data()) + at,
-                     static_cast<const std::byte*>(v.data()) + at, n, hd, scale, m.data(),
-                     sum.data(), acc.data());
-            }
-            for (int g = 0; g < group; ++g) {
-              EXPECT_NEAR(m[g], best[g], 1e-5 * (1 + std::abs(best[g]))) << "query " << g;
-              EXPECT_NEAR(sum[g], want_sum[g], 1e-5 * want_sum[g]) << "query " << g;
-              for (int i = 0; i < hd; ++i) {
-                EXPECT_NEAR(acc[g * hd + i] / sum[g], want_acc[g * hd + i] / want_sum[g],
-                            1e-5 * (1 + std::sqrt(keys)))
-                    << "query " << g << " value " << i;
+            for (int way = 0; way < 3; ++way) {
+              SCOPED_TRACE(::testing::Message()
+                           << ks->name << " " << KvDtypeName(dtype) << " hd " << hd << " group "
+                           << group << " n " << n << " way " << way);
+              std::vector<float> m(group, -INFINITY), sum(group, 0.0f), acc(group * hd, 0.0f);
+              const auto attend = ks->attend[static_cast<int>(dtype)];
+              for (const std::vector<KvRun>& runs : calls_of[way]) {
+                attend(q.data(), group, runs.data(), static_cast<int>(runs.size()), hd, scale,
+                       m.data(), sum.data(), acc.data());
+              }
+              for (int g = 0; g < group; ++g) {
+                EXPECT_NEAR(m[g], best[g], 1e-5 * (1 + std::abs(best[g]))) << "query " << g;
+                EXPECT_NEAR(sum[g], want_sum[g], 1e-5 * want_sum[g]) << "query " << g;
+                for (int i = 0; i < hd; ++i) {
+                  EXPECT_NEAR(acc[g * hd + i] / sum[g], want_acc[g * hd + i] / want_sum[g],
+                              1e-5 * (1 + std::sqrt(keys)))
+                      << "query " << g << " value " << i;
+                }
               }
             }
           }
