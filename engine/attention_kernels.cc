@@ -567,32 +567,21 @@ CATSERVE_AVX2 void Avx2AttendTileFor(const float* q, const KvRun* runs, int num_
   }
 }
 
-// A group of any size in tiles of 8, 4, 2 and 1 query heads; bf16 in tiles of at most 2. A tile
-// of 4 or 8 scores only 2 or 1 keys per pass and reloads its queries' vectors for every key,
-// where a tile of 2 keeps them in registers across 4 keys: with bf16's widening on top, tiles of
-// 2 measured 1.2-1.3x faster per head than tiles of 4 or 8, which are faster for fp32 and fp16
-// (docs/BENCHMARKS.md).
+// A group of any size in tiles of 8, 4, 2 and 1 query heads.
 template <KvDtype D, int HD>
 CATSERVE_AVX2 void Avx2AttendFor(const float* q, int group, const KvRun* runs, int num_runs,
                                  float scale, float* m, float* sum, float* acc) {
-  constexpr bool kWideTiles = D != KvDtype::kBf16;
   for (int g = 0; g < group;) {
     const int left = group - g;
     const float* qg = q + static_cast<size_t>(g) * HD;
     float* ag = acc + static_cast<size_t>(g) * HD;
-    if constexpr (kWideTiles) {
-      if (left >= 8) {
-        Avx2AttendTileFor<D, HD, 8>(qg, runs, num_runs, scale, m + g, sum + g, ag);
-        g += 8;
-        continue;
-      }
-      if (left >= 4) {
-        Avx2AttendTileFor<D, HD, 4>(qg, runs, num_runs, scale, m + g, sum + g, ag);
-        g += 4;
-        continue;
-      }
-    }
-    if (left >= 2) {
+    if (left >= 8) {
+      Avx2AttendTileFor<D, HD, 8>(qg, runs, num_runs, scale, m + g, sum + g, ag);
+      g += 8;
+    } else if (left >= 4) {
+      Avx2AttendTileFor<D, HD, 4>(qg, runs, num_runs, scale, m + g, sum + g, ag);
+      g += 4;
+    } else if (left >= 2) {
       Avx2AttendTileFor<D, HD, 2>(qg, runs, num_runs, scale, m + g, sum + g, ag);
       g += 2;
     } else {
