@@ -15,6 +15,7 @@
 #include "engine/safetensors.h"
 #include "engine/tokenizer.h"
 #include "gtest/gtest.h"
+#include "tests/common/logits_oracle.h"
 
 namespace catserve::engine {
 namespace {
@@ -22,10 +23,9 @@ namespace {
 const std::filesystem::path kFixtures = CATSERVE_FIXTURES_DIR;
 const char* const kSequences[] = {"short", "odd", "exact", "max"};
 
+// NaN-aware: a NaN logit is an infinite difference, never a pass.
 float MaxAbsDiff(const float* a, const float* b, size_t n) {
-  float m = 0;
-  for (size_t i = 0; i < n; ++i) m = std::max(m, std::abs(a[i] - b[i]));
-  return m;
+  return ::catserve::testing::MaxAbsDiff(absl::MakeConstSpan(a, n), absl::MakeConstSpan(b, n));
 }
 
 class FixtureTest : public ::testing::TestWithParam<std::string> {
