@@ -45,11 +45,11 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
       // [layer][k or v][kv_head][slot][head_dim] within a page.
       const size_t keys_at = static_cast<size_t>(layer) * 2 * Hkv * block_bytes;
       const size_t values_at = keys_at + Hkv * block_bytes;
-      // The split's page runs go to attend a batch at a time (at least 64 keys, or 8 runs): one
-      // call per kv head and row then covers several pages, so the kernel's per-call work (the
-      // query's conversion, the accumulator's load and store, the rescale) is shared by them.
-      // No software prefetch: fetching the next pages' blocks ahead measured no faster than the
-      // hardware prefetchers alone (docs/BENCHMARKS.md).
+      // The split's page runs go to attend a batch at a time (kKeysPerCall keys or kRunsPerCall
+      // runs): one call per kv head and row then covers several pages, so the kernel's per-call
+      // work (the query's conversion, the accumulator's load and store, the rescale) is shared by
+      // them. No software prefetch: fetching the next pages' blocks ahead measured no faster than
+      // the hardware prefetchers alone (docs/BENCHMARKS.md).
       struct PageRun {
         const std::byte* page;
         bool compressed;
@@ -87,7 +87,7 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
                            compressed ? pages.compressed : pages.local;
                        batch[batched++] = {pool.page_data(region[entry / B]), compressed, entry, n};
                        batched_keys += n;
-                       if (batched == kRunsPerCall || batched_keys >= 64) flush();
+                       if (batched == kRunsPerCall || batched_keys >= kKeysPerCall) flush();
                      });
       flush();
     }

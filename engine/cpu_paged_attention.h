@@ -30,8 +30,9 @@ class CpuPagedAttention {
            float* out);
 
  private:
-  // The most page runs one attend call takes.
-  static constexpr int kRunsPerCall = 8;
+  // A split's page runs go to one attend call per kv head and row until they hold kKeysPerCall keys
+  // (the AVX2 kernel's piece) or kRunsPerCall runs.
+  static constexpr int kKeysPerCall = 64, kRunsPerCall = 8;
 
   const AttentionKernels& kernels_;
   // Per split: offset of its first query slot (slots of a split: kv head major, then rows of its
