@@ -356,8 +356,8 @@ struct WidenedRuns {
 // shuffle: the even one is the lane shifted left by 16, the odd one the lane with its low half
 // cleared. Bf16PairRuns works on HD values as HD / 16 pairs of (even, odd) vectors and keeps q
 // and the accumulator in that order; these convert 16 fp32 values to and from it.
-// Returned by value, not through pointers: an accumulator array whose address is taken is kept in
-// memory too, and GCC then stores every accumulator on every value (measured: 2-3x slower).
+// Returned by value, not through pointers: an accumulator array whose address is taken cannot
+// live in registers alone (see CATSERVE_UNROLL).
 struct EvenOdd {
   __m256 even, odd;
 };
