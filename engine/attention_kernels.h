@@ -10,8 +10,9 @@ namespace catserve::engine {
 // The inner loops of the CPU decode attention over runs of n keys (or values) of head_dim floats
 // each, contiguous (one page's slots), stored as fp32, bf16 or fp16. Two sets exist: portable C++,
 // and AVX2 + FMA + F16C. The engine takes BestAttentionKernels(), chosen once from what the CPU
-// reports. Both compute the same sums in the same order up to the rounding of fused multiply-adds
-// and of exp (the AVX2 exp is a polynomial within 2 ulp of expf).
+// reports. Both compute the same sums up to rounding: of fused multiply-adds, of exp (the AVX2 exp
+// is a polynomial within 2 ulp of expf), and of where attend rescales (the portable set once per
+// run, the AVX2 set once per piece of up to 64 keys of consecutive runs).
 
 // n keys at k and their n values at v, each head_dim values contiguous (one page's slots of one kv
 // head), stored as the kernels' dtype.
