@@ -17,14 +17,18 @@ namespace {
 
 class GenerateTest : public ::testing::Test {
  protected:
-  // The daemon runs with default flags; the offline engine it is compared with stores KV the same
-  // way.
+  // The daemon runs with default flags on TestDevice(); the offline engine it is compared with
+  // runs on the same device and stores KV the same way, so greedy and seeded streams must match
+  // it token for token (on the GPU too: one backend, the same steps).
   static void SetUpTestSuite() {
     absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start();
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = server->release();
     absl::StatusOr<std::unique_ptr<engine::Engine>> engine = engine::Engine::Load(
-        TinyModelDir(), {.threads = 1, .kv_dtype = server::ServerOptions().kv_dtype});
+        TinyModelDir(),
+        {.threads = 1,
+         .device = TestDevice() == "cuda" ? engine::Device::kCuda : engine::Device::kCpu,
+         .kv_dtype = server::ServerOptions().kv_dtype});
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = engine->release();
     absl::StatusOr<std::unique_ptr<engine::Tokenizer>> tokenizer =
@@ -195,7 +199,7 @@ TEST_F(GenerateTest, ModelInfoDescribesModelAndLimits) {
   EXPECT_EQ(info.kv_bytes_per_entry(), 2 * 2 * 4 * 16 * 2);
   EXPECT_EQ(info.kv_pool().page_entries(), 16);
   EXPECT_EQ(info.kv_pool().total_pages(), (16 << 20) / info.kv_pool().page_bytes());
-  EXPECT_EQ(info.backend(), "cpu");
+  EXPECT_EQ(info.backend(), TestDevice());
 }
 
 TEST_F(GenerateTest, HealthServesProcessAndService) {

@@ -29,15 +29,18 @@ namespace catserve::testing {
 
 std::string TinyModelDir() { return absl::StrCat(CATSERVE_FIXTURES_DIR, "/tiny"); }
 
+std::string TestDevice() {
+  const char* device = std::getenv("CATSERVE_TEST_DEVICE");
+  return device != nullptr && *device != '\0' ? device : "cpu";
+}
+
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Spawn(
     const std::vector<std::string>& extra_flags) {
   std::vector<std::string> args = {CATSERVE_SERVER_BIN,    "--model_dir=" + TinyModelDir(),
                                    "--listen=127.0.0.1:0", "--http_listen=127.0.0.1:0",
                                    "--threads=1",          "--kv_pool_mb=16"};
   // CATSERVE_TEST_DEVICE=cuda runs the daemon tests on the GPU (tools/gpu/cuda_proof.sh).
-  if (const char* device = std::getenv("CATSERVE_TEST_DEVICE"); device != nullptr) {
-    args.push_back(absl::StrCat("--device=", device));
-  }
+  args.push_back("--device=" + TestDevice());
   args.insert(args.end(), extra_flags.begin(), extra_flags.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());

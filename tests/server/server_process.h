@@ -111,6 +111,11 @@ std::string CanonicalSeries(absl::string_view series);
 // The fixture model's directory.
 std::string TinyModelDir();
 
+// The device the daemon tests run on: $CATSERVE_TEST_DEVICE ("cpu" when unset), which every
+// daemon Spawn starts gets as --device. A test that compares the daemon with an offline engine
+// loads that engine on the same device (engine::Device::kCuda for "cuda").
+std::string TestDevice();
+
 }  // namespace catserve::testing
 
 #endif  // CATSERVE_TESTS_SERVER_SERVER_PROCESS_H_

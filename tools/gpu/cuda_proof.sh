@@ -5,6 +5,10 @@
 #   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT tests
 #       cuda_tests (every test must PASS; a skip fails the proof), then compute-sanitizer
 #       memcheck, racecheck, initcheck and synccheck on subsets of them.
+#   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT quick
+#       for a short lease (about 6 minutes): cuda_tests, memcheck and racecheck on the split-KV
+#       attention and the MHA incremental test, a small cuda_step_bench grid, and the daemon's
+#       --device=cuda flag tests.
 #   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT serve
 #       the daemon's integration tests against --device=cuda (CATSERVE_TEST_DEVICE=cuda), then
 #       tools/bench/loadgen.py at concurrency 256 against a GPU daemon on a random model of the
@@ -14,8 +18,8 @@
 # RESULTS_DIR/cuda_proof_PART.tar.gz. Exits 0 only when every step passed.
 set -uo pipefail
 set -f  # the gtest filters below are patterns for gtest, not for the shell
-out=${1:?usage: cuda_proof.sh RESULTS_DIR tests|serve}
-part=${2:?usage: cuda_proof.sh RESULTS_DIR tests|serve}
+out=${1:?usage: cuda_proof.sh RESULTS_DIR tests|quick|serve}
+part=${2:?usage: cuda_proof.sh RESULTS_DIR tests|quick|serve}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 g=${TMPDIR:-$(dirname "$(mktemp -u)")}/catserve-gpu
@@ -49,8 +53,24 @@ case "$part" in
     step memcheck 150 $(cs memcheck \
       '*Incremental*:*Pool*:*LoadsThroughEngineLoad*:*DeviceSampler*Greedy*:*DeviceSampler*Seeded*:SplitKv*')
     step racecheck 120 $(cs racecheck '*Incremental*Gqa*:*DeviceSampler*Seeded*:SplitKv*')
-    step initcheck 100 $(cs initcheck '*Incremental*Mha*:*Pool*')
+    # initcheck only where cuBLAS writes nothing: on an H200 it reports every read of a buffer a
+    # cublasGemmEx wrote (tools/gpu/initcheck_cublas_probe.cu shows it on one GEMM), so the
+    # engine tests drown in such reports (102541 on *Incremental*Mha*, all of them reads of GEMM
+    # outputs).
+    step initcheck 100 $(cs initcheck 'SplitKv*:*Pool*')
     step synccheck 100 $(cs synccheck '*Incremental*Mha*')
+    ;;
+  quick)
+    step cuda_tests 170 cuda_tests --gtest_color=no
+    grep -q '^\[  SKIPPED \]' "$logs/cuda_tests.log" && { echo "cuda_tests skipped tests"; failed=1; }
+    step memcheck 90 $(cs memcheck 'SplitKv*:*Incremental*Mha*')
+    step racecheck 60 $(cs racecheck 'SplitKv*')
+    step cuda_step_bench 60 cuda_step_bench --contexts=4096 --batches=1,64,256 --chunks=1,16 \
+      --prefill=4096 --cycles=1
+    bin=$(cat "$here/server_bin_path")
+    [ -e "$bin" ] || { mkdir -p "$(dirname "$bin")" && cp "$g/bin/catserve" "$bin"; }
+    step server_tests_cuda 60 env CATSERVE_TEST_DEVICE=cuda server_tests --gtest_color=no \
+      --gtest_filter='DeviceFlag*'
     ;;
   serve)
     bin=$(cat "$here/server_bin_path")
@@ -70,7 +90,7 @@ case "$part" in
       --prefill=256 --cycles=1
     ;;
   *)
-    echo "unknown part '$part': tests or serve" >&2
+    echo "unknown part '$part': tests, quick or serve" >&2
     exit 2
     ;;
 esac
