@@ -5,12 +5,15 @@
 // the CPU's): four sequences in a host KvPool of one dtype, every value of every page random —
 // decode at chunk 4; a chunk completing at chunk 2 ([fx, S]); a fresh prefill of 23 tokens at
 // chunk 4 (23 rows of one item); decode at chunk 1 over 50 compressed entries (51 keys, the
-// longest item) — with 4 entries a page, so most splits end mid-page. Six query heads over two kv
-// heads of 48: groups of 3, which the AVX2 kernel runs as tiles of 2 and 1 heads.
+// longest item) — with 4 entries a page, so most splits end mid-page. The heads' shape varies
+// (Shapes()): the first, six query heads over two kv heads of 48, is groups of 3, which the AVX2
+// kernel runs as tiles of 2 and 1 heads; the others reach every GQA tile of the AVX2 kernel, the
+// composed path, and every lane split and group size of the GPU's attention kernels.
 
 #include <cstdint>
 #include <optional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine/engine.h"
@@ -21,9 +24,27 @@
 
 namespace catserve::testing {
 
+// The heads of a PagedAttentionCase: query heads, kv heads, head size.
+struct PagedAttentionShape {
+  int heads = 6, kv_heads = 2, head_dim = 48;
+};
+
 struct PagedAttentionCase {
-  static constexpr int kLayers = 2, kLayer = 1, kHeads = 6, kKvHeads = 2, kHeadDim = 48,
-                       kPageEntries = 4, kPages = 256;
+  static constexpr int kLayers = 2, kLayer = 1, kPageEntries = 4, kPages = 256;
+
+  using Shape = PagedAttentionShape;
+  // Groups of 1, 2, 3, 5 and 8; head sizes that are multiples of 16 (the AVX2 kernel's), of 8
+  // only (24: the CPU's composed path, the GPU's 16-byte loads with idle lanes) and of neither
+  // (20: the GPU's scalar kernel).
+  static std::vector<Shape> Shapes() {
+    return {{6, 2, 48}, {4, 4, 64}, {4, 2, 128}, {8, 1, 32}, {2, 2, 16}, {5, 1, 24}, {2, 1, 20}};
+  }
+  static std::string Name(const Shape& s) {
+    return std::to_string(s.heads) + "q" + std::to_string(s.kv_heads) + "kv" +
+           std::to_string(s.head_dim);
+  }
+
+  Shape shape;
 
   std::optional<engine::KvPool> pool;
   std::vector<engine::SequenceState> seqs;
@@ -32,10 +53,11 @@ struct PagedAttentionCase {
   std::vector<float> qkv;  // plan.rows x (heads + 2 kv heads) x head_dim
 
   // Fills every member; ASSERTs inside (call through ASSERT_NO_FATAL_FAILURE).
-  void Build(engine::KvDtype dtype, uint32_t seed) {
+  void Build(engine::KvDtype dtype, uint32_t seed, Shape heads_shape = {}) {
+    shape = heads_shape;
     const engine::KvGeometry g{.layers = kLayers,
-                               .kv_heads = kKvHeads,
-                               .head_dim = kHeadDim,
+                               .kv_heads = shape.kv_heads,
+                               .head_dim = shape.head_dim,
                                .page_entries = kPageEntries,
                                .dtype = dtype};
     absl::StatusOr<engine::KvPool> created = engine::KvPool::Create(g, kPages);
@@ -62,7 +84,7 @@ struct PagedAttentionCase {
       }
     }
     plan.Build(items);
-    qkv.resize(plan.rows.size() * (kHeads + 2 * kKvHeads) * kHeadDim);
+    qkv.resize(plan.rows.size() * (shape.heads + 2 * shape.kv_heads) * shape.head_dim);
     for (float& v : qkv) v = normal(rng);
   }
 };

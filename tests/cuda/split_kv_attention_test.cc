@@ -1,7 +1,8 @@
 // The device's split-KV decode attention (cuda::SplitKvAttention) against the CPU's
 // (CpuPagedAttention) on the same bf16 pages and the same SplitKvPlan, for every split count
 // (splits ending mid-page, empty splits): the GPU kernel reproduces the decomposition and the
-// merge the CPU tests pin. Skips without a device.
+// merge the CPU tests pin, for every heads shape of the case (GQA groups 1 to 8, head sizes 16 to
+// 128, and head sizes with and without 16-byte rows). Skips without a device.
 #include <cuda_runtime_api.h>
 
 #include <bit>
@@ -25,14 +26,16 @@ namespace {
 using cuda::DeviceBuffer;
 
 using Case = catserve::testing::PagedAttentionCase;
-constexpr int kLayer = Case::kLayer, kHeads = Case::kHeads, kKvHeads = Case::kKvHeads,
-              kHeadDim = Case::kHeadDim, kPageEntries = Case::kPageEntries;
+constexpr int kLayer = Case::kLayer, kPageEntries = Case::kPageEntries;
 
-class SplitKvAttentionTest : public ::testing::Test {
+class SplitKvAttentionTest : public ::testing::TestWithParam<Case::Shape> {
  protected:
   void SetUp() override {
     SKIP_WITHOUT_CUDA_DEVICE();
-    ASSERT_NO_FATAL_FAILURE(case_.Build(KvDtype::kBf16, 23));
+    ASSERT_NO_FATAL_FAILURE(case_.Build(KvDtype::kBf16, 23, GetParam()));
+    heads_ = case_.shape.heads;
+    kv_heads_ = case_.shape.kv_heads;
+    head_dim_ = case_.shape.head_dim;
     ASSERT_TRUE(arena_.Upload(pool_->page_data(0), pool_->total_bytes()).ok());
     ASSERT_TRUE(qkv_device_.Upload(qkv_).ok());
   }
@@ -40,25 +43,25 @@ class SplitKvAttentionTest : public ::testing::Test {
   std::vector<float> Cpu(const SplitKvPlan& splits) {
     ThreadPool threads(1);
     CpuPagedAttention attention;
-    std::vector<float> out(plan_.rows.size() * kHeads * kHeadDim, NAN);
-    attention.Run(threads, plan_, splits, items_, *pool_, kLayer, qkv_.data(), kHeads, out.data());
+    std::vector<float> out(plan_.rows.size() * heads_ * head_dim_, NAN);
+    attention.Run(threads, plan_, splits, items_, *pool_, kLayer, qkv_.data(), heads_, out.data());
     return out;
   }
 
   std::vector<float> Gpu(const SplitKvPlan& splits) {
     const cuda::SplitKvMeta meta =
-        cuda::BuildSplitKvMeta(plan_, splits, items_, kHeads / kKvHeads, kKvHeads);
+        cuda::BuildSplitKvMeta(plan_, splits, items_, heads_ / kv_heads_, kv_heads_);
     DeviceBuffer rows, pages, items, split_list, partials, out;
     EXPECT_TRUE(rows.Upload(meta.rows).ok());
     EXPECT_TRUE(pages.Upload(meta.page_lists).ok());
     EXPECT_TRUE(items.Upload(meta.items).ok());
     EXPECT_TRUE(split_list.Upload(meta.splits).ok());
-    EXPECT_TRUE(partials.Reserve(meta.partial_slots * (2 + kHeadDim) * sizeof(float)).ok());
-    const size_t values = plan_.rows.size() * kHeads * kHeadDim;
+    EXPECT_TRUE(partials.Reserve(meta.partial_slots * (2 + head_dim_) * sizeof(float)).ok());
+    const size_t values = plan_.rows.size() * heads_ * head_dim_;
     EXPECT_TRUE(out.Reserve(values * sizeof(uint16_t)).ok());
     float* p = partials.as<float>();
     const cuda::SplitKvPartials parts{p, p + meta.partial_slots, p + 2 * meta.partial_slots};
-    EXPECT_EQ(cuda::SplitKvAttention(qkv_device_.as<float>(), kHeads, kKvHeads, kHeadDim,
+    EXPECT_EQ(cuda::SplitKvAttention(qkv_device_.as<float>(), heads_, kv_heads_, head_dim_,
                                      rows.as<cuda::AttentionRow>(), items.as<cuda::SplitKvItem>(),
                                      static_cast<int>(meta.items.size()), meta.max_item_rows,
                                      split_list.as<cuda::SplitKvSplit>(),
@@ -79,6 +82,7 @@ class SplitKvAttentionTest : public ::testing::Test {
   }
 
   Case case_;
+  int heads_ = 0, kv_heads_ = 0, head_dim_ = 0;  // case_.shape
   std::optional<KvPool>& pool_ = case_.pool;
   std::vector<StepItem>& items_ = case_.items;
   StepPlan& plan_ = case_.plan;
@@ -86,7 +90,7 @@ class SplitKvAttentionTest : public ::testing::Test {
   DeviceBuffer arena_, qkv_device_;
 };
 
-TEST_F(SplitKvAttentionTest, EverySplitCountMatchesTheCpu) {
+TEST_P(SplitKvAttentionTest, EverySplitCountMatchesTheCpu) {
   // The longest item has 51 keys: up to 53 splits covers one-key and empty splits, and with 4
   // entries a page most splits end mid-page. The device writes bf16: within its rounding (2^-8
   // relative) plus the accumulation order's.
@@ -100,7 +104,7 @@ TEST_F(SplitKvAttentionTest, EverySplitCountMatchesTheCpu) {
   }
 }
 
-TEST_F(SplitKvAttentionTest, TheEnginesPlanMatchesTheCpu) {
+TEST_P(SplitKvAttentionTest, TheEnginesPlanMatchesTheCpu) {
   // Build(plan, workers) as CudaEngine calls it, for a few SM counts.
   for (int workers : {1, 3, 132}) {
     SplitKvPlan splits;
@@ -112,6 +116,9 @@ TEST_F(SplitKvAttentionTest, TheEnginesPlanMatchesTheCpu) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Shapes, SplitKvAttentionTest, ::testing::ValuesIn(Case::Shapes()),
+                         [](const auto& info) { return Case::Name(info.param); });
 
 }  // namespace
 }  // namespace catserve::engine

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/sequence.h"
@@ -18,8 +19,7 @@ namespace catserve::engine {
 namespace {
 
 using Case = catserve::testing::PagedAttentionCase;
-constexpr int kLayer = Case::kLayer, kHeads = Case::kHeads, kKvHeads = Case::kKvHeads,
-              kHeadDim = Case::kHeadDim, kPageEntries = Case::kPageEntries;
+constexpr int kLayer = Case::kLayer, kPageEntries = Case::kPageEntries;
 
 // The fp32 value a stored value reads back as.
 float StoredValue(KvDtype dtype, const std::byte* at) {
@@ -41,18 +41,23 @@ float StoredValue(KvDtype dtype, const std::byte* at) {
   return 0;
 }
 
-class CpuPagedAttentionTest : public ::testing::TestWithParam<KvDtype> {
+class CpuPagedAttentionTest : public ::testing::TestWithParam<std::tuple<KvDtype, Case::Shape>> {
  protected:
-  void SetUp() override { ASSERT_NO_FATAL_FAILURE(case_.Build(GetParam(), 17)); }
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(case_.Build(std::get<0>(GetParam()), 17, std::get<1>(GetParam())));
+    heads_ = case_.shape.heads;
+    kv_heads_ = case_.shape.kv_heads;
+    head_dim_ = case_.shape.head_dim;
+  }
 
   // The value at (layer kLayer, k or v, kv head, entry) of a region of item i.
   float Value(int i, bool compressed, int entry, int kv, int kvh, int d) {
     const std::vector<int32_t>& region =
         compressed ? seqs_[i].pages.compressed : seqs_[i].pages.local;
     const KvGeometry& g = pool_->geometry();
-    const size_t at = (((static_cast<size_t>(kLayer) * 2 + kv) * kKvHeads + kvh) * kPageEntries +
+    const size_t at = (((static_cast<size_t>(kLayer) * 2 + kv) * kv_heads_ + kvh) * kPageEntries +
                        entry % kPageEntries) *
-                          kHeadDim +
+                          head_dim_ +
                       d;
     return StoredValue(g.dtype,
                        pool_->page_data(region[entry / kPageEntries]) + at * g.bytes_per_value());
@@ -60,14 +65,15 @@ class CpuPagedAttentionTest : public ::testing::TestWithParam<KvDtype> {
 
   // Softmax attention of every row and head over the keys it sees, in double.
   std::vector<double> Direct() {
-    const int T = static_cast<int>(plan_.rows.size()), group = kHeads / kKvHeads;
-    const double scale = 1.0 / std::sqrt(static_cast<double>(kHeadDim));
-    std::vector<double> out(static_cast<size_t>(T) * kHeads * kHeadDim);
+    const int T = static_cast<int>(plan_.rows.size()), group = heads_ / kv_heads_;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+    std::vector<double> out(static_cast<size_t>(T) * heads_ * head_dim_);
     for (int t = 0; t < T; ++t) {
       const StepPlan::Row& r = plan_.rows[t];
-      for (int h = 0; h < kHeads; ++h) {
-        const float* q = qkv_.data() + static_cast<size_t>(t) * (kHeads + 2 * kKvHeads) * kHeadDim +
-                         h * kHeadDim;
+      for (int h = 0; h < heads_; ++h) {
+        const float* q = qkv_.data() +
+                         static_cast<size_t>(t) * (heads_ + 2 * kv_heads_) * head_dim_ +
+                         h * head_dim_;
         std::vector<std::pair<bool, int>> keys;
         for (int e = 0; e < r.visible_compressed; ++e) keys.push_back({true, e});
         if (!r.compressed) {
@@ -77,20 +83,20 @@ class CpuPagedAttentionTest : public ::testing::TestWithParam<KvDtype> {
         double best = -INFINITY;
         for (auto [c, e] : keys) {
           double dot = 0;
-          for (int d = 0; d < kHeadDim; ++d) dot += q[d] * Value(r.item, c, e, 0, h / group, d);
+          for (int d = 0; d < head_dim_; ++d) dot += q[d] * Value(r.item, c, e, 0, h / group, d);
           score.push_back(dot * scale);
           best = std::max(best, score.back());
         }
         double total = 0;
-        double* o = out.data() + (static_cast<size_t>(t) * kHeads + h) * kHeadDim;
+        double* o = out.data() + (static_cast<size_t>(t) * heads_ + h) * head_dim_;
         for (size_t k = 0; k < keys.size(); ++k) {
           const double p = std::exp(score[k] - best);
           total += p;
-          for (int d = 0; d < kHeadDim; ++d) {
+          for (int d = 0; d < head_dim_; ++d) {
             o[d] += p * Value(r.item, keys[k].first, keys[k].second, 1, h / group, d);
           }
         }
-        for (int d = 0; d < kHeadDim; ++d) o[d] /= total;
+        for (int d = 0; d < head_dim_; ++d) o[d] /= total;
       }
     }
     return out;
@@ -100,12 +106,13 @@ class CpuPagedAttentionTest : public ::testing::TestWithParam<KvDtype> {
                             int threads) {
     ThreadPool pool(threads);
     CpuPagedAttention attention(kernels);
-    std::vector<float> out(plan_.rows.size() * kHeads * kHeadDim, NAN);
-    attention.Run(pool, plan_, splits, items_, *pool_, kLayer, qkv_.data(), kHeads, out.data());
+    std::vector<float> out(plan_.rows.size() * heads_ * head_dim_, NAN);
+    attention.Run(pool, plan_, splits, items_, *pool_, kLayer, qkv_.data(), heads_, out.data());
     return out;
   }
 
   Case case_;
+  int heads_ = 0, kv_heads_ = 0, head_dim_ = 0;  // case_.shape
   std::optional<KvPool>& pool_ = case_.pool;
   std::vector<SequenceState>& seqs_ = case_.seqs;
   std::vector<StepItem>& items_ = case_.items;
@@ -136,9 +143,14 @@ TEST_P(CpuPagedAttentionTest, EverySplitCountEqualsTheDirectSoftmax) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(KvDtypes, CpuPagedAttentionTest,
-                         ::testing::Values(KvDtype::kFp32, KvDtype::kBf16, KvDtype::kFp16),
-                         [](const auto& info) { return std::string(KvDtypeName(info.param)); });
+INSTANTIATE_TEST_SUITE_P(KvDtypesAndShapes, CpuPagedAttentionTest,
+                         ::testing::Combine(::testing::Values(KvDtype::kFp32, KvDtype::kBf16,
+                                                              KvDtype::kFp16),
+                                            ::testing::ValuesIn(Case::Shapes())),
+                         [](const auto& info) {
+                           return std::string(KvDtypeName(std::get<0>(info.param))) + "_" +
+                                  Case::Name(std::get<1>(info.param));
+                         });
 
 }  // namespace
 }  // namespace catserve::engine
