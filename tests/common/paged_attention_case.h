@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -28,6 +29,9 @@ namespace catserve::testing {
 struct PagedAttentionShape {
   int heads = 6, kv_heads = 2, head_dim = 48;
 };
+inline void PrintTo(const PagedAttentionShape& s, std::ostream* os) {
+  *os << s.heads << " heads over " << s.kv_heads << " kv heads of " << s.head_dim;
+}
 
 struct PagedAttentionCase {
   static constexpr int kLayers = 2, kLayer = 1, kPageEntries = 4, kPages = 256;
