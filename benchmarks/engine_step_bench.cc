@@ -3,7 +3,9 @@
 // ratio to chunk size 1, KV bytes per sequence, the step's time over the time its GEMMs alone take
 // with the same BLAS, the floor of that ratio (GEMMs plus the KV bytes read at the machine's read
 // bandwidth), and the decode attention's share of the step and the KV bytes it read per second
-// against the machine's read bandwidth measured right after the cell. Before the table it measures
+// against the machine's read bandwidth measured right after the cell, and against a plain read of
+// the cell's own pages in the attention's order ("pages GB/s": what any kernel over that page
+// layout could read at, at that moment). Before the table it measures
 // the machine's memory bandwidth (a 512 MiB memcpy, and all compute threads reading 512 MiB).
 //
 //   build/benchmarks/engine_step_bench [--contexts=512,2048,4096] [--batches=1,8,32]
@@ -177,6 +179,49 @@ class BandwidthProbe {
   std::vector<float> src_, dst_;
 };
 
+// The bandwidth the attention's own access pattern gets: all compute threads summing, as 32-bit
+// integers (no floating point to slow it), the K and V runs of every page every sequence holds,
+// layer by layer, one task per (sequence, kv head) as CpuPagedAttention splits the work: bytes
+// read per second. Unlike ReadGbs's contiguous buffer, this reads page-sized runs scattered over
+// the arena, which is what the attention must read.
+double PageReadGbs(ThreadPool& pool, KvPool& kv, const std::vector<SequenceState>& seqs) {
+  const KvGeometry& g = kv.geometry();
+  const size_t run = static_cast<size_t>(g.page_entries) * g.head_dim * g.bytes_per_value();
+  const int tasks = static_cast<int>(seqs.size()) * g.kv_heads;
+  std::vector<uint32_t> sums(tasks);
+  size_t bytes = 0;
+  for (const SequenceState& s : seqs) bytes += (s.pages.compressed.size() + s.pages.local.size());
+  bytes *= static_cast<size_t>(g.layers) * g.kv_heads * 2 * run;
+  const auto start = Clock::now();
+  for (int layer = 0; layer < g.layers; ++layer) {
+    pool.ParallelFor(tasks, [&](int begin, int end) {
+      for (int task = begin; task < end; ++task) {
+        const SequenceState& s = seqs[task / g.kv_heads];
+        const int kvh = task % g.kv_heads;
+        uint32_t acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (const std::vector<int32_t>* region : {&s.pages.compressed, &s.pages.local}) {
+          for (int32_t page : *region) {
+            for (int which = 0; which < 2; ++which) {
+              const std::byte* at =
+                  kv.page_data(page) +
+                  ((static_cast<size_t>(layer) * 2 + which) * g.kv_heads + kvh) * run;
+              const uint32_t* words = reinterpret_cast<const uint32_t*>(at);
+              for (size_t i = 0; i + 8 <= run / 4; i += 8) {
+                for (int k = 0; k < 8; ++k) acc[k] += words[i + k];
+              }
+            }
+          }
+        }
+        sums[task] += acc[0] ^ acc[7];
+      }
+    });
+  }
+  const double gbs = bytes / Seconds(Clock::now() - start) / 1e9;
+  volatile uint32_t keep = sums[0];  // keeps the reads
+  (void)keep;
+  return gbs;
+}
+
 struct Result {
   double tokens_per_s = 0;
   double step_ms = 0;
@@ -184,6 +229,7 @@ struct Result {
   double attention_share = 0;  // attention seconds / step seconds
   double attention_gbs = 0;    // KV bytes the attention read per second
   double read_gbs = 0;         // BandwidthProbe::ReadGbs right after the cell
+  double pages_gbs = 0;        // PageReadGbs over the cell's pages, right after it
   // The least step / GEMMs any attention could reach here: (GEMMs + the KV bytes the attention
   // must read, at read_gbs) / GEMMs, medians over the steps. Everything else a step does is left
   // out, so it is a floor.
@@ -269,6 +315,7 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o, Band
   r.attention_gbs = Median(rates);
   ThreadPool threads(engine.threads());
   r.read_gbs = probe.ReadGbs(threads);
+  r.pages_gbs = PageReadGbs(threads, *pool, seqs);
   const double gemms = Median(gemm_seconds);
   r.floor_ratio = (gemms + Median(kv_bytes) / (r.read_gbs * 1e9)) / gemms;
   for (SequenceState& q : seqs) pool->ReleaseAll(q.pages);
@@ -320,8 +367,8 @@ int Main(int argc, char** argv) {
   std::printf(
       "| KV | context | batch | chunk | tokens/s | step ms | ratio to chunk 1 | KV bytes/seq | "
       "step / GEMMs | floor of step / GEMMs | attention / step | attention GB/s | read GB/s "
-      "after | read / attention GB/s |\n"
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+      "after | read / attention GB/s | pages GB/s | pages / attention GB/s |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (KvDtype dtype : o.kv_dtypes) {
     CpuEngine engine(config, weights, {.threads = o.threads, .kv_dtype = dtype});
     for (int context : o.contexts) {
@@ -331,7 +378,8 @@ int Main(int argc, char** argv) {
           const Result r = Run(engine, context, batch, l, o, probe);
           if (r.skipped) {
             std::printf(
-                "| %s | %d | %d | %d | skipped: KV pool over %.0f GiB | | | %zu | | | | | | |\n",
+                "| %s | %d | %d | %d | skipped: KV pool over %.0f GiB | | | %zu | | | | | | | | "
+                "|\n",
                 KvDtypeName(dtype), context, batch, l, o.kv_cap_gb, r.kv_bytes_per_seq);
             std::fflush(stdout);
             continue;
@@ -341,10 +389,10 @@ int Main(int argc, char** argv) {
           if (base > 0) std::snprintf(ratio, sizeof ratio, "%.2fx", r.tokens_per_s / base);
           std::printf(
               "| %s | %d | %d | %d | %.1f | %.2f | %s | %zu | %.2f | %.2f | %.2f | %.1f | %.1f | "
-              "%.2f |\n",
+              "%.2f | %.1f | %.2f |\n",
               KvDtypeName(dtype), context, batch, l, r.tokens_per_s, r.step_ms, ratio,
               r.kv_bytes_per_seq, r.gemm_ratio, r.floor_ratio, r.attention_share, r.attention_gbs,
-              r.read_gbs, r.read_gbs / r.attention_gbs);
+              r.read_gbs, r.read_gbs / r.attention_gbs, r.pages_gbs, r.pages_gbs / r.attention_gbs);
           std::fflush(stdout);
         }
       }
