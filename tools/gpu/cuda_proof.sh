@@ -51,20 +51,20 @@ case "$part" in
     step cuda_tests 180 cuda_tests --gtest_color=no
     grep -q '^\[  SKIPPED \]' "$logs/cuda_tests.log" && { echo "cuda_tests skipped tests"; failed=1; }
     step memcheck 150 $(cs memcheck \
-      '*Incremental*:*Pool*:*LoadsThroughEngineLoad*:*DeviceSampler*Greedy*:*DeviceSampler*Seeded*:SplitKv*')
-    step racecheck 120 $(cs racecheck '*Incremental*Gqa*:*DeviceSampler*Seeded*:SplitKv*')
+      '*Incremental*:*Pool*:*LoadsThroughEngineLoad*:*DeviceSampler*Greedy*:*DeviceSampler*Seeded*:*SplitKv*')
+    step racecheck 120 $(cs racecheck '*Incremental*Gqa*:*DeviceSampler*Seeded*:*SplitKv*')
     # initcheck only where cuBLAS writes nothing: on an H200 it reports every read of a buffer a
     # cublasGemmEx wrote (tools/gpu/initcheck_cublas_probe.cu shows it on one GEMM), so the
     # engine tests drown in such reports (102541 on *Incremental*Mha*, all of them reads of GEMM
     # outputs).
-    step initcheck 100 $(cs initcheck 'SplitKv*:*Pool*')
+    step initcheck 100 $(cs initcheck '*SplitKv*:*Pool*')
     step synccheck 100 $(cs synccheck '*Incremental*Mha*')
     ;;
   quick)
     step cuda_tests 170 cuda_tests --gtest_color=no
     grep -q '^\[  SKIPPED \]' "$logs/cuda_tests.log" && { echo "cuda_tests skipped tests"; failed=1; }
-    step memcheck 90 $(cs memcheck 'SplitKv*:*Incremental*Mha*')
-    step racecheck 60 $(cs racecheck 'SplitKv*')
+    step memcheck 90 $(cs memcheck '*SplitKv*:*Incremental*Mha*')
+    step racecheck 90 $(cs racecheck '*SplitKv*')
     step cuda_step_bench 60 cuda_step_bench --contexts=4096 --batches=1,64,256 --chunks=1,16 \
       --prefill=4096 --cycles=1
     bin=$(cat "$here/server_bin_path")
