@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "engine/attention_kernels.h"
 
 namespace catserve::engine {
 
@@ -41,30 +42,92 @@ void ApplyRepetitionPenalty(absl::Span<float> logits, absl::Span<const int32_t> 
   }
 }
 
+namespace {
+
+// The order of the support: descending probability, ties by ascending id. A function object, so
+// that the sorts inline it (through a function pointer every comparison is a call).
+struct ByProb {
+  bool operator()(const Candidate& a, const Candidate& b) const {
+    return a.prob > b.prob || (a.prob == b.prob && a.token < b.token);
+  }
+};
+
+// Puts the n first candidates in ByProb order at the front of c, sorted (the rest after them in
+// no order). A heap of n rejects most of a vocabulary with one comparison each, far cheaper than
+// sorting it; past an eighth of it a full sort is quicker.
+void SortPrefix(std::vector<Candidate>& c, size_t n) {
+  if (n >= c.size() / 8) {
+    std::sort(c.begin(), c.end(), ByProb());
+  } else {
+    std::partial_sort(c.begin(), c.begin() + n, c.end(), ByProb());
+  }
+}
+
+// The largest of x (-inf when empty), over eight lanes so that the compiler vectorises it (one
+// running maximum would be one dependency chain through every element).
+float Max(absl::Span<const float> x) {
+  float lanes[8];
+  std::fill(lanes, lanes + 8, -INFINITY);
+  size_t i = 0;
+  for (; i + 8 <= x.size(); i += 8) {
+    for (int k = 0; k < 8; ++k) lanes[k] = x[i + k] > lanes[k] ? x[i + k] : lanes[k];
+  }
+  for (; i < x.size(); ++i) lanes[0] = x[i] > lanes[0] ? x[i] : lanes[0];
+  return *std::max_element(lanes, lanes + 8);
+}
+
+// c[i].prob = exp(c[i].prob - max) / (the sum of them, in c's order), with the AVX2 set's vector
+// exp (within 2 ulp of expf) where the CPU has it: a softmax over a whole vocabulary is otherwise
+// mostly calls to expf.
+// Returns the largest probability (1 / the sum: the largest weight is exp(0)).
+float SoftmaxInPlace(std::vector<Candidate>& c) {
+  std::vector<float> w(c.size());
+  for (size_t i = 0; i < c.size(); ++i) w[i] = c[i].prob;
+  const float mx = Max(w);
+  BestAttentionKernels().exp_sum(w.data(), static_cast<int>(w.size()), mx);
+  double sum = 0;
+  for (const float x : w) sum += x;
+  for (size_t i = 0; i < c.size(); ++i) c[i].prob = static_cast<float>(w[i] / sum);
+  return static_cast<float>(1.0 / sum);
+}
+
+}  // namespace
+
 std::vector<Candidate> SamplingSupport(absl::Span<const float> logits,
                                        const SamplingParams& params) {
   const int V = static_cast<int>(logits.size());
   std::vector<Candidate> c(V);
   for (int i = 0; i < V; ++i) c[i] = {i, logits[i] / params.temperature};
-  auto by_prob = [](const Candidate& a, const Candidate& b) {
-    return a.prob > b.prob || (a.prob == b.prob && a.token < b.token);
-  };
-  int keep = V;
-  if (params.top_k > 0 && params.top_k < V) {
-    keep = params.top_k;
-    std::partial_sort(c.begin(), c.begin() + keep, c.end(), by_prob);
-    c.resize(keep);
-  } else {
-    std::sort(c.begin(), c.end(), by_prob);
+  const bool top_k = params.top_k > 0 && params.top_k < V;
+  const bool prefix_cut = params.top_p < 1.0f || params.min_p > 0.0f;
+  if (top_k) {
+    std::partial_sort(c.begin(), c.begin() + params.top_k, c.end(), ByProb());
+    c.resize(params.top_k);
+  } else if (!prefix_cut) {
+    std::sort(c.begin(), c.end(), ByProb());  // the whole vocabulary is the support
   }
-  // Softmax over what is left (c[0] holds the largest logit).
-  const float mx = c[0].prob;
-  double sum = 0;
-  for (Candidate& x : c) {
-    x.prob = std::exp(x.prob - mx);
-    sum += x.prob;
+  const float best = SoftmaxInPlace(c);
+  if (prefix_cut && !top_k) {
+    // top_p and min_p keep a prefix of the sorted candidates: sort the first 64 (enough for a
+    // peaked distribution), and all of them when the cut falls past those, or must (64 tokens
+    // of at most `best` each cannot reach top_p).
+    const size_t first = params.top_p < 1.0f && 64 * best < params.top_p ? c.size() : 64;
+    for (size_t sorted = first;; sorted = c.size()) {
+      SortPrefix(c, sorted);
+      if (sorted >= c.size()) break;
+      // top_p's cut (and min_p's, which only shortens it) falls inside the sorted prefix when
+      // the prefix's mass reaches top_p; min_p's alone when the prefix's last falls below it.
+      bool inside;
+      if (params.top_p < 1.0f) {
+        double mass = 0;
+        for (size_t n = 0; n < sorted && mass < params.top_p; ++n) mass += c[n].prob;
+        inside = mass >= params.top_p;
+      } else {
+        inside = c[sorted - 1].prob < params.min_p * c[0].prob;
+      }
+      if (inside) break;
+    }
   }
-  for (Candidate& x : c) x.prob = static_cast<float>(x.prob / sum);
   if (params.top_p < 1.0f) {
     // Keep the smallest prefix whose mass reaches top_p.
     double mass = 0;
@@ -93,9 +156,32 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> cont
   if (params_.temperature == 0.0f) {
     return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }
-  const std::vector<Candidate> support = SamplingSupport(logits, params_);
   // A uniform double in [0, 1) from the top 53 bits, fixed by the standard generator's output.
   const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+  const int V = static_cast<int>(logits.size());
+  if ((params_.top_k == 0 || params_.top_k >= V) && params_.top_p >= 1.0f &&
+      params_.min_p <= 0.0f) {
+    // The whole vocabulary is the support: draw in id order (the same distribution as in the
+    // support's order, without sorting it).
+    weights_.resize(V);
+    for (int i = 0; i < V; ++i) weights_[i] = logits[i] / params_.temperature;
+    const float mx = Max(weights_);
+    // The vector exp, as in SoftmaxInPlace.
+    BestAttentionKernels().exp_sum(weights_.data(), V, mx);
+    double sum = 0;
+    for (const float w : weights_) sum += w;
+    const double target = u * sum;
+    double acc = 0;
+    int32_t last = 0;
+    for (int i = 0; i < V; ++i) {
+      if (weights_[i] == 0.0f) continue;
+      acc += weights_[i];
+      last = i;
+      if (target < acc) return i;
+    }
+    return last;
+  }
+  const std::vector<Candidate> support = SamplingSupport(logits, params_);
   double acc = 0;
   for (const Candidate& c : support) {
     acc += c.prob;

@@ -1,7 +1,10 @@
 #include "engine/sampler.h"
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 #include <set>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -115,6 +118,69 @@ TEST(SamplerTest, GreedyTakesArgmaxAndPenaltyDemotesSeenTokens) {
   const std::vector<int32_t> first = {0};
   ApplyRepetitionPenalty(absl::MakeSpan(neg), first, 2.0f);
   EXPECT_FLOAT_EQ(neg[0], -2.0f);
+}
+
+// The support by its definition over a whole sorted vocabulary: softmax (summed in id order),
+// sorted by probability then id, cut by top_p then min_p, renormalised.
+std::vector<Candidate> FullSortSupport(const std::vector<float>& logits, const SamplingParams& p) {
+  std::vector<Candidate> c;
+  float mx = -INFINITY;
+  for (float l : logits) mx = std::max(mx, l / p.temperature);
+  double sum = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const float e = std::exp(logits[i] / p.temperature - mx);
+    c.push_back({static_cast<int32_t>(i), e});
+    sum += e;
+  }
+  for (Candidate& x : c) x.prob = static_cast<float>(x.prob / sum);
+  std::sort(c.begin(), c.end(), [](const Candidate& a, const Candidate& b) {
+    return a.prob > b.prob || (a.prob == b.prob && a.token < b.token);
+  });
+  double mass = 0;
+  size_t n = 0;
+  while (n < c.size()) {
+    mass += c[n++].prob;
+    if (mass >= p.top_p) break;
+  }
+  c.resize(n);
+  const float floor = p.min_p * c[0].prob;
+  n = 1;
+  while (n < c.size() && c[n].prob >= floor) ++n;
+  c.resize(n);
+  double total = 0;
+  for (const Candidate& x : c) total += x.prob;
+  for (Candidate& x : c) x.prob = static_cast<float>(x.prob / total);
+  return c;
+}
+
+TEST(SamplerTest, TopPAndMinPCutsPastTheFirstSortedPrefixEqualTheFullSort) {
+  // 3000 tokens of near-flat logits (with ties): top_p and min_p keep hundreds to thousands of
+  // candidates, so SamplingSupport sorts longer and longer prefixes before the cut falls inside.
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 0.7f);
+  std::vector<float> logits(3000);
+  for (float& l : logits) l = std::round(normal(rng) * 64) / 64;
+  std::set<size_t> sizes;
+  for (const SamplingParams& p : std::vector<SamplingParams>{{.top_p = 0.05f},
+                                                             {.top_p = 0.5f},
+                                                             {.top_p = 0.99f},
+                                                             {.temperature = 0.5f, .top_p = 0.9f},
+                                                             {.min_p = 0.9f},
+                                                             {.min_p = 0.3f},
+                                                             {.top_p = 0.7f, .min_p = 0.4f}}) {
+    const std::vector<Candidate> got = SamplingSupport(logits, p),
+                                 want = FullSortSupport(logits, p);
+    ASSERT_EQ(got.size(), want.size()) << "top_p " << p.top_p << " min_p " << p.min_p;
+    sizes.insert(got.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_EQ(got[i].token, want[i].token) << i;
+      ASSERT_NEAR(got[i].prob, want[i].prob, 1e-6 * want[i].prob) << i;
+    }
+  }
+  // Cuts inside the first sorted prefix (64), inside a longer one, and past 512.
+  EXPECT_LE(*sizes.begin(), 64u);
+  EXPECT_GT(*sizes.rbegin(), 512u);
+  EXPECT_TRUE(std::any_of(sizes.begin(), sizes.end(), [](size_t n) { return n > 64 && n <= 512; }));
 }
 
 TEST(SamplerTest, ValidationNamesTheField) {
