@@ -154,7 +154,13 @@ std::vector<Candidate> SamplingSupport(absl::Span<const float> logits,
 int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> context) {
   ApplyRepetitionPenalty(logits, context, params_.repetition_penalty);
   if (params_.temperature == 0.0f) {
-    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    // The first largest logit (std::max_element's answer where no logit is NaN), in two passes
+    // the compiler vectorises.
+    const float best = Max(logits);
+    for (size_t i = 0; i < logits.size(); ++i) {
+      if (logits[i] == best) return static_cast<int32_t>(i);
+    }
+    return 0;
   }
   // A uniform double in [0, 1) from the top 53 bits, fixed by the standard generator's output.
   const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53;

@@ -103,6 +103,23 @@ TEST(SamplerTest, SampledFrequenciesFollowTheDistribution) {
   }
 }
 
+TEST(SamplerTest, GreedyTakesTheFirstLargestOfALongRow) {
+  // Rows of 32003 (not a multiple of the eight lanes) with the largest value twice, at every
+  // kind of position: the answer is std::max_element's, the first of them.
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> uniform(-10.0f, 10.0f);
+  for (auto [a, b] :
+       std::vector<std::pair<int, int>>{{0, 5}, {7, 8}, {100, 32002}, {32001, 32002}}) {
+    std::vector<float> l(32003);
+    for (float& x : l) x = uniform(rng);
+    l[a] = l[b] = 11.0f;
+    const int32_t want = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+    Sampler s({.temperature = 0.0f});
+    EXPECT_EQ(s.Sample(absl::MakeSpan(l), {}), want);
+    EXPECT_EQ(want, a);
+  }
+}
+
 TEST(SamplerTest, GreedyTakesArgmaxAndPenaltyDemotesSeenTokens) {
   SamplingParams p;
   p.temperature = 0;
