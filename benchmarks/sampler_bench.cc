@@ -42,6 +42,7 @@ void Run(benchmark::State& state, SamplingParams params, bool peaked) {
 
 void BM_Greedy(benchmark::State& s) { Run(s, {.temperature = 0.0f}, false); }
 void BM_Temperature(benchmark::State& s) { Run(s, {.temperature = 0.8f}, false); }
+void BM_TemperaturePeaked(benchmark::State& s) { Run(s, {.temperature = 0.8f}, true); }
 void BM_TopP(benchmark::State& s) { Run(s, {.temperature = 0.8f, .top_p = 0.95f}, false); }
 void BM_TopPPeaked(benchmark::State& s) { Run(s, {.temperature = 0.8f, .top_p = 0.95f}, true); }
 void BM_MinP(benchmark::State& s) { Run(s, {.temperature = 0.8f, .min_p = 0.05f}, false); }
@@ -50,6 +51,7 @@ void BM_TopKPenalty(benchmark::State& s) {
 }
 BENCHMARK(BM_Greedy)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Temperature)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_TemperaturePeaked)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_TopP)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_TopPPeaked)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_MinP)->Unit(benchmark::kMicrosecond);

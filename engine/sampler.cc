@@ -167,25 +167,24 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> cont
   const int V = static_cast<int>(logits.size());
   if ((params_.top_k == 0 || params_.top_k >= V) && params_.top_p >= 1.0f &&
       params_.min_p <= 0.0f) {
-    // The whole vocabulary is the support: draw in id order (the same distribution as in the
-    // support's order, without sorting it).
-    weights_.resize(V);
-    for (int i = 0; i < V; ++i) weights_[i] = logits[i] / params_.temperature;
-    const float mx = Max(weights_);
-    // The vector exp, as in SoftmaxInPlace.
-    BestAttentionKernels().exp_sum(weights_.data(), V, mx);
-    double sum = 0;
-    for (const float w : weights_) sum += w;
-    const double target = u * sum;
+    // The whole vocabulary is the support: walk it in its order (most likely first), sorting the
+    // 64 most likely and the rest only when the draw falls past them.
+    std::vector<Candidate>& c = scratch_;
+    c.resize(V);
+    for (int i = 0; i < V; ++i) c[i] = {i, logits[i] / params_.temperature};
+    SoftmaxInPlace(c);
     double acc = 0;
-    int32_t last = 0;
-    for (int i = 0; i < V; ++i) {
-      if (weights_[i] == 0.0f) continue;
-      acc += weights_[i];
-      last = i;
-      if (target < acc) return i;
+    size_t n = 0;
+    for (size_t sorted = 64;; sorted = c.size()) {
+      // A longer prefix keeps the shorter one in place: the order is total.
+      SortPrefix(c, sorted);
+      for (; n < std::min(sorted, c.size()); ++n) {
+        acc += c[n].prob;
+        if (u < acc) return c[n].token;
+      }
+      if (sorted >= c.size()) break;
     }
-    return last;
+    return c.back().token;
   }
   const std::vector<Candidate> support = SamplingSupport(logits, params_);
   double acc = 0;

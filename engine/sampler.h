@@ -38,9 +38,9 @@ std::vector<Candidate> SamplingSupport(absl::Span<const float> logits,
                                        const SamplingParams& params);
 
 // Draws tokens for one sequence. Same seed and same logits give the same tokens on any machine:
-// the generator is std::mt19937_64, whose output the C++ standard fixes. With no cut-off (top_k,
-// top_p and min_p off) the draw walks the vocabulary in id order; with one, the support's order.
-// Either way no step sorts the whole vocabulary.
+// the generator is std::mt19937_64, whose output the C++ standard fixes. The draw walks the
+// support in its order (most likely first); it sorts the whole vocabulary only when a cut-off or
+// the draw falls past its 64 most likely tokens.
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
@@ -52,7 +52,7 @@ class Sampler {
  private:
   SamplingParams params_;
   std::mt19937_64 rng_;
-  std::vector<float> weights_;  // scratch: the softmax weights of a draw over the whole vocabulary
+  std::vector<Candidate> scratch_;  // the candidates of a draw over the whole vocabulary
 };
 
 }  // namespace catserve::engine
