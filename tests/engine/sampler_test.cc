@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <random>
 #include <set>
 #include <vector>
@@ -153,21 +154,21 @@ std::vector<Candidate> FullSortSupport(const std::vector<float>& logits, const S
   std::sort(c.begin(), c.end(), [](const Candidate& a, const Candidate& b) {
     return a.prob > b.prob || (a.prob == b.prob && a.token < b.token);
   });
-  double mass = 0;
-  size_t n = 0;
-  while (n < c.size()) {
-    mass += c[n++].prob;
-    if (mass >= p.top_p) break;
-  }
-  c.resize(n);
-  const float floor = p.min_p * c[0].prob;
-  n = 1;
-  while (n < c.size() && c[n].prob >= floor) ++n;
-  c.resize(n);
-  double total = 0;
-  for (const Candidate& x : c) total += x.prob;
-  for (Candidate& x : c) x.prob = static_cast<float>(x.prob / total);
-  return c;
+  // top_p: the first prefix whose running mass reaches it (all of them when none does).
+  std::vector<double> mass(c.size());
+  double running = 0;
+  for (size_t i = 0; i < c.size(); ++i) mass[i] = running += c[i].prob;
+  const auto reach = std::find_if(mass.begin(), mass.end(), [&](double m) { return m >= p.top_p; });
+  c.resize(reach == mass.end() ? c.size() : reach - mass.begin() + 1);
+  // min_p: the candidates at least min_p of the best (a prefix, being sorted), the best always.
+  const auto kept = std::count_if(
+      c.begin(), c.end(), [&](const Candidate& x) { return x.prob >= p.min_p * c[0].prob; });
+  c.resize(std::max<size_t>(1, kept));
+  const double total = std::accumulate(c.begin(), c.end(), 0.0,
+                                       [](double t, const Candidate& x) { return t + x.prob; });
+  std::vector<Candidate> out;
+  for (const Candidate& x : c) out.push_back({x.token, static_cast<float>(x.prob / total)});
+  return out;
 }
 
 TEST(SamplerTest, TopPAndMinPCutsPastTheFirstSortedPrefixEqualTheFullSort) {
