@@ -16,12 +16,12 @@
 #include <cstdlib>
 #include <vector>
 
-#define CHECK(expr)                                                   \
-  do {                                                                \
-    if (auto _e = (expr); _e != 0) {                                  \
+#define CHECK(expr)                                                         \
+  do {                                                                      \
+    if (auto _e = (expr); _e != 0) {                                        \
       std::fprintf(stderr, "%s failed: %d\n", #expr, static_cast<int>(_e)); \
-      std::exit(1);                                                   \
-    }                                                                 \
+      std::exit(1);                                                         \
+    }                                                                       \
   } while (false)
 
 __global__ void Fill(float* out, int n) {
@@ -32,7 +32,8 @@ __global__ void Fill(float* out, int n) {
 
 __global__ void Sum(const float* in, int n, float* total) {
   float s = 0;
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) s += in[i];
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    s += in[i];
   atomicAdd(total, s);
 }
 
