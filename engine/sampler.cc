@@ -52,15 +52,17 @@ struct ByProb {
   }
 };
 
-// Puts the n first candidates in ByProb order at the front of c, sorted (the rest after them in
-// no order). A heap of n rejects most of a vocabulary with one comparison each, far cheaper than
-// sorting it; past an eighth of it a full sort is quicker.
-void SortPrefix(std::vector<Candidate>& c, size_t n) {
+// Puts at least the n first candidates in ByProb order at the front of c, sorted (the rest after
+// them in no order), and returns how many are sorted: n, or all of c. A heap of n rejects most of
+// a vocabulary with one comparison each, far cheaper than sorting it; past an eighth of it a full
+// sort is quicker.
+size_t SortPrefix(std::vector<Candidate>& c, size_t n) {
   if (n >= c.size() / 8) {
     std::sort(c.begin(), c.end(), ByProb());
-  } else {
-    std::partial_sort(c.begin(), c.begin() + n, c.end(), ByProb());
+    return c.size();
   }
+  std::partial_sort(c.begin(), c.begin() + n, c.end(), ByProb());
+  return n;
 }
 
 // The largest of x (-inf when empty), over eight lanes so that the compiler vectorises it (one
@@ -112,9 +114,9 @@ std::vector<Candidate> SamplingSupport(absl::Span<const float> logits,
     // peaked distribution), and all of them when the cut falls past those, or must (64 tokens
     // of at most `best` each cannot reach top_p).
     const size_t first = params.top_p < 1.0f && 64 * best < params.top_p ? c.size() : 64;
-    for (size_t sorted = first;; sorted = c.size()) {
-      SortPrefix(c, sorted);
-      if (sorted >= c.size()) break;
+    for (size_t want = first;; want = c.size()) {
+      const size_t sorted = SortPrefix(c, want);
+      if (sorted == c.size()) break;
       // top_p's cut (and min_p's, which only shortens it) falls inside the sorted prefix when
       // the prefix's mass reaches top_p; min_p's alone when the prefix's last falls below it.
       bool inside;
@@ -175,14 +177,14 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> cont
     SoftmaxInPlace(c);
     double acc = 0;
     size_t n = 0;
-    for (size_t sorted = 64;; sorted = c.size()) {
+    for (size_t want = 64;; want = c.size()) {
       // A longer prefix keeps the shorter one in place: the order is total.
-      SortPrefix(c, sorted);
-      for (; n < std::min(sorted, c.size()); ++n) {
+      const size_t sorted = SortPrefix(c, want);
+      for (; n < sorted; ++n) {
         acc += c[n].prob;
         if (u < acc) return c[n].token;
       }
-      if (sorted >= c.size()) break;
+      if (sorted == c.size()) break;
     }
     return c.back().token;
   }
