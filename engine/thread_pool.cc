@@ -10,11 +10,6 @@
 namespace catserve::engine {
 namespace {
 
-// How long a worker polls for the next loop after finishing one before it sleeps: the engine
-// issues its loops back to back (a layer is a dozen of them), and waking a sleeping thread costs
-// tens of microseconds, as much as a small model's whole loop.
-constexpr std::chrono::microseconds kPollFor(100);
-
 inline void CpuRelax() {
 #if defined(__x86_64__)
   _mm_pause();
@@ -25,7 +20,7 @@ inline void CpuRelax() {
 
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads, std::chrono::microseconds poll_for) : poll_for_(poll_for) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
@@ -80,7 +75,7 @@ void ThreadPool::WorkerLoop(int) {
   while (true) {
     // Poll without the lock for a new loop first; Await below decides whether there is work,
     // so polling only saves the sleep.
-    const auto poll_until = std::chrono::steady_clock::now() + kPollFor;
+    const auto poll_until = std::chrono::steady_clock::now() + poll_for_;
     while (published_.load(std::memory_order_acquire) == polled &&
            std::chrono::steady_clock::now() < poll_until) {
       for (int i = 0; i < 64; ++i) CpuRelax();

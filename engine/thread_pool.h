@@ -2,6 +2,7 @@
 #define CATSERVE_ENGINE_THREAD_POOL_H_
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <thread>
 #include <vector>
@@ -12,12 +13,17 @@ namespace catserve::engine {
 
 // A fixed set of compute threads that run one data-parallel loop at a time. The calling thread
 // takes part, so a pool of size 1 runs everything inline. A worker that finishes a loop polls for
-// the next one for a short while (100 us) before it sleeps. ParallelFor is not reentrant and must
-// be called from one thread at a time (the engine's step thread).
+// the next one for a while (`poll_for`, 100 us by default) before it sleeps. ParallelFor is not
+// reentrant and must be called from one thread at a time (the engine's step thread).
 class ThreadPool {
  public:
-  // `threads` <= 0 means one per hardware thread.
-  explicit ThreadPool(int threads);
+  // The engine issues its loops back to back (a layer is a dozen of them), and waking a sleeping
+  // thread costs tens of microseconds, as much as a small model's whole loop.
+  static constexpr std::chrono::microseconds kEnginePoll{100};
+
+  // `threads` <= 0 means one per hardware thread. A pool whose loops come seldom (once per step)
+  // polls for 0 us, so that its idle workers leave the cores to the engine's.
+  explicit ThreadPool(int threads, std::chrono::microseconds poll_for = kEnginePoll);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -30,6 +36,7 @@ class ThreadPool {
  private:
   void WorkerLoop(int index);
 
+  const std::chrono::microseconds poll_for_;
   std::vector<std::thread> workers_;
   absl::Mutex mu_;
   const std::function<void(int, int)>* job_ ABSL_GUARDED_BY(mu_) = nullptr;

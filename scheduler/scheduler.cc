@@ -1,6 +1,7 @@
 #include "scheduler/scheduler.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <utility>
 
@@ -77,9 +78,11 @@ struct Scheduler::Outbox {
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
     engine::Engine* engine, const SchedulerOptions& options,
     std::unique_ptr<AdmissionPolicy> policy, SchedulerObserver* observer) {
-  if (options.max_queued < 1 || options.max_running < 1 || options.max_tokens_per_step < 1) {
+  if (options.max_queued < 1 || options.max_running < 1 || options.max_tokens_per_step < 1 ||
+      options.sampling_threads < 1) {
     return absl::InvalidArgumentError(
-        "max_queued, max_running and max_tokens_per_step must each be at least 1");
+        "max_queued, max_running, max_tokens_per_step and sampling_threads must each be at least "
+        "1");
   }
   absl::StatusOr<KvCacheManager> kv =
       KvCacheManager::Create(*engine, options.kv_pool_pages, options.kv_page_entries);
@@ -99,6 +102,12 @@ Scheduler::Scheduler(engine::Engine* engine, KvCacheManager kv_cache,
       kv_cache_(std::move(kv_cache)) {
   kv_ = kv_cache_.Snapshot();
   logits_.resize(static_cast<size_t>(options_.max_running) * engine_->config().vocab_size);
+  if (options_.sampling_threads > 1) {
+    // It runs one loop per step, between engine steps: its workers sleep at once rather than poll,
+    // leaving the cores to the engine's compute threads.
+    sampling_pool_ = std::make_unique<engine::ThreadPool>(options_.sampling_threads,
+                                                          std::chrono::microseconds(0));
+  }
   deliver_thread_ = std::thread([this] { DeliverLoop(); });
   thread_ = std::thread([this] { Loop(); });
 }
@@ -443,27 +452,53 @@ bool Scheduler::Schedule(Plan& plan, Outbox& out) {
   return true;
 }
 
+void Scheduler::SampleRows(const Plan& plan, std::vector<GeneratedToken>& tokens) {
+  const int V = engine_->config().vocab_size;
+  tokens.assign(plan.items.size(), {});
+  // Each row touches only its own logits, its sequence's sampler and its token history, so rows
+  // run in any order on any thread and give what they give on one.
+  const auto sample = [&](int begin, int end) {
+    for (int i = begin; i < end; ++i) {
+      if (!plan.items[i].want_logits) continue;
+      Sequence& q = *plan.owners[i];
+      absl::Span<float> row(logits_.data() + static_cast<size_t>(i) * V, V);
+      GeneratedToken& token = tokens[i];
+      if (q.request.want_logprobs) {
+        const float mx = *std::max_element(row.begin(), row.end());
+        double sum = 0;
+        for (float v : row) sum += std::exp(static_cast<double>(v - mx));
+        const float lse = mx + static_cast<float>(std::log(sum));
+        std::vector<float> raw(row.begin(), row.end());
+        token.id = q.sampler.Sample(row, q.state.tokens);
+        token.logprob = raw[token.id] - lse;
+      } else {
+        token.id = q.sampler.Sample(row, q.state.tokens);
+      }
+    }
+  };
+  // Waking the pool costs tens of microseconds: worth it from about two greedy rows of a 32000
+  // vocabulary per thread.
+  constexpr size_t kLogitsWorthSharing = size_t{1} << 16;
+  const int n = static_cast<int>(plan.items.size());
+  size_t wanted = 0;
+  for (const engine::StepItem& item : plan.items) wanted += item.want_logits ? V : 0;
+  if (sampling_pool_ != nullptr && wanted >= kLogitsWorthSharing) {
+    sampling_pool_->ParallelFor(n, sample);
+  } else {
+    sample(0, n);
+  }
+}
+
 void Scheduler::Postprocess(Plan& plan, const absl::Status& status, Outbox& out, StepReport& report,
                             SchedulerSnapshot& after) {
-  const int V = engine_->config().vocab_size;
+  std::vector<GeneratedToken> tokens;
+  if (status.ok()) SampleRows(plan, tokens);
   std::vector<std::pair<Sequence*, FinishReason>> finished;
   for (size_t i = 0; i < plan.items.size(); ++i) {
     Sequence& q = *plan.owners[i];
     kv_cache_.Trim(q.state);
     if (!status.ok() || !plan.items[i].want_logits) continue;
-    absl::Span<float> row(logits_.data() + i * V, V);
-    GeneratedToken token;
-    if (q.request.want_logprobs) {
-      const float mx = *std::max_element(row.begin(), row.end());
-      double sum = 0;
-      for (float v : row) sum += std::exp(static_cast<double>(v - mx));
-      const float lse = mx + static_cast<float>(std::log(sum));
-      std::vector<float> raw(row.begin(), row.end());
-      token.id = q.sampler.Sample(row, q.state.tokens);
-      token.logprob = raw[token.id] - lse;
-    } else {
-      token.id = q.sampler.Sample(row, q.state.tokens);
-    }
+    const GeneratedToken& token = tokens[i];
     q.state.tokens.push_back(token.id);
     ++q.generated;
     out.events.push_back({q.sink, Outbox::Event::kToken, token, {}});

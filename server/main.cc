@@ -22,6 +22,8 @@ ABSL_FLAG(std::string, http_listen, "0.0.0.0:8000",
           "HTTP address HOST:PORT of /metrics, /healthz, /readyz (port 0: any free port)");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(int, threads, 0, "Compute threads; 0 = one per core");
+ABSL_FLAG(int, sampling_threads, 0,
+          "Host threads that sample a step's rows between engine steps; 0 = one per core");
 ABSL_FLAG(int, kv_pool_mb, 512, "Size of the compressed-KV pool in MiB");
 ABSL_FLAG(double, gpu_memory_fraction, 0,
           "--device=cuda: size the KV pool to this share (0, 1] of the GPU memory free after the "
@@ -81,6 +83,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.http_listen = absl::GetFlag(FLAGS_http_listen);
   o.device = absl::GetFlag(FLAGS_device);
   o.threads = absl::GetFlag(FLAGS_threads);
+  o.sampling_threads = absl::GetFlag(FLAGS_sampling_threads);
   o.kv_pool_mb = absl::GetFlag(FLAGS_kv_pool_mb);
   o.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
   absl::StatusOr<engine::KvDtype> kv_dtype = ParseKvDtypeFlag(absl::GetFlag(FLAGS_kv_dtype));

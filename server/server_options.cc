@@ -85,6 +85,7 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
   }
   for (auto [flag, value, minimum] : std::vector<std::tuple<absl::string_view, int, int>>{
            {"threads", o.threads, 0},
+           {"sampling_threads", o.sampling_threads, 0},
            {"kv_pool_mb", o.kv_pool_mb, 1},
            {"kv_page_entries", o.kv_page_entries, 1},
            {"default_chunk_size", o.default_chunk_size, 1},

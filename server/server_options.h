@@ -19,10 +19,11 @@ namespace catserve::server {
 
 struct ServerOptions {
   std::string model_dir = "models/cat-small-en";
-  std::string listen = "0.0.0.0:50051";               // gRPC
-  std::string http_listen = "0.0.0.0:8000";           // /metrics /healthz /readyz
-  std::string device = "cpu";                         // "cpu" or "cuda"
-  int threads = 0;                                    // compute threads; 0 = one per core
+  std::string listen = "0.0.0.0:50051";      // gRPC
+  std::string http_listen = "0.0.0.0:8000";  // /metrics /healthz /readyz
+  std::string device = "cpu";                // "cpu" or "cuda"
+  int threads = 0;                           // compute threads; 0 = one per core
+  int sampling_threads = 0;  // host threads sampling a step's rows; 0 = one per core
   engine::KvDtype kv_dtype = engine::KvDtype::kBf16;  // KV storage (--kv_dtype); cuda: bf16 only
   int kv_pool_mb = 512;
   double gpu_memory_fraction =

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -124,6 +125,10 @@ absl::Status ServingDaemon::Init() {
   scheduler_options.max_tokens_per_step = options_.max_tokens_per_step;
   scheduler_options.kv_pool_pages = static_cast<int>(pages);
   scheduler_options.kv_page_entries = options_.kv_page_entries;
+  scheduler_options.sampling_threads =
+      options_.sampling_threads > 0
+          ? options_.sampling_threads
+          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   absl::StatusOr<std::unique_ptr<scheduler::AdmissionPolicy>> policy =
       scheduler::MakeAdmissionPolicy(options_.pressure_policy);
   if (!policy.ok()) return policy.status();
@@ -195,10 +200,10 @@ absl::Status ServingDaemon::Init() {
       absl::StrJoin(config.chunk_sizes(), ","), options_.default_chunk_size,
       FormatTiers(options_.tiers), options_.pressure_policy);
   Log("kv pool: %d pages x %d entries x %d bytes = %.1f MiB (%d bytes per entry); backend %s, "
-      "%d compute threads",
+      "%d compute threads, %d sampling threads",
       pages, options_.kv_page_entries, geometry.page_bytes() / options_.kv_page_entries,
       static_cast<double>(pages * geometry.page_bytes()) / (1 << 20), geometry.entry_bytes(),
-      options_.device, engine_->threads());
+      options_.device, engine_->threads(), scheduler_options.sampling_threads);
   if (options_.device == "cuda") {
     Log("device cuda: %s; weights %.1f MiB; kv pool %.1f MiB; %.1f of %.1f MiB were free before "
         "the pool",

@@ -16,6 +16,7 @@ class CollectingSink : public GenerationSink {
   void OnAdmitted() override { ++admitted; }
   void OnToken(const GeneratedToken& t) override {
     tokens.push_back(t.id);
+    logprobs.push_back(t.logprob);
     if (on_token) on_token(static_cast<int>(tokens.size()));
   }
   void OnFinish(const FinishInfo& f) override {
@@ -29,6 +30,7 @@ class CollectingSink : public GenerationSink {
 
   int admitted = 0;
   std::vector<int32_t> tokens;
+  std::vector<float> logprobs;  // 0 unless the request asked for them
   std::function<void(int)> on_token;
   FinishInfo info;
   absl::Notification done;

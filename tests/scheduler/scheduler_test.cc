@@ -4,6 +4,8 @@
 
 #include <memory>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "absl/synchronization/notification.h"
 #include "engine/cpu_engine.h"
@@ -78,6 +80,75 @@ TEST_F(SchedulerTest, BatchingChangesNoOutputAndPagesReturnToZero) {
   }
   EXPECT_TRUE(sched->Idle());
   EXPECT_EQ(sched->Snapshot().kv_pages_used, 0);
+}
+
+// Rows sampled by four threads give what the scheduler thread alone gives: greedy, temperature
+// and top_p streams equal their solo runs, and logprobs equal a one-thread scheduler's. The
+// vocabulary of 16384 makes every step of four or more rows worth the pool (SampleRows shares
+// from 65536 logits); 16 requests decode together for most steps.
+TEST(SchedulerSamplingThreadsTest, SharedSamplingEqualsSoloRuns) {
+  engine::ModelConfig config = testing::TinyConfig(true);
+  config.vocab_size = 16384;
+  engine::CpuEngine engine(config, engine::RandomModelWeights(config, 5), {.threads = 2});
+  std::vector<GenerationRequest> requests;
+  std::vector<std::vector<int32_t>> expected;
+  std::mt19937 rng(11);
+  for (int i = 0; i < 16; ++i) {
+    GenerationRequest r;
+    for (int t = 0; t < 3 + (i * 5) % 20; ++t) r.prompt.push_back(3 + rng() % (16384 - 3));
+    r.max_new_tokens = 12 + i % 5;
+    r.chunk_size = 1 << (i % 4);
+    r.ignore_eos = true;
+    r.want_logprobs = i % 2 == 0;
+    r.sampling.temperature = i % 3 == 0 ? 0.0f : 0.9f;
+    r.sampling.top_p = i % 3 == 2 ? 0.8f : 1.0f;
+    r.sampling.seed = 100 + i;
+    requests.push_back(r);
+    auto alone =
+        engine::GenerateAlone(engine, r.prompt, r.chunk_size, r.max_new_tokens, r.sampling);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    expected.push_back(*alone);
+  }
+  std::vector<std::vector<std::shared_ptr<CollectingSink>>> runs;
+  for (int threads : {1, 4}) {
+    auto sched = Scheduler::Create(&engine, {.max_running = 64,
+                                             .max_tokens_per_step = 256,
+                                             .kv_pool_pages = 2048,
+                                             .kv_page_entries = 4,
+                                             .sampling_threads = threads});
+    ASSERT_TRUE(sched.ok()) << sched.status();
+    std::vector<std::shared_ptr<CollectingSink>> sinks;
+    for (const GenerationRequest& r : requests) {
+      sinks.push_back(std::make_shared<CollectingSink>());
+      ASSERT_TRUE((*sched)->Submit(r, sinks.back()).ok());
+    }
+    for (size_t i = 0; i < sinks.size(); ++i) {
+      EXPECT_EQ(sinks[i]->Wait().reason, FinishReason::kLength);
+      EXPECT_EQ(sinks[i]->tokens, expected[i]) << threads << " threads, request " << i;
+    }
+    runs.push_back(std::move(sinks));
+  }
+  int below_zero = 0;  // logprobs that are real numbers, not the 0 of a request without them
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_EQ(runs[1][i]->logprobs.size(), runs[0][i]->logprobs.size());
+    for (size_t t = 0; t < runs[0][i]->logprobs.size(); ++t) {
+      EXPECT_NEAR(runs[1][i]->logprobs[t], runs[0][i]->logprobs[t], 1e-4)
+          << "request " << i << " token " << t;
+      EXPECT_LE(runs[1][i]->logprobs[t], 0.0f);
+      below_zero += runs[1][i]->logprobs[t] < -1e-3f ? 1 : 0;
+    }
+  }
+  EXPECT_GT(below_zero, 20);
+}
+
+TEST(SchedulerSamplingThreadsTest, ZeroSamplingThreadsIsRefused) {
+  engine::ModelConfig config = testing::TinyConfig(false);
+  engine::CpuEngine engine(config, engine::RandomModelWeights(config, 5), {.threads = 1});
+  auto sched = Scheduler::Create(&engine, {.kv_pool_pages = 64, .sampling_threads = 0});
+  ASSERT_FALSE(sched.ok());
+  EXPECT_EQ(sched.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(sched.status().message().find("sampling_threads"), absl::string_view::npos)
+      << sched.status();
 }
 
 TEST_F(SchedulerTest, SmallPoolQueuesButFinishesEverything) {

@@ -1,0 +1,195 @@
+// The scheduler's own cost per decode step (everything around Engine::Step: planning, sampling
+// every row, handing the tokens to the sinks) at a large batch, by sampling setting and number of
+// sampling threads. An engine that only copies fixed logits stands in for a GPU, whose step is
+// short enough that this cost shows (docs/CUDA.md: 1.5-2 ms per step outside the engine at
+// batch 256). Prints a markdown table; the figure is the median over the steps that decoded the
+// whole batch of StepReport::iteration - engine_time.
+//
+//   build/benchmarks/scheduler_step_bench [--batch=256] [--vocab=32000] [--steps=48]
+//       [--sampling_threads=1,2]
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "benchmarks/bench_common.h"
+#include "engine/engine.h"
+#include "scheduler/scheduler.h"
+
+namespace catserve::scheduler {
+namespace {
+
+struct Options {
+  int batch = 256;
+  int vocab = 32000;
+  int steps = 48;
+  std::vector<int> sampling_threads = {1, 2};
+};
+
+Options ParseArgs(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    auto value = [&](const char* name) { return bench::FlagValue(argv[i], name); };
+    if (const char* v = value("batch")) {
+      o.batch = bench::ParseIntList(v)[0];
+    } else if (const char* v = value("vocab")) {
+      o.vocab = bench::ParseIntList(v)[0];
+    } else if (const char* v = value("steps")) {
+      o.steps = bench::ParseIntList(v)[0];
+    } else if (const char* v = value("sampling_threads")) {
+      o.sampling_threads = bench::ParseIntList(v);
+    } else {
+      std::fprintf(stderr, "unknown argument %s\n", argv[i]);
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+// Advances every item and writes row i of a fixed set of logits (one token well ahead of a
+// near-flat rest, as a trained model mostly gives) for item i: no model, no KV reads.
+class LogitsOnlyEngine : public engine::Engine {
+ public:
+  LogitsOnlyEngine(int vocab, int rows) : rows_(static_cast<size_t>(rows) * vocab) {
+    config_ = bench::BenchModelConfig(64, 1, 1, 32, 1, 1, 1 << 16);
+    config_.vocab_size = vocab;
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    for (float& x : rows_) x = normal(rng);
+    for (int r = 0; r < rows; ++r) rows_[static_cast<size_t>(r) * vocab + (r * 97) % vocab] += 25;
+  }
+  const engine::ModelConfig& config() const override { return config_; }
+  engine::KvGeometry kv_geometry(int page_entries) const override {
+    return {.layers = 1, .kv_heads = 1, .head_dim = 8, .page_entries = page_entries};
+  }
+  int threads() const override { return 1; }
+  absl::Status Step(absl::Span<const engine::StepItem> items, engine::KvPool&,
+                    absl::Span<float> logits, engine::StepStats*) override {
+    const size_t V = config_.vocab_size;
+    for (size_t i = 0; i < items.size(); ++i) {
+      items[i].seq->cached += items[i].num_tokens;
+      if (items[i].want_logits) {
+        std::memcpy(logits.data() + i * V, rows_.data() + (i * V) % rows_.size(), V * 4);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  engine::ModelConfig config_;
+  std::vector<float> rows_;
+};
+
+class CountingSink : public GenerationSink {
+ public:
+  void OnAdmitted() override {}
+  void OnToken(const GeneratedToken&) override {}
+  void OnFinish(const FinishInfo&) override {
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+  }
+  void Wait() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&done_));
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// The serving layer's milliseconds of every step that decoded `batch` sequences.
+class Recorder : public SchedulerObserver {
+ public:
+  explicit Recorder(int batch) : batch_(batch) {}
+  void OnStep(const StepReport& report, const SchedulerSnapshot&) override {
+    if (report.batch_size != batch_ || report.tokens != batch_) return;
+    absl::MutexLock lock(&mu_);
+    ms_.push_back(absl::ToDoubleMilliseconds(report.iteration - report.engine_time));
+  }
+  double Median() {
+    absl::MutexLock lock(&mu_);
+    if (ms_.empty()) return 0;
+    std::sort(ms_.begin(), ms_.end());
+    return ms_[ms_.size() / 2];
+  }
+  int steps() {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int>(ms_.size());
+  }
+
+ private:
+  const int batch_;
+  absl::Mutex mu_;
+  std::vector<double> ms_ ABSL_GUARDED_BY(mu_);
+};
+
+int Main(int argc, char** argv) {
+  const Options o = ParseArgs(argc, argv);
+  LogitsOnlyEngine engine(o.vocab, 64);
+  struct Setting {
+    const char* name;
+    engine::SamplingParams params;
+    bool logprobs;
+  };
+  const Setting settings[] = {
+      {"greedy", {.temperature = 0.0f}, false},
+      {"greedy + logprobs", {.temperature = 0.0f}, true},
+      {"temperature 0.8", {.temperature = 0.8f}, false},
+      {"top_p 0.95", {.temperature = 0.8f, .top_p = 0.95f}, false},
+  };
+  std::printf(
+      "scheduler cost per decode step (iteration - engine time, median of the steps that "
+      "decoded all %d sequences), vocabulary %d\n\n| setting | sampling threads | steps "
+      "| serving ms per step | per row, us |\n|---|---:|---:|---:|---:|\n",
+      o.batch, o.vocab);
+  for (const Setting& setting : settings) {
+    for (int threads : o.sampling_threads) {
+      Recorder recorder(o.batch);
+      auto sched = Scheduler::Create(&engine,
+                                     {.max_queued = o.batch,
+                                      .max_running = o.batch,
+                                      .max_tokens_per_step = 8 * o.batch,
+                                      .kv_pool_pages = 4 * o.batch,
+                                      .kv_page_entries = 16,
+                                      .sampling_threads = threads},
+                                     nullptr, &recorder);
+      if (!sched.ok()) {
+        std::fprintf(stderr, "%s\n", std::string(sched.status().message()).c_str());
+        return 1;
+      }
+      std::vector<std::shared_ptr<CountingSink>> sinks;
+      for (int i = 0; i < o.batch; ++i) {
+        GenerationRequest r;
+        r.prompt = {3, 4, 5, 6};
+        r.max_new_tokens = o.steps;
+        r.chunk_size = 16;
+        r.ignore_eos = true;
+        r.want_logprobs = setting.logprobs;
+        r.sampling = setting.params;
+        r.sampling.seed = i;
+        sinks.push_back(std::make_shared<CountingSink>());
+        if (absl::StatusOr<uint64_t> id = (*sched)->Submit(r, sinks.back()); !id.ok()) {
+          std::fprintf(stderr, "%s\n", std::string(id.status().message()).c_str());
+          return 1;
+        }
+      }
+      for (auto& sink : sinks) sink->Wait();
+      const double ms = recorder.Median();
+      std::printf("| %s | %d | %d | %.2f | %.1f |\n", setting.name, threads, recorder.steps(), ms,
+                  ms * 1e3 / o.batch);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace catserve::scheduler
+
+int main(int argc, char** argv) { return catserve::scheduler::Main(argc, argv); }
