@@ -93,7 +93,28 @@ float SoftmaxInPlace(std::vector<Candidate>& c) {
   return static_cast<float>(1.0 / sum);
 }
 
+// The index of the candidate a sort by ByProb puts first: the most likely, the lowest id of a tie.
+size_t FirstMostLikely(const std::vector<Candidate>& c) {
+  size_t best = 0;
+  for (size_t i = 1; i < c.size(); ++i) {
+    if (c[i].prob > c[best].prob || (c[i].prob == c[best].prob && c[i].token < c[best].token)) {
+      best = i;
+    }
+  }
+  return best;
+}
+
 }  // namespace
+
+float LogSumExp(absl::Span<const float> logits) {
+  if (logits.empty()) return -INFINITY;
+  const float mx = Max(logits);
+  std::vector<float> w(logits.begin(), logits.end());
+  BestAttentionKernels().exp_sum(w.data(), static_cast<int>(w.size()), mx);
+  double sum = 0;  // >= 1: exp(0) is exactly 1
+  for (const float x : w) sum += x;
+  return mx + static_cast<float>(std::log(sum));
+}
 
 std::vector<Candidate> SamplingSupport(absl::Span<const float> logits,
                                        const SamplingParams& params) {
@@ -109,7 +130,18 @@ std::vector<Candidate> SamplingSupport(absl::Span<const float> logits,
     std::sort(c.begin(), c.end(), ByProb());  // the whole vocabulary is the support
   }
   const float best = SoftmaxInPlace(c);
-  if (prefix_cut && !top_k) {
+  if (prefix_cut && !top_k && !c.empty()) {
+    // A peaked distribution (what a trained model mostly gives) keeps its most likely token alone
+    // when that token reaches top_p, or no other reaches min_p of it: no sort at all.
+    const Candidate top = c[FirstMostLikely(c)];
+    bool alone = params.top_p < 1.0f && top.prob >= params.top_p;
+    if (!alone && params.min_p > 0.0f) {
+      const float floor = params.min_p * top.prob;
+      alone = std::none_of(c.begin(), c.end(), [&](const Candidate& x) {
+        return x.token != top.token && x.prob >= floor;
+      });
+    }
+    if (alone) return {{top.token, 1.0f}};
     // top_p and min_p keep a prefix of the sorted candidates: sort the first 64 (enough for a
     // peaked distribution), and all of them when the cut falls past those, or must (64 tokens
     // of at most `best` each cannot reach top_p).
@@ -175,6 +207,9 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> cont
     c.resize(V);
     for (int i = 0; i < V; ++i) c[i] = {i, logits[i] / params_.temperature};
     SoftmaxInPlace(c);
+    // The walk starts at the most likely token; when the draw falls on it, nothing is sorted.
+    const Candidate first = c[FirstMostLikely(c)];
+    if (u < static_cast<double>(first.prob)) return first.token;
     double acc = 0;
     size_t n = 0;
     for (size_t want = 64;; want = c.size()) {

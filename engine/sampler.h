@@ -37,6 +37,10 @@ struct Candidate {
 std::vector<Candidate> SamplingSupport(absl::Span<const float> logits,
                                        const SamplingParams& params);
 
+// log(sum over i of exp(logits[i])), never below the largest logit, with the vector exp where the
+// CPU has it: a token's log-probability is its logit minus this.
+float LogSumExp(absl::Span<const float> logits);
+
 // Draws tokens for one sequence. Same seed and same logits give the same tokens on any machine:
 // the generator is std::mt19937_64, whose output the C++ standard fixes. The draw walks the
 // support in its order (most likely first); it sorts the whole vocabulary only when a cut-off or

@@ -464,10 +464,8 @@ void Scheduler::SampleRows(const Plan& plan, std::vector<GeneratedToken>& tokens
       absl::Span<float> row(logits_.data() + static_cast<size_t>(i) * V, V);
       GeneratedToken& token = tokens[i];
       if (q.request.want_logprobs) {
-        const float mx = *std::max_element(row.begin(), row.end());
-        double sum = 0;
-        for (float v : row) sum += std::exp(static_cast<double>(v - mx));
-        const float lse = mx + static_cast<float>(std::log(sum));
+        // Under the model's raw distribution: before the sampler's penalty changes the row.
+        const float lse = engine::LogSumExp(row);
         std::vector<float> raw(row.begin(), row.end());
         token.id = q.sampler.Sample(row, q.state.tokens);
         token.logprob = raw[token.id] - lse;

@@ -201,6 +201,71 @@ TEST(SamplerTest, TopPAndMinPCutsPastTheFirstSortedPrefixEqualTheFullSort) {
   EXPECT_TRUE(std::any_of(sizes.begin(), sizes.end(), [](size_t n) { return n > 64 && n <= 512; }));
 }
 
+// The token Sampler(p) draws first: the same uniform draw walked over FullSortSupport.
+int32_t FullSortSample(const std::vector<float>& logits, const SamplingParams& p) {
+  std::mt19937_64 rng(p.seed);
+  const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53;
+  const std::vector<Candidate> support = FullSortSupport(logits, p);
+  double acc = 0;
+  for (const Candidate& c : support) {
+    acc += c.prob;
+    if (u < acc) return c.token;
+  }
+  return support.back().token;
+}
+
+TEST(SamplerTest, PeakedRowsDrawWhatTheFullSortDraws) {
+  // One token (or two tied) well ahead of 5000: the sampler takes the most likely token without
+  // sorting when the draw falls on it, or when top_p or min_p keep it alone.
+  std::mt19937 rng(4);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> one(5000);
+  for (float& l : one) l = normal(rng);
+  std::vector<float> tied = one;
+  one[1234] = 9.0f;
+  tied[4000] = tied[77] = 9.0f;
+  int other_than_first = 0;
+  for (const std::vector<float>* logits : {&one, &tied}) {
+    for (SamplingParams p : std::vector<SamplingParams>{{.temperature = 1.0f},
+                                                        {.temperature = 0.7f},
+                                                        {.temperature = 1.5f, .top_p = 0.6f},
+                                                        {.top_p = 0.3f},
+                                                        {.top_p = 0.7f},
+                                                        {.min_p = 0.05f},
+                                                        {.temperature = 2.0f, .min_p = 0.2f}}) {
+      for (uint64_t seed = 0; seed < 300; ++seed) {
+        p.seed = seed;
+        std::vector<float> row = *logits;
+        const int32_t got = Sampler(p).Sample(absl::MakeSpan(row), {});
+        ASSERT_EQ(got, FullSortSample(*logits, p))
+            << "temperature " << p.temperature << " top_p " << p.top_p << " min_p " << p.min_p
+            << " seed " << seed;
+        other_than_first += got != 1234 && got != 77 ? 1 : 0;
+      }
+    }
+  }
+  // Draws past the most likely token happened too (the path that sorts).
+  EXPECT_GT(other_than_first, 300);
+}
+
+TEST(SamplerTest, LogSumExpEqualsTheDoubleSum) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 4.0f);
+  for (int n : {1, 7, 8, 1000, 32001}) {
+    std::vector<float> x(n);
+    for (float& v : x) v = normal(rng);
+    const double mx = *std::max_element(x.begin(), x.end());
+    double sum = 0;
+    for (float v : x) sum += std::exp(v - mx);
+    EXPECT_NEAR(LogSumExp(x), mx + std::log(sum), 1e-5 * std::max(1.0, std::abs(mx))) << n;
+    EXPECT_GE(LogSumExp(x), mx) << n;
+  }
+  // One logit far ahead: its log-probability is 0, not above.
+  std::vector<float> peaked(5000, -3.0f);
+  peaked[42] = 80.0f;
+  EXPECT_EQ(LogSumExp(peaked), 80.0f);
+}
+
 TEST(SamplerTest, ValidationNamesTheField) {
   SamplingParams p;
   p.temperature = -0.1f;
