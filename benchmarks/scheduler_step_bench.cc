@@ -2,8 +2,8 @@
 // every row, handing the tokens to the sinks) at a large batch, by sampling setting and number of
 // sampling threads. An engine that only copies fixed logits stands in for a GPU, whose step is
 // short enough that this cost shows (docs/CUDA.md: 1.5-2 ms per step outside the engine at
-// batch 256). Prints a markdown table; the figure is the median over the steps that decoded the
-// whole batch of StepReport::iteration - engine_time.
+// batch 256). Prints a markdown table: the median over the decode-only steps of at least half the
+// batch of StepReport::iteration - engine_time, per row and scaled to the whole batch.
 //
 //   build/benchmarks/scheduler_step_bench [--batch=256] [--vocab=32000] [--steps=48]
 //       [--sampling_threads=1,2]
@@ -103,30 +103,33 @@ class CountingSink : public GenerationSink {
   bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// The serving layer's milliseconds of every step that decoded `batch` sequences.
+// The serving layer's microseconds per row of every step that only decoded (one token per
+// sequence) at least half of `batch` sequences: requests arrive while steps run, so the first
+// steps may hold fewer, and the last ones do as streams end.
 class Recorder : public SchedulerObserver {
  public:
   explicit Recorder(int batch) : batch_(batch) {}
   void OnStep(const StepReport& report, const SchedulerSnapshot&) override {
-    if (report.batch_size != batch_ || report.tokens != batch_) return;
+    if (2 * report.batch_size < batch_ || report.tokens != report.batch_size) return;
     absl::MutexLock lock(&mu_);
-    ms_.push_back(absl::ToDoubleMilliseconds(report.iteration - report.engine_time));
+    us_per_row_.push_back(absl::ToDoubleMicroseconds(report.iteration - report.engine_time) /
+                          report.batch_size);
   }
-  double Median() {
+  double MedianPerRow() {
     absl::MutexLock lock(&mu_);
-    if (ms_.empty()) return 0;
-    std::sort(ms_.begin(), ms_.end());
-    return ms_[ms_.size() / 2];
+    if (us_per_row_.empty()) return 0;
+    std::sort(us_per_row_.begin(), us_per_row_.end());
+    return us_per_row_[us_per_row_.size() / 2];
   }
   int steps() {
     absl::MutexLock lock(&mu_);
-    return static_cast<int>(ms_.size());
+    return static_cast<int>(us_per_row_.size());
   }
 
  private:
   const int batch_;
   absl::Mutex mu_;
-  std::vector<double> ms_ ABSL_GUARDED_BY(mu_);
+  std::vector<double> us_per_row_ ABSL_GUARDED_BY(mu_);
 };
 
 int Main(int argc, char** argv) {
@@ -144,10 +147,10 @@ int Main(int argc, char** argv) {
       {"top_p 0.95", {.temperature = 0.8f, .top_p = 0.95f}, false},
   };
   std::printf(
-      "scheduler cost per decode step (iteration - engine time, median of the steps that "
-      "decoded all %d sequences), vocabulary %d\n\n| setting | sampling threads | steps "
-      "| serving ms per step | per row, us |\n|---|---:|---:|---:|---:|\n",
-      o.batch, o.vocab);
+      "scheduler cost per decode step (iteration - engine time; median per row of the "
+      "decode-only steps of at least %d sequences), batch %d, vocabulary %d\n\n| setting "
+      "| sampling threads | steps | per row, us | ms per step of %d |\n|---|---:|---:|---:|---:|\n",
+      (o.batch + 1) / 2, o.batch, o.vocab, o.batch);
   for (const Setting& setting : settings) {
     for (int threads : o.sampling_threads) {
       Recorder recorder(o.batch);
@@ -180,9 +183,9 @@ int Main(int argc, char** argv) {
         }
       }
       for (auto& sink : sinks) sink->Wait();
-      const double ms = recorder.Median();
-      std::printf("| %s | %d | %d | %.2f | %.1f |\n", setting.name, threads, recorder.steps(), ms,
-                  ms * 1e3 / o.batch);
+      const double us = recorder.MedianPerRow();
+      std::printf("| %s | %d | %d | %.1f | %.2f |\n", setting.name, threads, recorder.steps(), us,
+                  us * o.batch / 1e3);
       std::fflush(stdout);
     }
   }

@@ -93,15 +93,14 @@ float SoftmaxInPlace(std::vector<Candidate>& c) {
   return static_cast<float>(1.0 / sum);
 }
 
-// The index of the candidate a sort by ByProb puts first: the most likely, the lowest id of a tie.
-size_t FirstMostLikely(const std::vector<Candidate>& c) {
-  size_t best = 0;
-  for (size_t i = 1; i < c.size(); ++i) {
-    if (c[i].prob > c[best].prob || (c[i].prob == c[best].prob && c[i].token < c[best].token)) {
-      best = i;
-    }
+// The candidate a sort by ByProb puts first, given candidates in id order after SoftmaxInPlace,
+// which returned `best`: the first whose probability is `best`. No probability is above it: the
+// largest weight is exp(0) = 1, the others exp of a negative number, at most 1.
+Candidate FirstMostLikely(const std::vector<Candidate>& c, float best) {
+  for (const Candidate& x : c) {
+    if (x.prob == best) return x;
   }
-  return best;
+  return c.front();  // not reached
 }
 
 }  // namespace
@@ -133,15 +132,15 @@ std::vector<Candidate> SamplingSupport(absl::Span<const float> logits,
   if (prefix_cut && !top_k && !c.empty()) {
     // A peaked distribution (what a trained model mostly gives) keeps its most likely token alone
     // when that token reaches top_p, or no other reaches min_p of it: no sort at all.
-    const Candidate top = c[FirstMostLikely(c)];
-    bool alone = params.top_p < 1.0f && top.prob >= params.top_p;
+    bool alone = params.top_p < 1.0f && best >= params.top_p;
     if (!alone && params.min_p > 0.0f) {
-      const float floor = params.min_p * top.prob;
-      alone = std::none_of(c.begin(), c.end(), [&](const Candidate& x) {
-        return x.token != top.token && x.prob >= floor;
-      });
+      // Alone when only one candidate (then the most likely) reaches min_p of the best.
+      const float floor = params.min_p * best;
+      int reach = 0;
+      for (size_t i = 0; i < c.size() && reach < 2; ++i) reach += c[i].prob >= floor ? 1 : 0;
+      alone = reach == 1;
     }
-    if (alone) return {{top.token, 1.0f}};
+    if (alone) return {{FirstMostLikely(c, best).token, 1.0f}};
     // top_p and min_p keep a prefix of the sorted candidates: sort the first 64 (enough for a
     // peaked distribution), and all of them when the cut falls past those, or must (64 tokens
     // of at most `best` each cannot reach top_p).
@@ -206,10 +205,9 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> cont
     std::vector<Candidate>& c = scratch_;
     c.resize(V);
     for (int i = 0; i < V; ++i) c[i] = {i, logits[i] / params_.temperature};
-    SoftmaxInPlace(c);
+    const float best = SoftmaxInPlace(c);
     // The walk starts at the most likely token; when the draw falls on it, nothing is sorted.
-    const Candidate first = c[FirstMostLikely(c)];
-    if (u < static_cast<double>(first.prob)) return first.token;
+    if (u < static_cast<double>(best)) return FirstMostLikely(c, best).token;
     double acc = 0;
     size_t n = 0;
     for (size_t want = 64;; want = c.size()) {
