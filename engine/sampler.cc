@@ -67,35 +67,56 @@ size_t SortPrefix(std::vector<Candidate>& c, size_t n) {
 
 // The largest of x (-inf when empty), over eight lanes so that the compiler vectorises it (one
 // running maximum would be one dependency chain through every element).
-float Max(absl::Span<const float> x) {
+// Through a raw pointer: Span's indexing checks its bounds, which keeps the loop scalar.
+float Max(absl::Span<const float> span) {
+  const float* x = span.data();
+  const size_t n = span.size();
   float lanes[8];
   std::fill(lanes, lanes + 8, -INFINITY);
   size_t i = 0;
-  for (; i + 8 <= x.size(); i += 8) {
+  for (; i + 8 <= n; i += 8) {
     for (int k = 0; k < 8; ++k) lanes[k] = x[i + k] > lanes[k] ? x[i + k] : lanes[k];
   }
-  for (; i < x.size(); ++i) lanes[0] = x[i] > lanes[0] ? x[i] : lanes[0];
+  for (; i < n; ++i) lanes[0] = x[i] > lanes[0] ? x[i] : lanes[0];
   return *std::max_element(lanes, lanes + 8);
 }
 
-// c[i].prob = exp(c[i].prob - max) / (the sum of them, in c's order), with the AVX2 set's vector
-// exp (within 2 ulp of expf) where the CPU has it: a softmax over a whole vocabulary is otherwise
-// mostly calls to expf.
-// Returns the largest probability (1 / the sum: the largest weight is exp(0)).
+// The sum of x in double, over eight running sums: one would be a chain of dependent adds through
+// the whole vocabulary.
+double SumOf(absl::Span<const float> span) {
+  const float* x = span.data();
+  const size_t n = span.size();
+  double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) lanes[k] += x[i + k];
+  }
+  for (; i < n; ++i) lanes[0] += x[i];
+  return ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) +
+         ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+}
+
+// w[i] = exp(w[i] - max w), with the AVX2 set's vector exp (within 2 ulp of expf) where the CPU
+// has it: a softmax over a whole vocabulary is otherwise mostly calls to expf. Returns their sum,
+// at least 1: the largest weight is exp(0) = 1, the others exp of a negative number, at most 1.
+double ExpWeights(std::vector<float>& w) {
+  BestAttentionKernels().exp_sum(w.data(), static_cast<int>(w.size()), Max(w));
+  return SumOf(w);
+}
+
+// c[i].prob = exp(c[i].prob - max) / (the sum of them). Returns the largest probability,
+// 1 / the sum.
 float SoftmaxInPlace(std::vector<Candidate>& c) {
   std::vector<float> w(c.size());
   for (size_t i = 0; i < c.size(); ++i) w[i] = c[i].prob;
-  const float mx = Max(w);
-  BestAttentionKernels().exp_sum(w.data(), static_cast<int>(w.size()), mx);
-  double sum = 0;
-  for (const float x : w) sum += x;
+  const double sum = ExpWeights(w);
   for (size_t i = 0; i < c.size(); ++i) c[i].prob = static_cast<float>(w[i] / sum);
   return static_cast<float>(1.0 / sum);
 }
 
 // The candidate a sort by ByProb puts first, given candidates in id order after SoftmaxInPlace,
-// which returned `best`: the first whose probability is `best`. No probability is above it: the
-// largest weight is exp(0) = 1, the others exp of a negative number, at most 1.
+// which returned `best`: the first whose probability is `best`. No probability is above it
+// (ExpWeights).
 Candidate FirstMostLikely(const std::vector<Candidate>& c, float best) {
   for (const Candidate& x : c) {
     if (x.prob == best) return x;
@@ -107,12 +128,9 @@ Candidate FirstMostLikely(const std::vector<Candidate>& c, float best) {
 
 float LogSumExp(absl::Span<const float> logits) {
   if (logits.empty()) return -INFINITY;
-  const float mx = Max(logits);
   std::vector<float> w(logits.begin(), logits.end());
-  BestAttentionKernels().exp_sum(w.data(), static_cast<int>(w.size()), mx);
-  double sum = 0;  // >= 1: exp(0) is exactly 1
-  for (const float x : w) sum += x;
-  return mx + static_cast<float>(std::log(sum));
+  const double sum = ExpWeights(w);  // >= 1, so the result is never below the largest logit
+  return Max(logits) + static_cast<float>(std::log(sum));
 }
 
 std::vector<Candidate> SamplingSupport(absl::Span<const float> logits,
@@ -202,12 +220,26 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> cont
       params_.min_p <= 0.0f) {
     // The whole vocabulary is the support: walk it in its order (most likely first), sorting the
     // 64 most likely and the rest only when the draw falls past them.
+    std::vector<float>& w = weights_;
+    w.resize(V);
+    // Raw pointers and the temperature in a local, or the loop does not vectorise: Span's
+    // indexing checks its bounds, and params_ might alias w.
+    const float temperature = params_.temperature;
+    const float* in = logits.data();
+    float* out = w.data();
+    for (int i = 0; i < V; ++i) out[i] = in[i] / temperature;
+    const double sum = ExpWeights(w);
+    const float best = static_cast<float>(1.0 / sum);  // the largest probability
+    if (u < static_cast<double>(best)) {
+      // The walk's first token, the first of the most likely, takes the draw: nothing to sort.
+      // Only a weight within a few ulp of 1 can have a probability that rounds to `best`.
+      for (int i = 0; i < V; ++i) {
+        if (w[i] > 1.0f - 0x1p-20f && static_cast<float>(w[i] / sum) == best) return i;
+      }
+    }
     std::vector<Candidate>& c = scratch_;
     c.resize(V);
-    for (int i = 0; i < V; ++i) c[i] = {i, logits[i] / params_.temperature};
-    const float best = SoftmaxInPlace(c);
-    // The walk starts at the most likely token; when the draw falls on it, nothing is sorted.
-    if (u < static_cast<double>(best)) return FirstMostLikely(c, best).token;
+    for (int i = 0; i < V; ++i) c[i] = {i, static_cast<float>(w[i] / sum)};
     double acc = 0;
     size_t n = 0;
     for (size_t want = 64;; want = c.size()) {

@@ -56,6 +56,7 @@ class Sampler {
  private:
   SamplingParams params_;
   std::mt19937_64 rng_;
+  std::vector<float> weights_;      // exp(logit / temperature - max) of a whole vocabulary
   std::vector<Candidate> scratch_;  // the candidates of a draw over the whole vocabulary
 };
 
