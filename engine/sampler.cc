@@ -114,15 +114,51 @@ float SoftmaxInPlace(std::vector<Candidate>& c) {
   return static_cast<float>(1.0 / sum);
 }
 
-// The candidate a sort by ByProb puts first, given candidates in id order after SoftmaxInPlace,
-// which returned `best`: the first whose probability is `best`. No probability is above it
-// (ExpWeights).
-Candidate FirstMostLikely(const std::vector<Candidate>& c, float best) {
-  for (const Candidate& x : c) {
-    if (x.prob == best) return x;
+// A whole vocabulary's softmax of logits / temperature, in id order: token i's probability is
+// float(w[i] / sum), exactly what SoftmaxInPlace gives candidates built in id order, and the
+// largest is float(1 / sum). Kept as weights so that a peaked row, whose most likely token takes
+// the draw or the cut alone, needs no candidates and no sort.
+struct VocabularySoftmax {
+  VocabularySoftmax(absl::Span<const float> logits, float temperature, std::vector<float>& weights)
+      : w(weights) {
+    w.resize(logits.size());
+    // Raw pointers and the temperature in a local, or the loop does not vectorise: Span's
+    // indexing checks its bounds, and the temperature might alias w.
+    const float* in = logits.data();
+    float* out = w.data();
+    for (size_t i = 0; i < w.size(); ++i) out[i] = in[i] / temperature;
+    sum = ExpWeights(w);
+    best = static_cast<float>(1.0 / sum);
   }
-  return c.front();  // not reached
-}
+  float prob(size_t i) const { return static_cast<float>(w[i] / sum); }
+  // The first token whose probability is `best`: the one a sort by ByProb puts first. None is
+  // above it (ExpWeights), and only a weight within a few ulp of 1 can reach it.
+  int32_t FirstMostLikely() const {
+    for (size_t i = 0; i < w.size(); ++i) {
+      if (w[i] > 1.0f - 0x1p-20f && prob(i) == best) return static_cast<int32_t>(i);
+    }
+    return 0;  // not reached
+  }
+  // Whether no token but the most likely has a probability of at least `floor` (<= best).
+  bool OnlyOneReaches(float floor) const {
+    // prob(i) >= floor needs w[i] >= floor * sum, give or take an ulp of each.
+    const float near = static_cast<float>(floor * sum * (1 - 0x1p-20));
+    int reach = 0;
+    for (size_t i = 0; i < w.size() && reach < 2; ++i) {
+      reach += w[i] >= near && prob(i) >= floor ? 1 : 0;
+    }
+    return reach == 1;
+  }
+  std::vector<Candidate> Candidates() const {
+    std::vector<Candidate> c(w.size());
+    for (size_t i = 0; i < w.size(); ++i) c[i] = {static_cast<int32_t>(i), prob(i)};
+    return c;
+  }
+
+  std::vector<float>& w;
+  double sum;
+  float best;
+};
 
 }  // namespace
 
@@ -136,29 +172,33 @@ float LogSumExp(absl::Span<const float> logits) {
 std::vector<Candidate> SamplingSupport(absl::Span<const float> logits,
                                        const SamplingParams& params) {
   const int V = static_cast<int>(logits.size());
-  std::vector<Candidate> c(V);
-  for (int i = 0; i < V; ++i) c[i] = {i, logits[i] / params.temperature};
   const bool top_k = params.top_k > 0 && params.top_k < V;
   const bool prefix_cut = params.top_p < 1.0f || params.min_p > 0.0f;
-  if (top_k) {
-    std::partial_sort(c.begin(), c.begin() + params.top_k, c.end(), ByProb());
-    c.resize(params.top_k);
-  } else if (!prefix_cut) {
-    std::sort(c.begin(), c.end(), ByProb());  // the whole vocabulary is the support
-  }
-  const float best = SoftmaxInPlace(c);
-  if (prefix_cut && !top_k && !c.empty()) {
+  std::vector<Candidate> c;
+  float best;
+  if (prefix_cut && !top_k && V > 0) {
+    std::vector<float> weights;
+    const VocabularySoftmax softmax(logits, params.temperature, weights);
+    best = softmax.best;
     // A peaked distribution (what a trained model mostly gives) keeps its most likely token alone
     // when that token reaches top_p, or no other reaches min_p of it: no sort at all.
-    bool alone = params.top_p < 1.0f && best >= params.top_p;
-    if (!alone && params.min_p > 0.0f) {
-      // Alone when only one candidate (then the most likely) reaches min_p of the best.
-      const float floor = params.min_p * best;
-      int reach = 0;
-      for (size_t i = 0; i < c.size() && reach < 2; ++i) reach += c[i].prob >= floor ? 1 : 0;
-      alone = reach == 1;
+    if ((params.top_p < 1.0f && best >= params.top_p) ||
+        (params.min_p > 0.0f && softmax.OnlyOneReaches(params.min_p * best))) {
+      return {{softmax.FirstMostLikely(), 1.0f}};
     }
-    if (alone) return {{FirstMostLikely(c, best).token, 1.0f}};
+    c = softmax.Candidates();
+  } else {
+    c.resize(V);
+    for (int i = 0; i < V; ++i) c[i] = {i, logits[i] / params.temperature};
+    if (top_k) {
+      std::partial_sort(c.begin(), c.begin() + params.top_k, c.end(), ByProb());
+      c.resize(params.top_k);
+    } else {
+      std::sort(c.begin(), c.end(), ByProb());  // the whole vocabulary is the support
+    }
+    best = SoftmaxInPlace(c);
+  }
+  if (prefix_cut && !top_k && !c.empty()) {
     // top_p and min_p keep a prefix of the sorted candidates: sort the first 64 (enough for a
     // peaked distribution), and all of them when the cut falls past those, or must (64 tokens
     // of at most `best` each cannot reach top_p).
@@ -220,26 +260,11 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> cont
       params_.min_p <= 0.0f) {
     // The whole vocabulary is the support: walk it in its order (most likely first), sorting the
     // 64 most likely and the rest only when the draw falls past them.
-    std::vector<float>& w = weights_;
-    w.resize(V);
-    // Raw pointers and the temperature in a local, or the loop does not vectorise: Span's
-    // indexing checks its bounds, and params_ might alias w.
-    const float temperature = params_.temperature;
-    const float* in = logits.data();
-    float* out = w.data();
-    for (int i = 0; i < V; ++i) out[i] = in[i] / temperature;
-    const double sum = ExpWeights(w);
-    const float best = static_cast<float>(1.0 / sum);  // the largest probability
-    if (u < static_cast<double>(best)) {
-      // The walk's first token, the first of the most likely, takes the draw: nothing to sort.
-      // Only a weight within a few ulp of 1 can have a probability that rounds to `best`.
-      for (int i = 0; i < V; ++i) {
-        if (w[i] > 1.0f - 0x1p-20f && static_cast<float>(w[i] / sum) == best) return i;
-      }
-    }
+    const VocabularySoftmax softmax(logits, params_.temperature, weights_);
+    // The walk's first token, the first of the most likely, takes the draw: nothing to sort.
+    if (u < static_cast<double>(softmax.best)) return softmax.FirstMostLikely();
     std::vector<Candidate>& c = scratch_;
-    c.resize(V);
-    for (int i = 0; i < V; ++i) c[i] = {i, static_cast<float>(w[i] / sum)};
+    c = softmax.Candidates();
     double acc = 0;
     size_t n = 0;
     for (size_t want = 64;; want = c.size()) {
