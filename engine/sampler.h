@@ -43,7 +43,8 @@ float LogSumExp(absl::Span<const float> logits);
 
 // Draws tokens for one sequence. Same seed and same logits give the same tokens on any machine:
 // the generator is std::mt19937_64, whose output the C++ standard fixes. The draw walks the
-// support in its order (most likely first); it sorts the whole vocabulary only when a cut-off or
+// support in its order (most likely first); it sorts nothing when the draw, top_p or min_p keeps
+// the most likely token (a peaked row, mostly), and the whole vocabulary only when a cut-off or
 // the draw falls past its 64 most likely tokens.
 class Sampler {
  public:
