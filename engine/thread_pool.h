@@ -14,7 +14,8 @@ namespace catserve::engine {
 // A fixed set of compute threads that run one data-parallel loop at a time. The calling thread
 // takes part, so a pool of size 1 runs everything inline. A worker that finishes a loop polls for
 // the next one for a while (`poll_for`, 100 us by default) before it sleeps. ParallelFor is not
-// reentrant and must be called from one thread at a time (the engine's step thread).
+// reentrant and must be called from one thread at a time (the engine's step thread, or the
+// scheduler's for its sampling pool).
 class ThreadPool {
  public:
   // The engine issues its loops back to back (a layer is a dozen of them), and waking a sleeping
