@@ -9,7 +9,8 @@ layer's own share of the scheduler loop (1 - engine seconds / iteration seconds,
 
     python3 tools/bench/loadgen.py --model_dir=models/cat-small-en \\
         [--catserve=build/server/catserve] [--concurrency=1,8,32,128] [--chunk_sizes=2,8,16] \\
-        [--prompt_tokens=128] [--max_tokens=64] [--threads=0] [--kv_pool_mb=2048] [--device=cpu]
+        [--prompt_tokens=128] [--max_tokens=64] [--threads=0] [--sampling_threads=0]
+        [--kv_pool_mb=2048] [--device=cpu]
 
 Memory pressure: with --pressure_policies, one daemon per policy, each with a pool sized to hold
 --pool_sequences sequences (prompt + max_tokens) at --pool_chunk_size, every client on --tier;
@@ -66,6 +67,7 @@ class Daemon:
     def __init__(self, args, kv_pool_mb=None, pressure_policy=None):
         cmd = [args.catserve, f"--model_dir={args.model_dir}", "--listen=127.0.0.1:0",
                "--http_listen=127.0.0.1:0", f"--threads={args.threads}",
+               f"--sampling_threads={args.sampling_threads}",
                f"--kv_pool_mb={kv_pool_mb or args.kv_pool_mb}", "--max_running=256",
                "--max_queued=4096", f"--max_tokens_per_step={args.max_tokens_per_step}",
                f"--device={args.device}"]
@@ -297,6 +299,7 @@ def main():
     p.add_argument("--prompt_tokens", type=int, default=128)
     p.add_argument("--max_tokens", type=int, default=64)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--sampling_threads", type=int, default=0)
     p.add_argument("--kv_pool_mb", type=int, default=2048)
     p.add_argument("--device", default="cpu", help="the daemon's --device: cpu or cuda")
     p.add_argument("--max_tokens_per_step", type=int, default=2048)
