@@ -149,10 +149,10 @@ struct VocabularySoftmax {
     }
     return reach == 1;
   }
-  std::vector<Candidate> Candidates() const {
-    std::vector<Candidate> c(w.size());
+  // Every token and its probability, in id order, into c (its storage reused).
+  void Candidates(std::vector<Candidate>& c) const {
+    c.resize(w.size());
     for (size_t i = 0; i < w.size(); ++i) c[i] = {static_cast<int32_t>(i), prob(i)};
-    return c;
   }
 
   std::vector<float>& w;
@@ -186,7 +186,7 @@ std::vector<Candidate> SamplingSupport(absl::Span<const float> logits,
         (params.min_p > 0.0f && softmax.OnlyOneReaches(params.min_p * best))) {
       return {{softmax.FirstMostLikely(), 1.0f}};
     }
-    c = softmax.Candidates();
+    softmax.Candidates(c);
   } else {
     c.resize(V);
     for (int i = 0; i < V; ++i) c[i] = {i, logits[i] / params.temperature};
@@ -264,7 +264,7 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> cont
     // The walk's first token, the first of the most likely, takes the draw: nothing to sort.
     if (u < static_cast<double>(softmax.best)) return softmax.FirstMostLikely();
     std::vector<Candidate>& c = scratch_;
-    c = softmax.Candidates();
+    softmax.Candidates(c);
     double acc = 0;
     size_t n = 0;
     for (size_t want = 64;; want = c.size()) {
