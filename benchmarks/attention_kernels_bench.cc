@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
-#include "engine/attention_kernels.h"
-#include "engine/kv_dtype.h"
+#include "engine/kernels/attention_kernels.h"
+#include "engine/kv/kv_dtype.h"
 
 namespace catserve::engine {
 namespace {

@@ -10,7 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "engine/config.h"
+#include "engine/model/config.h"
 
 namespace catserve::bench {
 

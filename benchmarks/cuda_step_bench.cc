@@ -34,7 +34,7 @@
 
 #include "benchmarks/bench_common.h"
 #include "engine/cuda/cuda_engine.h"
-#include "engine/random_model.h"
+#include "tests/support/random_model.h"
 
 namespace catserve::engine {
 namespace {

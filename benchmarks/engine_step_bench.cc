@@ -34,11 +34,11 @@
 
 #include "absl/strings/str_split.h"
 #include "benchmarks/bench_common.h"
-#include "engine/attention_kernels.h"
-#include "engine/cpu_engine.h"
-#include "engine/cpu_ops.h"
-#include "engine/kv_dtype.h"
-#include "engine/random_model.h"
+#include "engine/cpu/cpu_engine.h"
+#include "engine/kernels/attention_kernels.h"
+#include "engine/kernels/cpu_ops.h"
+#include "engine/kv/kv_dtype.h"
+#include "tests/support/random_model.h"
 
 namespace catserve::engine {
 namespace {
@@ -252,7 +252,7 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o, Band
   const KvEntries e = KvEntriesAfter(context, l);
   r.kv_bytes_per_seq = (e.compressed + e.local) * geometry.entry_bytes();
   const int final_len = context + o.steps + 2;
-  const int pages_per_seq = PeakPages(final_len, l, 16);
+  const int pages_per_seq = PeakPages(final_len, l, geometry.page_entries);
   const double pool_bytes = static_cast<double>(pages_per_seq) * batch * geometry.page_bytes();
   if (pool_bytes > o.kv_cap_gb * (1 << 30)) {
     r.skipped = true;

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
-#include "engine/sampler.h"
+#include "engine/sampling/sampler.h"
 
 namespace catserve::engine {
 namespace {

@@ -18,7 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "benchmarks/bench_common.h"
-#include "engine/engine.h"
+#include "engine/step/engine.h"
 #include "scheduler/scheduler.h"
 
 namespace catserve::scheduler {

@@ -6,8 +6,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "engine/engine.h"
-#include "engine/sampler.h"
+#include "engine/sampling/sampler.h"
+#include "engine/step/engine.h"
 
 namespace catserve::engine {
 

@@ -6,9 +6,9 @@
 #include <map>
 
 #include "absl/status/statusor.h"
-#include "engine/engine.h"
-#include "engine/kv_pool.h"
-#include "engine/sequence.h"
+#include "engine/kv/kv_pool.h"
+#include "engine/kv/sequence.h"
+#include "engine/step/engine.h"
 
 namespace catserve::scheduler {
 

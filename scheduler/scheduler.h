@@ -10,8 +10,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "engine/engine.h"
-#include "engine/thread_pool.h"
+#include "engine/kernels/thread_pool.h"
+#include "engine/step/engine.h"
 #include "scheduler/admission_policy.h"
 #include "scheduler/kv_cache_manager.h"
 #include "scheduler/request.h"

@@ -10,7 +10,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "catserve/v1/generation.pb.h"
-#include "engine/tokenizer.h"
+#include "engine/model/tokenizer.h"
 #include "grpcpp/grpcpp.h"
 #include "scheduler/request.h"
 #include "scheduler/scheduler.h"

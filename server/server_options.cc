@@ -8,7 +8,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "engine/engine.h"
+#include "engine/load_engine.h"
+#include "engine/step/engine.h"
 #include "scheduler/admission_policy.h"
 
 namespace catserve::server {

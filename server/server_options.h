@@ -9,9 +9,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "engine/config.h"
-#include "engine/kv_dtype.h"
-#include "engine/weights.h"
+#include "engine/kv/kv_dtype.h"
+#include "engine/model/config.h"
+#include "engine/model/weights.h"
 #include "server/server_credentials.h"
 #include "server/tiers.h"
 

@@ -9,14 +9,14 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "engine/cpu_ops.h"
 #include "engine/cuda/cublas_library.h"
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/device_weights.h"
 #include "engine/cuda/kernels.h"
 #include "engine/cuda/split_kv_meta.h"
-#include "engine/split_kv_plan.h"
-#include "engine/step_plan.h"
+#include "engine/kernels/cpu_ops.h"
+#include "engine/step/split_kv_plan.h"
+#include "engine/step/step_plan.h"
 
 namespace catserve::engine {
 namespace {
@@ -107,11 +107,7 @@ class CudaEngine : public Engine {
 
   const ModelConfig& config() const override { return config_; }
   KvGeometry kv_geometry(int page_entries) const override {
-    return KvGeometry{.layers = config_.num_hidden_layers,
-                      .kv_heads = config_.num_kv_heads,
-                      .head_dim = config_.head_dim(),
-                      .page_entries = page_entries,
-                      .dtype = KvDtype::kBf16};
+    return KvGeometryOf(config_, page_entries, KvDtype::kBf16);
   }
   int threads() const override { return 1; }
 

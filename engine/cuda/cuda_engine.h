@@ -4,9 +4,9 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "engine/config.h"
-#include "engine/engine.h"
-#include "engine/weights.h"
+#include "engine/model/config.h"
+#include "engine/model/weights.h"
+#include "engine/step/engine.h"
 
 namespace catserve::engine {
 

@@ -3,7 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "engine/bf16.h"
+#include "engine/kv/bf16.h"
 
 namespace catserve::engine::cuda {
 

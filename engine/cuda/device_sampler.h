@@ -9,7 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/cuda/device_buffer.h"
-#include "engine/sampler.h"
+#include "engine/sampling/sampler.h"
 
 namespace catserve::engine::cuda {
 

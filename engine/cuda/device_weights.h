@@ -5,9 +5,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/config.h"
 #include "engine/cuda/device_buffer.h"
-#include "engine/weights.h"
+#include "engine/model/config.h"
+#include "engine/model/weights.h"
 
 namespace catserve::engine::cuda {
 

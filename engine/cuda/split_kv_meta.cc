@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "engine/sequence.h"
+#include "engine/kv/sequence.h"
 
 namespace catserve::engine::cuda {
 

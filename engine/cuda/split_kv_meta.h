@@ -7,9 +7,9 @@
 
 #include "absl/types/span.h"
 #include "engine/cuda/kernels.h"
-#include "engine/engine.h"
-#include "engine/split_kv_plan.h"
-#include "engine/step_plan.h"
+#include "engine/step/engine.h"
+#include "engine/step/split_kv_plan.h"
+#include "engine/step/step_plan.h"
 
 namespace catserve::engine::cuda {
 

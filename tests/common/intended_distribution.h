@@ -10,7 +10,7 @@
 #include <numeric>
 #include <vector>
 
-#include "engine/sampler.h"
+#include "engine/sampling/sampler.h"
 
 namespace catserve::testing {
 

@@ -14,7 +14,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "engine/safetensors.h"
+#include "engine/model/safetensors.h"
 #include "gtest/gtest.h"
 
 namespace catserve::testing {

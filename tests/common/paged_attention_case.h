@@ -17,10 +17,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/engine.h"
-#include "engine/kv_pool.h"
-#include "engine/sequence.h"
-#include "engine/step_plan.h"
+#include "engine/kv/kv_pool.h"
+#include "engine/kv/sequence.h"
+#include "engine/step/engine.h"
+#include "engine/step/step_plan.h"
 #include "gtest/gtest.h"
 
 namespace catserve::testing {

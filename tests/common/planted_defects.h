@@ -12,10 +12,10 @@
 #include <utility>
 #include <vector>
 
-#include "engine/config.h"
-#include "engine/kv_pool.h"
-#include "engine/sequence.h"
-#include "engine/weights.h"
+#include "engine/kv/kv_pool.h"
+#include "engine/kv/sequence.h"
+#include "engine/model/config.h"
+#include "engine/model/weights.h"
 #include "tests/common/run_alone.h"
 
 namespace catserve::testing {

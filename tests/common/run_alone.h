@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "absl/types/span.h"
-#include "engine/engine.h"
-#include "engine/kv_pool.h"
-#include "engine/sequence.h"
+#include "engine/kv/kv_pool.h"
+#include "engine/kv/sequence.h"
+#include "engine/step/engine.h"
 #include "gtest/gtest.h"
 
 namespace catserve::testing {

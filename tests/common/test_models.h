@@ -1,7 +1,7 @@
 #ifndef CATSERVE_TESTS_COMMON_TEST_MODELS_H_
 #define CATSERVE_TESTS_COMMON_TEST_MODELS_H_
 
-#include "engine/config.h"
+#include "engine/model/config.h"
 
 namespace catserve::testing {
 

@@ -19,11 +19,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/cpu_engine.h"
-#include "engine/engine.h"
+#include "engine/cpu/cpu_engine.h"
 #include "engine/generate.h"
-#include "engine/random_model.h"
-#include "engine/safetensors.h"
+#include "engine/load_engine.h"
+#include "engine/model/safetensors.h"
+#include "engine/step/engine.h"
 #include "gtest/gtest.h"
 #include "tests/common/interleaved_run.h"
 #include "tests/common/logits_oracle.h"
@@ -31,6 +31,7 @@
 #include "tests/common/run_alone.h"
 #include "tests/common/test_models.h"
 #include "tests/cuda/no_device.h"
+#include "tests/support/random_model.h"
 
 namespace catserve::engine {
 namespace {
@@ -165,7 +166,7 @@ TEST_P(CudaFixtureTest, GreedyTokensEqualFp32UpToNearTies) {
 }
 
 TEST_P(CudaFixtureTest, LoadsThroughEngineLoad) {
-  auto engine = Engine::Load(dir_, {.device = Device::kCuda});
+  auto engine = LoadEngine(dir_, {.device = Device::kCuda});
   ASSERT_TRUE(engine.ok()) << engine.status();
   const KvGeometry g = (*engine)->kv_geometry(16);
   EXPECT_EQ(g.bytes_per_value(), 2);
@@ -180,7 +181,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixtureTest,
 TEST(CudaConvertedModelTest, RefusesCompressorGqaWithAStatus) {
   SKIP_WITHOUT_CUDA_DEVICE();
   // official_tiny's compressor has 4 query heads over 2 kv heads; ChunkAttention has no GQA.
-  auto engine = Engine::Load(kFixtures / "official_tiny", {.device = Device::kCuda});
+  auto engine = LoadEngine(kFixtures / "official_tiny", {.device = Device::kCuda});
   ASSERT_FALSE(engine.ok());
   EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(engine.status().message().find("compressor_num_kv_heads 2 < compressor_num_heads 4"),

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/sampler.h"
+#include "engine/sampling/sampler.h"
 #include "gtest/gtest.h"
 #include "tests/common/chi_square.h"
 #include "tests/common/intended_distribution.h"

@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "engine/cpu_paged_attention.h"
+#include "engine/cpu/cpu_paged_attention.h"
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/kernels.h"
 #include "engine/cuda/split_kv_meta.h"
-#include "engine/sequence.h"
+#include "engine/kv/sequence.h"
 #include "gtest/gtest.h"
 #include "tests/common/paged_attention_case.h"
 #include "tests/cuda/no_device.h"

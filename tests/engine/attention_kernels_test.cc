@@ -1,6 +1,6 @@
 // Both attention kernel sets against double sums, for keys and values stored as fp32, bf16 and
 // fp16 (16-bit values are widened exactly as they are loaded).
-#include "engine/attention_kernels.h"
+#include "engine/kernels/attention_kernels.h"
 
 #include <algorithm>
 #include <bit>
@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/kv_dtype.h"
+#include "engine/kv/kv_dtype.h"
 #include "gtest/gtest.h"
 
 namespace catserve::engine {

@@ -8,8 +8,8 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "engine/cpu_engine.h"
-#include "engine/safetensors.h"
+#include "engine/cpu/cpu_engine.h"
+#include "engine/model/safetensors.h"
 #include "gtest/gtest.h"
 
 namespace catserve::engine {

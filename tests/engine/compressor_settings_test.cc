@@ -7,9 +7,9 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "engine/config.h"
-#include "engine/safetensors.h"
-#include "engine/weights.h"
+#include "engine/model/config.h"
+#include "engine/model/safetensors.h"
+#include "engine/model/weights.h"
 
 namespace catserve::engine {
 namespace {

@@ -1,7 +1,7 @@
 // The CPU's split-KV decode attention against a direct softmax over exactly the keys each row
 // sees, for every split count (splits ending mid-page, empty splits), every KV dtype and every
 // kernel set this CPU runs.
-#include "engine/cpu_paged_attention.h"
+#include "engine/cpu/cpu_paged_attention.h"
 
 #include <bit>
 #include <cmath>
@@ -11,7 +11,7 @@
 #include <tuple>
 #include <vector>
 
-#include "engine/sequence.h"
+#include "engine/kv/sequence.h"
 #include "gtest/gtest.h"
 #include "tests/common/paged_attention_case.h"
 

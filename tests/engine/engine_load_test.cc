@@ -1,8 +1,9 @@
-// Engine::Load picks the backend: the CPU engine by default; device=cuda is FAILED_PRECONDITION
+// LoadEngine picks the backend: the CPU engine by default; device=cuda is FAILED_PRECONDITION
 // with a message that says why when the build has no CUDA backend or the machine has no GPU.
 #include <filesystem>
 
-#include "engine/engine.h"
+#include "engine/load_engine.h"
+#include "engine/step/engine.h"
 #include "gtest/gtest.h"
 
 namespace catserve::engine {
@@ -11,7 +12,7 @@ namespace {
 const std::filesystem::path kTiny = std::filesystem::path(CATSERVE_FIXTURES_DIR) / "tiny";
 
 TEST(EngineLoadTest, CpuByDefaultWithFp32Pages) {
-  auto engine = Engine::Load(kTiny, {.threads = 1});
+  auto engine = LoadEngine(kTiny, {.threads = 1});
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_EQ((*engine)->kv_geometry(16).bytes_per_value(), 4);
   auto pool = (*engine)->CreateKvPool(4, 16);
@@ -20,7 +21,7 @@ TEST(EngineLoadTest, CpuByDefaultWithFp32Pages) {
 }
 
 TEST(EngineLoadTest, CudaWithoutBackendOrDeviceSaysWhich) {
-  auto engine = Engine::Load(kTiny, {.device = Device::kCuda});
+  auto engine = LoadEngine(kTiny, {.device = Device::kCuda});
   if (engine.ok()) {
     EXPECT_TRUE(CudaBackendBuilt());
     EXPECT_EQ((*engine)->kv_geometry(16).bytes_per_value(), 2);

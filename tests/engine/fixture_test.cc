@@ -10,12 +10,12 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "engine/cpu_engine.h"
-#include "engine/reference_forward.h"
-#include "engine/safetensors.h"
-#include "engine/tokenizer.h"
+#include "engine/cpu/cpu_engine.h"
+#include "engine/model/safetensors.h"
+#include "engine/model/tokenizer.h"
 #include "gtest/gtest.h"
 #include "tests/common/logits_oracle.h"
+#include "tests/support/reference_forward.h"
 
 namespace catserve::engine {
 namespace {

@@ -7,13 +7,13 @@
 #include <random>
 #include <utility>
 
-#include "engine/cpu_engine.h"
-#include "engine/random_model.h"
-#include "engine/reference_forward.h"
+#include "engine/cpu/cpu_engine.h"
 #include "gtest/gtest.h"
 #include "tests/common/interleaved_run.h"
 #include "tests/common/logits_oracle.h"
 #include "tests/common/test_models.h"
+#include "tests/support/random_model.h"
+#include "tests/support/reference_forward.h"
 
 namespace catserve::engine {
 namespace {

@@ -1,13 +1,13 @@
 // KV storage formats: names, sizes and the rounding of stored values.
-#include "engine/kv_dtype.h"
+#include "engine/kv/kv_dtype.h"
 
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
 
-#include "engine/bf16.h"
-#include "engine/kv_pool.h"
+#include "engine/kv/bf16.h"
+#include "engine/kv/kv_pool.h"
 #include "gtest/gtest.h"
 
 #if defined(__x86_64__)

@@ -12,10 +12,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/bf16.h"
-#include "engine/cpu_engine.h"
+#include "engine/cpu/cpu_engine.h"
 #include "engine/generate.h"
-#include "engine/safetensors.h"
+#include "engine/kv/bf16.h"
+#include "engine/model/safetensors.h"
 #include "gtest/gtest.h"
 #include "tests/common/planted_defects.h"
 #include "tests/common/run_alone.h"

@@ -1,7 +1,7 @@
 // ComputeModelFootprint against what the loader really reads and holds: the parameters of each
 // fixture equal the elements of its safetensors file, and loaded_bytes equals the fp32 vectors of
 // the loaded ModelWeights; CheckModelFootprint's two refusals.
-#include "engine/model_footprint.h"
+#include "engine/model/model_footprint.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -10,8 +10,8 @@
 #include <filesystem>
 #include <string>
 
-#include "engine/safetensors.h"
-#include "engine/weights.h"
+#include "engine/model/safetensors.h"
+#include "engine/model/weights.h"
 
 namespace catserve::engine {
 namespace {

@@ -8,7 +8,7 @@
 #include <numeric>
 #include <vector>
 
-#include "engine/sampler.h"
+#include "engine/sampling/sampler.h"
 #include "gtest/gtest.h"
 #include "tests/common/chi_square.h"
 #include "tests/common/intended_distribution.h"

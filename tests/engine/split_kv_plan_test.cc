@@ -1,12 +1,12 @@
 // The split-KV decomposition both backends share: split boundaries, page walks and the exact
 // log-sum-exp merge.
-#include "engine/split_kv_plan.h"
+#include "engine/step/split_kv_plan.h"
 
 #include <cmath>
 #include <random>
 #include <vector>
 
-#include "engine/sequence.h"
+#include "engine/kv/sequence.h"
 #include "gtest/gtest.h"
 
 namespace catserve::engine {

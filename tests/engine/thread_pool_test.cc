@@ -1,7 +1,7 @@
 // ThreadPool: every index of every loop runs exactly once, whether the workers are polling for
 // the next loop (loops back to back) or asleep (loops far apart), and the pool stops in either
 // state.
-#include "engine/thread_pool.h"
+#include "engine/kernels/thread_pool.h"
 
 #include <atomic>
 #include <chrono>

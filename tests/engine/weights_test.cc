@@ -1,6 +1,6 @@
 // LoadModel on bad model directories: each is refused with INVALID_ARGUMENT (or NOT_FOUND) and a
 // message naming the file and the field or tensor at fault, before anything big is allocated.
-#include "engine/weights.h"
+#include "engine/model/weights.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

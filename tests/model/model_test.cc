@@ -1,4 +1,4 @@
-// The shipped default model, models/cat-small-en: it loads through Engine::Load and
+// The shipped default model, models/cat-small-en: it loads through LoadEngine and
 // Tokenizer::Load, and the engine's greedy continuation (GenerateAlone, temperature 0) of the
 // fixed prompt in greedy_expected.txt equals the ids recorded there at chunk sizes 2 and 16.
 // greedy_expected.txt is written by the PyTorch reference (tools/eval/make_model_fixture.py),
@@ -12,10 +12,11 @@
 #include <string>
 #include <vector>
 
-#include "engine/engine.h"
 #include "engine/generate.h"
-#include "engine/sampler.h"
-#include "engine/tokenizer.h"
+#include "engine/load_engine.h"
+#include "engine/model/tokenizer.h"
+#include "engine/sampling/sampler.h"
+#include "engine/step/engine.h"
 #include "gtest/gtest.h"
 
 namespace catserve::engine {
@@ -67,7 +68,7 @@ class ModelTest : public ::testing::Test {
   static void SetUpTestSuite() {
     EngineOptions options;
     options.threads = 1;
-    auto engine = Engine::Load(kModelDir, options);
+    auto engine = LoadEngine(kModelDir, options);
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = engine->release();
     auto tokenizer = Tokenizer::Load(kModelDir / "tokenizer.model");

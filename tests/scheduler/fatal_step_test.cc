@@ -10,11 +10,11 @@
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
-#include "engine/cpu_engine.h"
-#include "engine/random_model.h"
+#include "engine/cpu/cpu_engine.h"
 #include "gtest/gtest.h"
 #include "scheduler/scheduler.h"
 #include "tests/common/test_models.h"
+#include "tests/support/random_model.h"
 
 namespace catserve::scheduler {
 namespace {

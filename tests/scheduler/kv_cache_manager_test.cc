@@ -4,10 +4,10 @@
 
 #include <algorithm>
 
-#include "engine/cpu_engine.h"
-#include "engine/random_model.h"
+#include "engine/cpu/cpu_engine.h"
 #include "gtest/gtest.h"
 #include "tests/common/test_models.h"
+#include "tests/support/random_model.h"
 
 namespace catserve::scheduler {
 namespace {

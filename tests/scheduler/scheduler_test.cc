@@ -8,12 +8,12 @@
 #include <vector>
 
 #include "absl/synchronization/notification.h"
-#include "engine/cpu_engine.h"
+#include "engine/cpu/cpu_engine.h"
 #include "engine/generate.h"
-#include "engine/random_model.h"
 #include "gtest/gtest.h"
 #include "tests/common/test_models.h"
 #include "tests/scheduler/collecting_sink.h"
+#include "tests/support/random_model.h"
 
 namespace catserve::scheduler {
 namespace {

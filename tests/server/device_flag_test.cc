@@ -9,7 +9,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "engine/engine.h"
+#include "engine/load_engine.h"
+#include "engine/step/engine.h"
 #include "gtest/gtest.h"
 #include "tests/server/server_process.h"
 

@@ -6,8 +6,9 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "engine/engine.h"
-#include "engine/tokenizer.h"
+#include "engine/load_engine.h"
+#include "engine/model/tokenizer.h"
+#include "engine/step/engine.h"
 #include "gtest/gtest.h"
 #include "server/server_options.h"
 #include "tests/server/server_process.h"
@@ -24,7 +25,7 @@ class GenerateTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start();
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = server->release();
-    absl::StatusOr<std::unique_ptr<engine::Engine>> engine = engine::Engine::Load(
+    absl::StatusOr<std::unique_ptr<engine::Engine>> engine = engine::LoadEngine(
         TinyModelDir(),
         {.threads = 1,
          .device = TestDevice() == "cuda" ? engine::Device::kCuda : engine::Device::kCpu,

@@ -3,7 +3,8 @@
 #include <cmath>
 #include <string>
 
-#include "engine/engine.h"
+#include "engine/load_engine.h"
+#include "engine/step/engine.h"
 #include "gtest/gtest.h"
 
 namespace catserve::server {

@@ -188,7 +188,7 @@ async def run_cell(pb2, pb2_grpc, address, vocab, chunk, concurrency, args, tier
 
 
 def peak_pages(tokens, chunk_size, page_entries):
-    """engine::PeakPages: each region's peak, in whole pages (engine/sequence.h)."""
+    """engine::PeakPages: each region's peak, in whole pages (engine/kv/sequence.h)."""
     compressed, local = 1 + tokens // chunk_size, min(chunk_size, 1 + tokens)
     return -(-compressed // page_entries) + -(-local // page_entries)
 

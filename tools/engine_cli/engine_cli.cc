@@ -35,12 +35,13 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "engine/engine.h"
 #include "engine/generate.h"
-#include "engine/kv_pool.h"
-#include "engine/sampler.h"
-#include "engine/sequence.h"
-#include "engine/tokenizer.h"
+#include "engine/kv/kv_pool.h"
+#include "engine/kv/sequence.h"
+#include "engine/load_engine.h"
+#include "engine/model/tokenizer.h"
+#include "engine/sampling/sampler.h"
+#include "engine/step/engine.h"
 
 ABSL_FLAG(std::string, model_dir, "models/cat-small-en",
           "Model directory (config.json, "
@@ -91,7 +92,7 @@ absl::StatusOr<std::unique_ptr<Engine>> LoadEngine() {
       catserve::engine::ParseKvDtype(absl::GetFlag(FLAGS_kv_dtype));
   if (!kv_dtype.ok()) return kv_dtype.status();
   options.kv_dtype = *kv_dtype;
-  return Engine::Load(absl::GetFlag(FLAGS_model_dir), options);
+  return LoadEngine(absl::GetFlag(FLAGS_model_dir), options);
 }
 
 int Generate() {

@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <string_view>
 
-#include "engine/config.h"
-#include "engine/model_footprint.h"
+#include "engine/model/config.h"
+#include "engine/model/model_footprint.h"
 #include "tools/fuzz/fuzz_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

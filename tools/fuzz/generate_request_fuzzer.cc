@@ -14,9 +14,9 @@
 
 #include "absl/time/time.h"
 #include "catserve/v1/generation.pb.h"
-#include "engine/config.h"
-#include "engine/sentencepiece_api.h"
-#include "engine/tokenizer.h"
+#include "engine/model/config.h"
+#include "engine/model/sentencepiece_api.h"
+#include "engine/model/tokenizer.h"
 #include "google/protobuf/stubs/logging.h"
 #include "server/request_parser.h"
 #include "tools/fuzz/fuzz_check.h"

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-#include "engine/safetensors.h"
+#include "engine/model/safetensors.h"
 #include "tools/fuzz/fuzz_check.h"
 
 namespace {
