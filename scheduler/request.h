@@ -7,7 +7,8 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "engine/sampler.h"
+#include "engine/model/config.h"
+#include "engine/sampling/sampler.h"
 
 namespace catserve::scheduler {
 
@@ -29,6 +30,16 @@ struct GenerationRequest {
   absl::Time deadline = absl::InfiniteFuture();
   bool want_logprobs = false;
 };
+
+// The one statement of what a request may ask of this model, whichever transport it came by:
+// a non-empty prompt of token ids inside the vocabulary, stop token ids inside it too,
+// max_tokens >= 1, a served chunk_size, a coarsest_chunk_size that is 0 or a served size >= it,
+// prompt + max_tokens within the model's context, and sampling values in range. INVALID_ARGUMENT
+// whose message names the field (as the public APIs spell it) and what to change. The transports'
+// parsers call it before answering a request; Scheduler::Submit calls it for callers that come
+// to the scheduler directly. Deeper layers (the engine's ValidateStep) only guard their own
+// preconditions.
+absl::Status ValidateRequest(const engine::ModelConfig& config, const GenerationRequest& request);
 
 enum class FinishReason { kStop, kLength, kCancelled, kDeadlineExceeded, kError };
 const char* FinishReasonName(FinishReason reason);  // "stop", "length", "cancelled", ...

@@ -114,46 +114,8 @@ Scheduler::Scheduler(engine::Engine* engine, KvCacheManager kv_cache,
 Scheduler::~Scheduler() { Shutdown(); }
 
 absl::Status Scheduler::Validate(const GenerationRequest& r) const {
-  const engine::ModelConfig& c = engine_->config();
-  if (r.prompt.empty()) {
-    return absl::InvalidArgumentError("prompt is empty: send text or at least one token id");
-  }
-  for (int32_t t : r.prompt) {
-    if (t < 0 || t >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "prompt token id ", t, " is outside the vocabulary [0, ", c.vocab_size, ")"));
-    }
-  }
-  for (int32_t t : r.stop_token_ids) {
-    if (t < 0 || t >= c.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("stop token id ", t, " is outside the vocabulary [0, ", c.vocab_size, ")"));
-    }
-  }
-  if (r.max_new_tokens < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_tokens must be at least 1, got ", r.max_new_tokens));
-  }
-  if (!c.serves_chunk_size(r.chunk_size)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("chunk size ", r.chunk_size,
-                     " is not served; served chunk sizes: ", absl::StrJoin(c.chunk_sizes(), ", ")));
-  }
-  if (r.coarsest_chunk_size != 0 &&
-      (!c.serves_chunk_size(r.coarsest_chunk_size) || r.coarsest_chunk_size < r.chunk_size)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "coarsest chunk size ", r.coarsest_chunk_size,
-        " must be a served chunk size >= ", r.chunk_size,
-        " (or 0: none coarser); served chunk sizes: ", absl::StrJoin(c.chunk_sizes(), ", ")));
-  }
+  if (absl::Status s = ValidateRequest(engine_->config(), r); !s.ok()) return s;
   const int64_t total = static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens;
-  if (total > c.max_position_embeddings) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("prompt (", r.prompt.size(), " tokens) plus max_tokens (", r.max_new_tokens,
-                     ") is ", total, ", past the model's context of ", c.max_position_embeddings,
-                     " tokens: shorten the prompt or lower max_tokens"));
-  }
-  if (absl::Status s = engine::ValidateSamplingParams(r.sampling); !s.ok()) return s;
   // At the asked size: a request must be servable without pressure ever switching it.
   const int peak = kv_cache_.PeakPages(static_cast<int>(total) - 1, r.chunk_size);
   if (peak > kv_cache_.total_pages()) {

@@ -55,7 +55,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
   if (!parsed.ok()) {
     // Counted under the chunk size asked for, or the default one when that is what is wrong.
     absl::StatusOr<int> chunk_size = parser_->ResolveChunkSize(*request);
-    shared_.metrics->ForChunkSize(chunk_size.ok() ? *chunk_size : parser_->default_chunk_size())
+    const bool served = chunk_size.ok() && parser_->serves_chunk_size(*chunk_size);
+    shared_.metrics->ForChunkSize(served ? *chunk_size : parser_->default_chunk_size())
         .finished(metrics::RequestOutcome::kRejected)
         .Increment();
     return GenerateStream::Reject(ToGrpcStatus(parsed.status()));

@@ -4,19 +4,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "engine/sampler.h"
+#include "engine/sampling/sampler.h"
 #include "server/utf8.h"
 
 namespace catserve::server {
 namespace {
 
 absl::Status Invalid(absl::string_view message) { return absl::InvalidArgumentError(message); }
-
-absl::Status CheckTokenId(int32_t id, int vocab_size, absl::string_view field, int index) {
-  if (id >= 0 && id < vocab_size) return absl::OkStatus();
-  return Invalid(absl::StrCat(field, "[", index, "] = ", id, " is not a token id of this model (",
-                              "the vocabulary is [0, ", vocab_size, "))"));
-}
 
 }  // namespace
 
@@ -48,11 +42,6 @@ absl::StatusOr<int> RequestParser::ResolveChunkSize(const v1::GenerateRequest& r
     return it->second.chunk_size;
   }
   if (request.chunk_size() == 0) return default_chunk_size_;
-  if (!config_.serves_chunk_size(request.chunk_size())) {
-    return Invalid(absl::StrCat("chunk_size ", request.chunk_size(),
-                                " is not served by this model; served chunk sizes: ",
-                                absl::StrJoin(config_.chunk_sizes(), ", ")));
-  }
   return request.chunk_size();
 }
 
@@ -76,12 +65,6 @@ absl::StatusOr<std::vector<int32_t>> RequestParser::Prompt(
     case v1::GenerateRequest::kTokenIds: {
       const auto& ids = request.token_ids().ids();
       if (ids.empty()) return Invalid("prompt is empty: set text or token_ids");
-      for (int i = 0; i < ids.size(); ++i) {
-        if (absl::Status s = CheckTokenId(ids[i], config_.vocab_size, "token_ids.ids", i);
-            !s.ok()) {
-          return s;
-        }
-      }
       prompt.assign(ids.begin(), ids.end());
       break;
     }
@@ -98,9 +81,6 @@ absl::StatusOr<ParsedGeneration> RequestParser::Parse(const v1::GenerateRequest&
   scheduler::GenerationRequest& out = parsed.request;
 
   // Everything cheap first: the prompt (tokenizing a text) comes last.
-  if (request.max_tokens() <= 0) {
-    return Invalid(absl::StrCat("max_tokens must be >= 1 (got ", request.max_tokens(), ")"));
-  }
   if (request.max_tokens() > limits_.max_new_tokens) {
     return Invalid(absl::StrCat("max_tokens ", request.max_tokens(), " is more than the limit of ",
                                 limits_.max_new_tokens, "; lower it"));
@@ -114,9 +94,6 @@ absl::StatusOr<ParsedGeneration> RequestParser::Parse(const v1::GenerateRequest&
   out.sampling.min_p = s.min_p();
   out.sampling.repetition_penalty = s.has_repetition_penalty() ? s.repetition_penalty() : 1.0f;
   out.sampling.seed = s.has_seed() ? s.seed() : random_seed;
-  if (absl::Status st = engine::ValidateSamplingParams(out.sampling); !st.ok()) {
-    return Invalid(absl::StrCat("sampling.", st.message()));
-  }
 
   for (int i = 0; i < request.stop_size(); ++i) {
     if (request.stop(i).empty()) {
@@ -124,13 +101,6 @@ absl::StatusOr<ParsedGeneration> RequestParser::Parse(const v1::GenerateRequest&
     }
   }
   parsed.stop_strings.assign(request.stop().begin(), request.stop().end());
-  for (int i = 0; i < request.stop_token_ids_size(); ++i) {
-    if (absl::Status st =
-            CheckTokenId(request.stop_token_ids(i), config_.vocab_size, "stop_token_ids", i);
-        !st.ok()) {
-      return st;
-    }
-  }
   out.stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());
   out.ignore_eos = request.ignore_eos();
 
@@ -140,13 +110,6 @@ absl::StatusOr<ParsedGeneration> RequestParser::Parse(const v1::GenerateRequest&
   out.coarsest_chunk_size = request.coarsest_chunk_size();
   if (out.coarsest_chunk_size == 0 && !request.tier().empty()) {
     out.coarsest_chunk_size = tiers_.at(request.tier()).coarsest_chunk_size;
-  }
-  if (out.coarsest_chunk_size != 0 && (!config_.serves_chunk_size(out.coarsest_chunk_size) ||
-                                       out.coarsest_chunk_size < out.chunk_size)) {
-    return Invalid(absl::StrCat(
-        "coarsest_chunk_size ", request.coarsest_chunk_size(),
-        " must be a served chunk size >= the chunk size ", out.chunk_size,
-        ", or 0 (none coarser); served chunk sizes: ", absl::StrJoin(config_.chunk_sizes(), ", ")));
   }
   out.priority = request.priority();
   out.deadline = deadline;
@@ -161,12 +124,7 @@ absl::StatusOr<ParsedGeneration> RequestParser::Parse(const v1::GenerateRequest&
                                 " tokens, more than the limit of ", limits_.max_prompt_tokens,
                                 "; shorten it"));
   }
-  if (static_cast<int64_t>(prompt_tokens) + request.max_tokens() > limits_.max_context) {
-    return Invalid(absl::StrCat("the prompt (", prompt_tokens, " tokens) + max_tokens (",
-                                request.max_tokens(), ") exceeds the model's context of ",
-                                limits_.max_context, " tokens; lower max_tokens to at most ",
-                                limits_.max_context - prompt_tokens, " or shorten the prompt"));
-  }
+  if (absl::Status st = scheduler::ValidateRequest(config_, out); !st.ok()) return st;
   return parsed;
 }
 

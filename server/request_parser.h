@@ -11,8 +11,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "catserve/v1/generation.pb.h"
-#include "engine/config.h"
-#include "engine/tokenizer.h"
+#include "engine/model/config.h"
+#include "engine/model/tokenizer.h"
 #include "scheduler/request.h"
 #include "server/tiers.h"
 
@@ -45,19 +45,19 @@ class RequestParser {
                 const ServingLimits& limits, int default_chunk_size,
                 std::map<std::string, Tier> tiers);
 
-  // Validates `request` and converts it; `deadline` becomes the scheduler's deadline and
+  // Converts `request` and validates it; `deadline` becomes the scheduler's deadline and
   // `random_seed` the seed when the request sets none. Every error is INVALID_ARGUMENT and its
-  // message names the field and what to change: empty prompt, token id outside the vocabulary,
-  // prompt or max_tokens past the limits, sampling values out of range, a chunk size the model
-  // does not serve (listing the served ones), an unknown tier (listing the tiers), both
-  // chunk_size and tier, an empty stop string, a coarsest_chunk_size not served or finer than
-  // the chunk size.
+  // message names the field and what to change. Checked here: what only this transport knows
+  // (both chunk_size and tier, an unknown tier, an empty prompt, the text's bytes, the flags'
+  // limits on max_tokens and prompt tokens, an empty stop string); then every rule of the model
+  // by scheduler::ValidateRequest, their one owner.
   absl::StatusOr<ParsedGeneration> Parse(const v1::GenerateRequest& request, absl::Time deadline,
                                          uint64_t random_seed) const;
 
-  // The chunk size `request` asks for (its own, its tier's or the default); INVALID_ARGUMENT as
-  // Parse for an unserved size, an unknown tier or both set.
+  // The chunk size `request` asks for (its own, its tier's or the default), served or not;
+  // INVALID_ARGUMENT as Parse for an unknown tier or both set.
   absl::StatusOr<int> ResolveChunkSize(const v1::GenerateRequest& request) const;
+  bool serves_chunk_size(int chunk_size) const { return config_.serves_chunk_size(chunk_size); }
 
   const ServingLimits& limits() const { return limits_; }
   int default_chunk_size() const { return default_chunk_size_; }

@@ -10,14 +10,14 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
-#include "engine/cpu_engine.h"
+#include "engine/cpu/cpu_engine.h"
 #include "engine/generate.h"
-#include "engine/random_model.h"
 #include "gtest/gtest.h"
 #include "scheduler/admission_policy.h"
 #include "scheduler/scheduler.h"
 #include "tests/common/test_models.h"
 #include "tests/scheduler/collecting_sink.h"
+#include "tests/support/random_model.h"
 
 namespace catserve::scheduler {
 namespace {
@@ -384,7 +384,10 @@ TEST_F(PressureTest, CoarsestFinerThanAskedIsRefused) {
   GenerationRequest r = Request(5, 5, 8, 4, 0);
   absl::Status s = sched->Submit(r, sink).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("coarsest chunk size 4"), std::string::npos) << s;
+  EXPECT_NE(
+      s.message().find("coarsest_chunk_size 4 must be a served chunk size >= the chunk size 8"),
+      std::string::npos)
+      << s;
   r.coarsest_chunk_size = 3;
   EXPECT_EQ(sched->Submit(r, sink).status().code(), absl::StatusCode::kInvalidArgument);
 }
