@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "engine/load_engine.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/impl/server_builder_option.h"
@@ -60,6 +61,20 @@ absl::StatusOr<std::unique_ptr<ServingDaemon>> ServingDaemon::Start(const Server
 }
 
 absl::Status ServingDaemon::Init() {
+  if (absl::Status s = LoadModel(); !s.ok()) return s;
+  if (absl::Status s = SizeKvPool(); !s.ok()) return s;
+  StartMetrics();
+  if (absl::Status s = StartScheduler(); !s.ok()) return s;
+  BuildParser();
+  if (absl::Status s = LoadSecurity(); !s.ok()) return s;
+  if (absl::Status s = StartHttp(); !s.ok()) return s;
+  if (absl::Status s = StartGrpc(); !s.ok()) return s;
+  ready_ = true;
+  LogStartup();
+  return absl::OkStatus();
+}
+
+absl::Status ServingDaemon::LoadModel() {
   namespace fs = std::filesystem;
   const fs::path model_dir(options_.model_dir);
   std::error_code error;
@@ -70,9 +85,9 @@ absl::Status ServingDaemon::Init() {
                      "); pass --model_dir=DIR, a directory with config.json, model.safetensors and "
                      "tokenizer.model (tests/fixtures/tiny is a small test model)"));
   }
-  const std::string model_name = ModelName(model_dir);
+  model_name_ = ModelName(model_dir);
 
-  absl::StatusOr<std::unique_ptr<engine::Engine>> engine = engine::Engine::Load(
+  absl::StatusOr<std::unique_ptr<engine::Engine>> engine = engine::LoadEngine(
       model_dir, engine::EngineOptions{.threads = options_.threads,
                                        .device = options_.device == "cuda" ? engine::Device::kCuda
                                                                            : engine::Device::kCpu,
@@ -98,37 +113,46 @@ absl::Status ServingDaemon::Init() {
         tokenizer_->vocab_size(), " pieces but config.json's vocab_size is ", config.vocab_size,
         "; text would encode to ids the model has no embedding for"));
   }
-  if (absl::Status s = ValidateChunkSizes(options_, config); !s.ok()) return s;
+  return ValidateChunkSizes(options_, config);
+}
 
-  // Pool: as many whole pages as --kv_pool_mb (or --gpu_memory_fraction of the free device
-  // memory) holds.
+absl::Status ServingDaemon::SizeKvPool() {
+  // As many whole pages as --kv_pool_mb (or --gpu_memory_fraction of the free device memory)
+  // holds.
   absl::StatusOr<engine::DeviceInfo> device = engine_->device_info();
   if (!device.ok()) return device.status();
-  const engine::KvGeometry geometry = engine_->kv_geometry(options_.kv_page_entries);
+  device_ = *std::move(device);
+  geometry_ = engine_->kv_geometry(options_.kv_page_entries);
   absl::StatusOr<int> pool_pages = KvPoolPages({.kv_pool_mb = options_.kv_pool_mb,
                                                 .gpu_memory_fraction = options_.gpu_memory_fraction,
-                                                .free_bytes = device->free_bytes,
-                                                .page_bytes = geometry.page_bytes()});
+                                                .free_bytes = device_.free_bytes,
+                                                .page_bytes = geometry_.page_bytes()});
   if (!pool_pages.ok()) return pool_pages.status();
-  const size_t pages = *pool_pages;
+  pool_pages_ = *pool_pages;
+  return absl::OkStatus();
+}
 
+void ServingDaemon::StartMetrics() {
   serving_metrics_ = std::make_unique<metrics::ServingMetrics>(
-      metrics::BuildInfo{CATSERVE_VERSION, model_name, options_.device});
-  serving_metrics_->SetDevice(options_.device, options_.device == "cuda" ? device->name : "",
-                              static_cast<double>(device->weights_bytes));
+      metrics::BuildInfo{CATSERVE_VERSION, model_name_, options_.device});
+  serving_metrics_->SetDevice(options_.device, options_.device == "cuda" ? device_.name : "",
+                              static_cast<double>(device_.weights_bytes));
   scheduler_metrics_ =
-      std::make_unique<SchedulerMetrics>(serving_metrics_.get(), config.chunk_sizes());
+      std::make_unique<SchedulerMetrics>(serving_metrics_.get(), engine_->config().chunk_sizes());
+}
 
+absl::Status ServingDaemon::StartScheduler() {
   scheduler::SchedulerOptions scheduler_options;
   scheduler_options.max_queued = options_.max_queued;
   scheduler_options.max_running = options_.max_running;
   scheduler_options.max_tokens_per_step = options_.max_tokens_per_step;
-  scheduler_options.kv_pool_pages = static_cast<int>(pages);
+  scheduler_options.kv_pool_pages = pool_pages_;
   scheduler_options.kv_page_entries = options_.kv_page_entries;
   scheduler_options.sampling_threads =
       options_.sampling_threads > 0
           ? options_.sampling_threads
           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  sampling_threads_ = scheduler_options.sampling_threads;
   absl::StatusOr<std::unique_ptr<scheduler::AdmissionPolicy>> policy =
       scheduler::MakeAdmissionPolicy(options_.pressure_policy);
   if (!policy.ok()) return policy.status();
@@ -137,7 +161,11 @@ absl::Status ServingDaemon::Init() {
   if (!scheduler.ok()) return scheduler.status();
   scheduler_ = *std::move(scheduler);
   RefreshMetrics();
+  return absl::OkStatus();
+}
 
+void ServingDaemon::BuildParser() {
+  const engine::ModelConfig& config = engine_->config();
   const int context = config.max_position_embeddings;
   const int max_prompt_tokens = Limit(options_.max_prompt_tokens, context - 1);
   const ServingLimits limits{
@@ -149,6 +177,9 @@ absl::Status ServingDaemon::Init() {
       .max_context = context};
   parser_ = std::make_unique<RequestParser>(tokenizer_.get(), config, limits,
                                             options_.default_chunk_size, options_.tiers);
+}
+
+absl::Status ServingDaemon::LoadSecurity() {
   if (!options_.auth_tokens_file.empty()) {
     absl::StatusOr<std::unique_ptr<TokenAuthenticator>> auth =
         TokenAuthenticator::Load(options_.auth_tokens_file);
@@ -158,10 +189,11 @@ absl::Status ServingDaemon::Init() {
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       MakeServerCredentials(options_.tls);
   if (!credentials.ok()) return credentials.status();
-  service_ = std::make_unique<GenerationService>(
-      GenerateStream::Shared{scheduler_.get(), tokenizer_.get(), serving_metrics_.get()},
-      parser_.get(), authenticator_.get(), BuildModelInfo(model_name, static_cast<int>(pages)));
+  credentials_ = *std::move(credentials);
+  return absl::OkStatus();
+}
 
+absl::Status ServingDaemon::StartHttp() {
   absl::StatusOr<std::unique_ptr<metrics::MetricsHttpServer>> http =
       metrics::MetricsHttpServer::Start(options_.http_listen, serving_metrics_.get(),
                                         [this] { return ready_.load(); });
@@ -170,12 +202,19 @@ absl::Status ServingDaemon::Init() {
                                                            ": ", http.status().message()));
   }
   http_server_ = *std::move(http);
+  return absl::OkStatus();
+}
+
+absl::Status ServingDaemon::StartGrpc() {
+  service_ = std::make_unique<GenerationService>(
+      GenerateStream::Shared{scheduler_.get(), tokenizer_.get(), serving_metrics_.get()},
+      parser_.get(), authenticator_.get(), BuildModelInfo());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   if (!options_.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
-  builder.AddListeningPort(options_.listen, *credentials, &grpc_port_);
+  builder.AddListeningPort(options_.listen, credentials_, &grpc_port_);
   builder.RegisterService(service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<UnhandledCallInterceptorFactory>(
@@ -190,27 +229,32 @@ absl::Status ServingDaemon::Init() {
   grpc::HealthCheckServiceInterface* health = grpc_server_->GetHealthCheckService();
   health->SetServingStatus("", true);
   health->SetServingStatus(kServiceName, true);
-  ready_ = true;
+  return absl::OkStatus();
+}
 
+void ServingDaemon::LogStartup() const {
+  const engine::ModelConfig& config = engine_->config();
+  const ServingLimits& limits = parser_->limits();
+  const size_t pages = pool_pages_;
   const HostPort grpc_address = *ParseHostPort(options_.listen, "listen");
   const HostPort http_address = *ParseHostPort(options_.http_listen, "http_listen");
   Log("model %s (%s): vocab %d, %d layers, context %d; chunk sizes %s, default %d, tiers %s, "
       "pressure policy %s",
-      model_name, options_.model_dir, config.vocab_size, config.num_hidden_layers, context,
-      absl::StrJoin(config.chunk_sizes(), ","), options_.default_chunk_size,
-      FormatTiers(options_.tiers), options_.pressure_policy);
+      model_name_, options_.model_dir, config.vocab_size, config.num_hidden_layers,
+      config.max_position_embeddings, absl::StrJoin(config.chunk_sizes(), ","),
+      options_.default_chunk_size, FormatTiers(options_.tiers), options_.pressure_policy);
   Log("kv pool: %d pages x %d entries x %d bytes = %.1f MiB (%d bytes per entry); backend %s, "
       "%d compute threads, %d sampling threads",
-      pages, options_.kv_page_entries, geometry.page_bytes() / options_.kv_page_entries,
-      static_cast<double>(pages * geometry.page_bytes()) / (1 << 20), geometry.entry_bytes(),
-      options_.device, engine_->threads(), scheduler_options.sampling_threads);
+      pages, options_.kv_page_entries, geometry_.page_bytes() / options_.kv_page_entries,
+      static_cast<double>(pages * geometry_.page_bytes()) / (1 << 20), geometry_.entry_bytes(),
+      options_.device, engine_->threads(), sampling_threads_);
   if (options_.device == "cuda") {
     Log("device cuda: %s; weights %.1f MiB; kv pool %.1f MiB; %.1f of %.1f MiB were free before "
         "the pool",
-        device->name, static_cast<double>(device->weights_bytes) / (1 << 20),
-        static_cast<double>(pages * geometry.page_bytes()) / (1 << 20),
-        static_cast<double>(device->free_bytes) / (1 << 20),
-        static_cast<double>(device->total_bytes) / (1 << 20));
+        device_.name, static_cast<double>(device_.weights_bytes) / (1 << 20),
+        static_cast<double>(pages * geometry_.page_bytes()) / (1 << 20),
+        static_cast<double>(device_.free_bytes) / (1 << 20),
+        static_cast<double>(device_.total_bytes) / (1 << 20));
   }
   Log("limits: prompt %d tokens / %d bytes, new tokens %d, queued %d, running %d, tokens per "
       "step %d",
@@ -225,12 +269,13 @@ absl::Status ServingDaemon::Init() {
   Log("listening on %s:%d", grpc_address.host, grpc_port_);
   Log("metrics on http://%s:%d/metrics", http_address.host, http_server_->port());
   Log("ready");
-  return absl::OkStatus();
 }
 
-v1::ModelInfo ServingDaemon::BuildModelInfo(const std::string& model_name, int pool_pages) const {
+v1::ModelInfo ServingDaemon::BuildModelInfo() const {
   const engine::ModelConfig& config = engine_->config();
-  const engine::KvGeometry geometry = engine_->kv_geometry(options_.kv_page_entries);
+  const std::string& model_name = model_name_;
+  const int pool_pages = pool_pages_;
+  const engine::KvGeometry& geometry = geometry_;
   v1::ModelInfo info;
   info.set_model(model_name);
   for (int l : config.chunk_sizes()) info.add_chunk_sizes(l);

@@ -6,8 +6,8 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "engine/engine.h"
-#include "engine/tokenizer.h"
+#include "engine/model/tokenizer.h"
+#include "engine/step/engine.h"
 #include "grpcpp/grpcpp.h"
 #include "scheduler/scheduler.h"
 #include "server/generation_service.h"
@@ -62,8 +62,18 @@ class ServingDaemon {
 
  private:
   explicit ServingDaemon(const ServerOptions& options) : options_(options) {}
+  // Start's steps, in order; each fills the members it names.
   absl::Status Init();
-  v1::ModelInfo BuildModelInfo(const std::string& model_name, int pool_pages) const;
+  absl::Status LoadModel();       // engine_, tokenizer_, model_name_; checks the chunk-size flags
+  absl::Status SizeKvPool();      // device_, geometry_, pool_pages_
+  void StartMetrics();            // serving_metrics_, scheduler_metrics_
+  absl::Status StartScheduler();  // scheduler_, sampling_threads_
+  void BuildParser();             // parser_: the flags' limits over the model's
+  absl::Status LoadSecurity();    // authenticator_, credentials_
+  absl::Status StartHttp();       // http_server_: /metrics, /healthz, /readyz
+  absl::Status StartGrpc();       // service_, grpc_server_, grpc_port_, health statuses
+  void LogStartup() const;
+  v1::ModelInfo BuildModelInfo() const;
 
   const ServerOptions options_;
   std::unique_ptr<metrics::ServingMetrics> serving_metrics_;
@@ -71,7 +81,13 @@ class ServingDaemon {
   std::unique_ptr<engine::Engine> engine_;
   std::unique_ptr<engine::Tokenizer> tokenizer_;
   std::unique_ptr<RequestParser> parser_;
+  std::string model_name_;  // "cat-small-en" for --model_dir=models/cat-small-en
+  engine::DeviceInfo device_;
+  engine::KvGeometry geometry_;  // of the pool's pages
+  int pool_pages_ = 0;
+  int sampling_threads_ = 0;
   std::unique_ptr<TokenAuthenticator> authenticator_;  // null without --auth_tokens_file
+  std::shared_ptr<grpc::ServerCredentials> credentials_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
   std::unique_ptr<GenerationService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
