@@ -10,13 +10,13 @@ Needs torch, numpy, safetensors and sentencepiece (pip). What the files contain,
 and the logit row convention are documented in docs/FIXTURES.md.
 
 The self-check proves, before the C++ engine relies on it, that:
-  * a loop-based incremental decoder (tools/catref/incremental.py, following cat-model.md's
+  * a loop-based incremental decoder (tools/catref/incremental.py, following docs/CAT_MODEL.md's
     "Incremental decoding" rules: compressed + local cache, prefill of m*l + r tokens, then one
     token at a time) reproduces every logits_all row, for every chunk size and several prefill
     lengths: to 1e-5 in fp32 and to 1e-9 in fp64;
   * padding never changes real rows (prefixes, and a different pad id);
   * the batched training forward equals per-sequence logits_all, and its loss backpropagates;
-  * torch's bilinear resize of proj_fx equals cat-model.md's explicit column formula;
+  * torch's bilinear resize of proj_fx equals docs/CAT_MODEL.md's explicit column formula;
   * the fixtures are sensitive: changing one early token moves later rows through fx;
   * the tokenizer round-trips every test string (byte fallback included).
 """
@@ -288,7 +288,7 @@ def check_batched_forward(checks: Checks, model, seqs) -> None:
 
 
 def check_proj_fx_formula(checks: Checks, model) -> None:
-    """cat-model.md: column x reads s = (x+0.5)*(M/l) - 0.5 clamped at 0, x0 = floor(s),
+    """docs/CAT_MODEL.md: column x reads s = (x+0.5)*(M/l) - 0.5 clamped at 0, x0 = floor(s),
     x1 = min(x0+1, M*Dc-1), weight s - x0."""
     c = model.config
     w = model.model.compressor.proj_fx.weight.detach().double().numpy()

@@ -1,4 +1,4 @@
-"""Loop-based incremental CAT decoding, written from cat-model.md "Incremental decoding".
+"""Loop-based incremental CAT decoding, written from docs/CAT_MODEL.md "Incremental decoding".
 
 Independent of the interleaved forward in model.py: no interleaved sequence, no mask. Per decoder
 layer it keeps a compressed cache (K/V of F_0, fx_0, ..., all at RoPE position 0) and a local cache
@@ -90,5 +90,5 @@ class IncrementalDecoder:
         return self._feed_separator()
 
     def cache_entries(self) -> tuple[int, int]:
-        """(compressed, local) entries per layer, for the memory formula in cat-model.md."""
+        """(compressed, local) entries per layer, for the memory formula in docs/CAT_MODEL.md."""
         return len(self.compressed[0][0]), len(self.local[0][0])

@@ -1,6 +1,6 @@
 """Plain PyTorch reference of the Compress & Attend Transformer (CAT), interleaved view.
 
-Written from docs/cat-model.md (the shared design doc), not from any other implementation. Everything
+Written from docs/CAT_MODEL.md (the shared design doc), not from any other implementation. Everything
 is fp32 and uses plain torch ops with explicit boolean masks, so it reads top to bottom and serves as
 the oracle the C++ engine is tested against (tests/fixtures, see docs/FIXTURES.md).
 
@@ -11,7 +11,7 @@ Conventions used throughout:
   * Logit row i (i = 0..N) is the prediction of token t_i: the S of block i//l when i % l == 0
     (block K is the trailing pair), else the output at token t_{i-1}.
 
-Tensor names match cat-model.md (model.compressor.*, model.layers.i.attn.*, lm_head.weight, ...).
+Tensor names match docs/CAT_MODEL.md (model.compressor.*, model.layers.i.attn.*, lm_head.weight, ...).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ TORCH_DTYPE_NAMES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
 @dataclasses.dataclass
 class CatConfig:
-    """HF-style CAT config; field names and defaults as in cat-model.md's table."""
+    """HF-style CAT config; field names and defaults as in docs/CAT_MODEL.md's table."""
 
     vocab_size: int = 32000
     hidden_size: int = 2048

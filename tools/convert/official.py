@@ -9,7 +9,7 @@ Read from the authors' code (never copied), repository rajesh-lab/cat-transforme
     `norm`, `proj_fx` [dim_fx, chunk_size * dim]) and the decoder as `dummy_fx` [log2(chunk_size)
     + 1 rows, row = log2(l)], `wte`, `layers`, `seperator` [1 row], `norm`, `output` (untied).
     Embedding rows are `padded_vocab_size`. A decoder block is [F, S, tokens], F at RoPE 0, S at 1
-    (same as cat-model.md); proj_fx is resized with bilinear interpolation, align_corners unset
+    (same as docs/CAT_MODEL.md); proj_fx is resized with bilinear interpolation, align_corners unset
     (= false), also for l == chunk_size, where it is the identity.
   * transformer.py (commit 94e3c2a9): `TransformerBlock` = `attention` (`wqkv` [(n_head +
     2 * n_local_heads) * head_dim, dim], split q, k, v in that order; `wo`; with use_qk_norm

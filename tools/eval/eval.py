@@ -13,7 +13,7 @@ For each chunk size l in the model's trained sizes (1, 2, 4, 8, 16):
     (tools/catref, full forward) as a check;
   * recall: exact match of the greedy answer (`catserve-engine recall`) on held-out synthetic
     key-value prompts at two context lengths (about 128 and 352 tokens);
-  * KV cache bytes per sequence at 1,000 tokens of context, from cat-model.md:
+  * KV cache bytes per sequence at 1,000 tokens of context, from docs/CAT_MODEL.md:
     L * 2 * Hkv * head_dim * bytes * ((1 + floor(n/l)) + (1 + n mod l)), fp32 (4 bytes, what the
     CPU engine stores), beside the dense transformer's L * 2 * Hkv * head_dim * bytes * n;
   * engine speed: wall milliseconds per scored token in `score` (one decode step each, 1 thread;

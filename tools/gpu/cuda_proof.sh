@@ -6,7 +6,7 @@
 #       cuda_tests (every test must PASS; a skip fails the proof), then compute-sanitizer
 #       memcheck, racecheck, initcheck and synccheck on subsets of them.
 #   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT quick
-#       for a short lease (about 6 minutes): cuda_tests, memcheck and racecheck on the split-KV
+#       the short form: cuda_tests, memcheck and racecheck on the split-KV
 #       attention and the MHA incremental test, a small cuda_step_bench grid, and the daemon's
 #       --device=cuda flag tests.
 #   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT serve
@@ -86,7 +86,7 @@ case "$part" in
       python3 "$root/tools/bench/loadgen.py" --model_dir="$model" --catserve="$g/bin/catserve" \
       --device=cuda --concurrency=256 --chunk_sizes=2,8,16 --prompt_tokens=128 --max_tokens=64 \
       --kv_pool_mb=16384
-    # The same at chunk 8 with one sampling thread (the H200 run of session 6 had only that):
+    # The same at chunk 8 with one sampling thread (what the first H200 run measured):
     # what the sampling pool takes off the serving share.
     step loadgen_256_one_sampler 120 env CATSERVE_PY_STUBS="$here/stubs" PYTHONUNBUFFERED=1 \
       python3 "$root/tools/bench/loadgen.py" --model_dir="$model" --catserve="$g/bin/catserve" \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares the GPU proof of the CUDA backend (docs/CUDA.md, "The GPU proof") on a machine without
-# a GPU, so that a session with one runs it in two device calls. Builds the CUDA programs and the
+# a GPU, so that a GPU machine without our build dependencies runs it in two commands. Builds the CUDA programs and the
 # daemon in BUILD_DIR (configured with CATSERVE_CUDA=ON), bundles them with the libraries a bare
 # GPU machine lacks (../shared/tools/gpu-bundle.sh, or $GPU_BUNDLE_SCRIPT), and adds what the
 # proof needs beside the bundle: the Python gRPC stubs for tools/bench/loadgen.py (the GPU image
@@ -9,11 +9,10 @@
 #
 #   tools/gpu/prepare_cuda_proof.sh [BUILD_DIR]      (default: build)
 #
-# Then, with the device tool, from the same checkout:
-#   run(command="bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT tests",
-#       carry=[".gpu-bundle"], timeout_s=560)
-#   run(command="bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT serve",
-#       carry=[".gpu-bundle"], timeout_s=560)
+# Then copy the checkout with .gpu-bundle/ to the GPU machine and run there, from its root,
+# with OUT a folder for the results:
+#   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT tests
+#   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT serve
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 cd "$root"
