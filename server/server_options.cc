@@ -1,6 +1,12 @@
 #include "server/server_options.h"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -17,10 +23,28 @@ namespace {
 
 std::string JoinSizes(const std::vector<int>& sizes) { return absl::StrJoin(sizes, ", "); }
 
-absl::Status AtLeast(absl::string_view flag, int value, int minimum) {
-  if (value >= minimum) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat("--", flag, "=", value, " is invalid: it must be >= ", minimum));
+// A numeric flag's range, [minimum, maximum], and what bounds it when that is not obvious.
+struct Range {
+  absl::string_view flag;
+  int64_t value;
+  int64_t minimum;
+  int64_t maximum;
+  absl::string_view why = "";
+};
+
+absl::Status CheckRange(const Range& r) {
+  if (r.value >= r.minimum && r.value <= r.maximum) return absl::OkStatus();
+  std::string message = absl::StrCat("--", r.flag, "=", r.value, " is out of range: expected ",
+                                     r.minimum, "..", r.maximum);
+  if (!r.why.empty()) absl::StrAppend(&message, " (", r.why, ")");
+  return absl::InvalidArgumentError(message);
+}
+
+int64_t PhysicalMemoryMiB() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page_size <= 0) return std::numeric_limits<int>::max();
+  return static_cast<int64_t>(pages) * page_size / (1 << 20);
 }
 
 }  // namespace
@@ -54,6 +78,26 @@ absl::StatusOr<engine::KvDtype> ParseKvDtypeFlag(absl::string_view text) {
   return dtype;
 }
 
+static std::vector<Range> NumericFlagRanges(const ServerOptions& o) {
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  return {
+      {"threads", o.threads, 0, 4 * cores, "0 = one per core; at most 4 per hardware thread"},
+      {"sampling_threads", o.sampling_threads, 0, 4 * cores,
+       "0 = one per core; at most 4 per hardware thread"},
+      {"kv_pool_mb", o.kv_pool_mb, 1, PhysicalMemoryMiB(), "at most this machine's memory"},
+      {"kv_page_entries", o.kv_page_entries, 1, 4096},
+      {"default_chunk_size", o.default_chunk_size, 1, 4096},
+      {"max_queued", o.max_queued, 1, 1'000'000},
+      {"max_running", o.max_running, 1, 65'536},
+      {"max_tokens_per_step", o.max_tokens_per_step, 1, 1 << 20},
+      {"max_prompt_tokens", o.max_prompt_tokens, 0, 1 << 24, "0 = the model's limit"},
+      {"max_new_tokens", o.max_new_tokens, 0, 1 << 24, "0 = the model's limit"},
+      {"max_prompt_bytes", o.max_prompt_bytes, 0, 1 << 30, "0 = 32 bytes per prompt token"},
+      {"drain_grace_seconds", o.drain_grace_seconds, 0, 86'400},
+      {"tls_reload_seconds", o.tls.reload_seconds, 1, 86'400},
+  };
+}
+
 absl::Status ValidateServerOptions(const ServerOptions& o) {
   if (o.device == "cuda" && o.kv_dtype != engine::KvDtype::kBf16) {
     return absl::InvalidArgumentError(
@@ -84,27 +128,27 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("--pressure_policy: ", policy.status().message()));
   }
-  for (auto [flag, value, minimum] : std::vector<std::tuple<absl::string_view, int, int>>{
-           {"threads", o.threads, 0},
-           {"sampling_threads", o.sampling_threads, 0},
-           {"kv_pool_mb", o.kv_pool_mb, 1},
-           {"kv_page_entries", o.kv_page_entries, 1},
-           {"default_chunk_size", o.default_chunk_size, 1},
-           {"max_queued", o.max_queued, 1},
-           {"max_running", o.max_running, 1},
-           {"max_tokens_per_step", o.max_tokens_per_step, 1},
-           {"max_prompt_tokens", o.max_prompt_tokens, 0},
-           {"max_new_tokens", o.max_new_tokens, 0},
-           {"max_prompt_bytes", o.max_prompt_bytes, 0},
-           {"drain_grace_seconds", o.drain_grace_seconds, 0},
-           {"tls_reload_seconds", o.tls.reload_seconds, 1}}) {
-    if (absl::Status s = AtLeast(flag, value, minimum); !s.ok()) return s;
+  for (const Range& range : NumericFlagRanges(o)) {
+    if (absl::Status s = CheckRange(range); !s.ok()) return s;
   }
   if (absl::StatusOr<HostPort> hp = ParseHostPort(o.listen, "listen"); !hp.ok()) {
     return hp.status();
   }
   if (absl::StatusOr<HostPort> hp = ParseHostPort(o.http_listen, "http_listen"); !hp.ok()) {
     return hp.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateModelLimits(const ServerOptions& o, const engine::ModelConfig& config) {
+  const int64_t longest = config.max_position_embeddings - 1;
+  for (const Range& range : {
+           Range{"max_prompt_tokens", o.max_prompt_tokens, 0, longest,
+                 "0 = the model's limit; the model's context is one more"},
+           Range{"max_new_tokens", o.max_new_tokens, 0, longest,
+                 "0 = the model's limit; the model's context is one more"},
+       }) {
+    if (absl::Status s = CheckRange(range); !s.ok()) return s;
   }
   return absl::OkStatus();
 }

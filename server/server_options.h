@@ -52,7 +52,9 @@ struct ServerOptions {
 // Parses --check_weights: "auto", "true" or "false"; INVALID_ARGUMENT otherwise.
 absl::StatusOr<engine::WeightCheck> ParseWeightCheck(absl::string_view text);
 
-// Checks the options that do not need the model: numeric ranges, the pressure policy's name, the
+// Checks the options that do not need the model: numeric ranges (docs/DEPLOY.md, "Flags";
+// threads bounded by this machine's hardware threads, --kv_pool_mb by its memory), the pressure
+// policy's name, the
 // device name (and that this build has its backend: a CPU-only build refuses "cuda" with
 // FAILED_PRECONDITION; whether a GPU is present is found when the engine loads), the KV dtype
 // (the CUDA backend stores bf16 only), --gpu_memory_fraction in [0, 1] and only with
@@ -61,6 +63,10 @@ absl::Status ValidateServerOptions(const ServerOptions& options);
 
 // Parses --kv_dtype (bf16, fp16, fp32); INVALID_ARGUMENT naming the flag otherwise.
 absl::StatusOr<engine::KvDtype> ParseKvDtypeFlag(absl::string_view text);
+
+// Checks the flags bounded by the model: --max_prompt_tokens and --max_new_tokens at most the
+// model's context less one.
+absl::Status ValidateModelLimits(const ServerOptions& options, const engine::ModelConfig& config);
 
 // Checks that --default_chunk_size and every tier's sizes are chunk sizes `config` serves.
 absl::Status ValidateChunkSizes(const ServerOptions& options, const engine::ModelConfig& config);

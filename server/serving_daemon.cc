@@ -78,6 +78,12 @@ absl::Status ServingDaemon::LoadModel() {
   namespace fs = std::filesystem;
   const fs::path model_dir(options_.model_dir);
   std::error_code error;
+  if (fs::exists(model_dir, error) && !fs::is_directory(model_dir, error)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--model_dir=", options_.model_dir,
+                     " is not a directory; pass a directory with config.json, model.safetensors "
+                     "and tokenizer.model"));
+  }
   if (!fs::is_directory(model_dir, error)) {
     return absl::NotFoundError(
         absl::StrCat("model directory '", options_.model_dir,
@@ -113,7 +119,8 @@ absl::Status ServingDaemon::LoadModel() {
         tokenizer_->vocab_size(), " pieces but config.json's vocab_size is ", config.vocab_size,
         "; text would encode to ids the model has no embedding for"));
   }
-  return ValidateChunkSizes(options_, config);
+  if (absl::Status s = ValidateChunkSizes(options_, config); !s.ok()) return s;
+  return ValidateModelLimits(options_, config);
 }
 
 absl::Status ServingDaemon::SizeKvPool() {
@@ -214,6 +221,9 @@ absl::Status ServingDaemon::StartGrpc() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   if (!options_.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
+  // gRPC sets SO_REUSEPORT by default, which lets a second daemon share the port and take half
+  // its calls; a port in use must be an error at start instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options_.listen, credentials_, &grpc_port_);
   builder.RegisterService(service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
@@ -223,8 +233,8 @@ absl::Status ServingDaemon::StartGrpc() {
   grpc_server_ = builder.BuildAndStart();
   if (grpc_server_ == nullptr || grpc_port_ == 0) {
     return absl::UnavailableError(absl::StrCat("--listen=", options_.listen,
-                                               ": cannot listen there (in use, or not a local "
-                                               "address)"));
+                                               ": cannot listen there: the address is in use "
+                                               "(another catserve?) or not a local address"));
   }
   grpc::HealthCheckServiceInterface* health = grpc_server_->GetHealthCheckService();
   health->SetServingStatus("", true);

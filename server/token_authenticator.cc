@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "server/log.h"
 
 namespace catserve::server {
 namespace {
@@ -42,12 +43,13 @@ absl::StatusOr<std::vector<std::string>> ReadTokens(const std::string& path) {
     if (line.empty() || line[0] == '#') continue;
     tokens.emplace_back(line);
   }
-  if (tokens.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--auth_tokens_file=", path,
-                     " holds no token; write one token per line ('#' starts a comment)"));
-  }
   return tokens;
+}
+
+absl::Status NoTokenAtStart(const std::string& path) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("--auth_tokens_file=", path,
+                   " holds no token; write one token per line ('#' starts a comment)"));
 }
 
 }  // namespace
@@ -68,6 +70,7 @@ absl::StatusOr<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::Load(
   if (!state.ok()) return state.status();
   absl::StatusOr<std::vector<std::string>> tokens = ReadTokens(path);
   if (!tokens.ok()) return tokens.status();
+  if (tokens->empty()) return NoTokenAtStart(path);
   std::unique_ptr<TokenAuthenticator> auth(new TokenAuthenticator(path, recheck));
   absl::MutexLock lock(&auth->mu_);
   auth->tokens_ = *std::move(tokens);
@@ -81,16 +84,25 @@ void TokenAuthenticator::MaybeReload() {
   const absl::Time now = absl::Now();
   if (now < next_check_) return;
   next_check_ = now + recheck_;
+  // Fails closed: a file that is gone or unreadable accepts no token, as an empty one does.
   absl::StatusOr<FileState> state = Stat(path_);
-  if (!state.ok()) {
-    last_reload_error_ = std::string(state.status().message());
-    return;
-  }
-  if (state->mtime_ns == mtime_ns_ && state->size == size_) return;
-  absl::StatusOr<std::vector<std::string>> tokens = ReadTokens(path_);
+  absl::StatusOr<std::vector<std::string>> tokens =
+      state.ok() ? ReadTokens(path_) : absl::StatusOr<std::vector<std::string>>(state.status());
+  if (state.ok() && state->mtime_ns == mtime_ns_ && state->size == size_) return;
   if (!tokens.ok()) {
+    if (last_reload_error_.empty() || !tokens_.empty()) {
+      Log("auth: %s; every token is refused until it can be read", tokens.status().message());
+    }
+    tokens_.clear();
+    mtime_ns_ = 0;
+    size_ = -1;
     last_reload_error_ = std::string(tokens.status().message());
     return;
+  }
+  if (tokens->empty()) {
+    Log("auth: --auth_tokens_file=%s holds no token now: every token is revoked", path_);
+  } else {
+    Log("auth: --auth_tokens_file=%s reloaded: %d token(s)", path_, tokens->size());
   }
   tokens_ = *std::move(tokens);
   mtime_ns_ = state->mtime_ns;
@@ -103,13 +115,20 @@ absl::Status TokenAuthenticator::Check(absl::string_view authorization_header) {
     return absl::UnauthenticatedError(
         "this server requires a token: send metadata 'authorization: Bearer <token>'");
   }
-  absl::string_view token = authorization_header;
-  if (!absl::ConsumePrefix(&token, "Bearer ") && !absl::ConsumePrefix(&token, "bearer ")) {
+  // RFC 9110: the scheme is case-insensitive; spaces around the token are not part of it.
+  absl::string_view header = absl::StripLeadingAsciiWhitespace(authorization_header);
+  const size_t space = header.find_first_of(" \t");
+  if (space == absl::string_view::npos ||
+      !absl::EqualsIgnoreCase(header.substr(0, space), "bearer")) {
     return absl::UnauthenticatedError("the 'authorization' metadata must be 'Bearer <token>'");
   }
-  token = absl::StripAsciiWhitespace(token);
+  const absl::string_view token = absl::StripAsciiWhitespace(header.substr(space));
   absl::MutexLock lock(&mu_);
   MaybeReload();
+  if (tokens_.empty()) {
+    return absl::UnauthenticatedError(
+        "this server accepts no token now: its token file holds none or cannot be read");
+  }
   bool match = false;
   for (const std::string& known : tokens_) match |= ConstantTimeEquals(token, known);
   if (!match) return absl::UnauthenticatedError("the bearer token is not valid");

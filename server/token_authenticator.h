@@ -20,10 +20,15 @@ namespace catserve::server {
 // "Bearer <token>" for one of them; the comparison takes the same time whichever token, if any,
 // matches and wherever a guess first differs.
 //
+// The scheme is matched without regard to case ("bearer" passes) and spaces around the token are
+// ignored.
+//
 // The file is read again when its modification time or size changes, looked at no more than once
-// per `recheck` (a Kubernetes Secret update, or an operator's edit, applies without a restart). A
-// file that cannot be read or holds no token keeps the tokens read before, and says why in
-// last_reload_error(). Thread-safe.
+// per `recheck` (a Kubernetes Secret update, or an operator's edit, applies without a restart).
+// Emptying it (or leaving only comments) revokes every token; a file deleted or unreadable
+// refuses every token too (it fails closed, and says why in last_reload_error()) until it can be
+// read again. Each change is logged. At start, a file with no token is refused: a server that
+// accepts nobody from its first second is a deployment mistake. Thread-safe.
 class TokenAuthenticator {
  public:
   // NOT_FOUND naming the flag when the file cannot be read; INVALID_ARGUMENT when it holds no

@@ -1,6 +1,7 @@
 #include "server/utf8.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace catserve::server {
 namespace {
@@ -55,12 +56,33 @@ std::string CoerceToUtf8(absl::string_view text) {
   return out;
 }
 
+namespace {
+
+// Control characters (C0 and DEL) as \xNN, so a quoted text cannot break a log line or a
+// terminal; everything else, UTF-8 included, as it is.
+std::string EscapeControls(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) {
+      absl::StrAppendFormat(&out, "\\x%02x", byte);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string Excerpt(absl::string_view text, size_t max_bytes) {
-  if (text.size() <= max_bytes) return std::string(text);
+  if (text.size() <= max_bytes) return EscapeControls(CoerceToUtf8(text));
   size_t end = max_bytes;
   // Back off over continuation bytes (10xxxxxx) so that no character is cut.
   while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
-  return absl::StrCat(CoerceToUtf8(text.substr(0, end)), "... (", text.size(), " bytes)");
+  return absl::StrCat(EscapeControls(CoerceToUtf8(text.substr(0, end))), "... (", text.size(),
+                      " bytes)");
 }
 
 }  // namespace catserve::server

@@ -16,7 +16,8 @@ namespace catserve::server {
 std::string CoerceToUtf8(absl::string_view text);
 
 // `text` itself when it has at most `max_bytes` bytes, else its first whole characters within
-// `max_bytes` followed by "... (N bytes)": how an error message quotes what a client sent.
+// `max_bytes` followed by "... (N bytes)", as valid UTF-8 with control characters written as
+// \xNN: how an error message quotes what a client sent.
 std::string Excerpt(absl::string_view text, size_t max_bytes = 64);
 
 }  // namespace catserve::server

@@ -10,6 +10,7 @@
 
 #include "absl/base/internal/raw_logging.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "prometheus/text_serializer.h"
@@ -113,9 +114,13 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
       MHD_OPTION_END);
   absl::MutexLock lock(&server->log_mu_);
   if (server->daemon_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot serve metrics on ", address, ": ",
-        server->start_log_.empty() ? "libmicrohttpd could not start" : server->start_log_));
+    // libmicrohttpd names "port 0" when given a socket address; say which address instead.
+    const bool in_use = absl::StrContains(server->start_log_, "Address already in use");
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", address, ": ",
+                                               in_use ? "the address is in use (another catserve?)"
+                                               : server->start_log_.empty()
+                                                   ? "libmicrohttpd could not start"
+                                                   : server->start_log_));
   }
   server->started_ = true;
   const MHD_DaemonInfo* info = MHD_get_daemon_info(server->daemon_, MHD_DAEMON_INFO_BIND_PORT);

@@ -137,7 +137,7 @@ TEST_F(MetricsHttpServerTest, PortInUseIsUnavailable) {
       MetricsHttpServer::Start(absl::StrCat("127.0.0.1:", server_->port()), &registry_, nullptr);
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_THAT(second.status().message(), HasSubstr("Address already in use"));
+  EXPECT_THAT(second.status().message(), HasSubstr(": the address is in use (another catserve?)"));
 }
 
 TEST(MetricsHttpServerStartTest, MalformedAddressesAreInvalidArgument) {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "tests/server/server_process.h"
@@ -256,11 +257,48 @@ TEST(LifecycleTest, StartupErrorsNameTheFlag) {
       {{"--default_chunk_size=32"}, "--default_chunk_size=32"},
       {{"--model_dir=/no/such/model"}, "model directory '/no/such/model' does not exist"},
       {{"--listen=nonsense"}, "--listen=nonsense"},
+      {{"--model_dir=/dev/null"}, "--model_dir=/dev/null is not a directory"},
+      {{"--threads=100000"}, "--threads=100000 is out of range: expected 0.."},
+      {{"--max_queued=0"}, "--max_queued=0 is out of range: expected 1..1000000"},
+      {{"--kv_pool_mb=100000000"}, "--kv_pool_mb=100000000 is out of range"},
+      // The tiny model's context is 128 tokens.
+      {{"--max_prompt_tokens=100000"},
+       "--max_prompt_tokens=100000 is out of range: expected 0..127"},
+      {{"--max_new_tokens=128"}, "--max_new_tokens=128 is out of range: expected 0..127"},
   };
   for (const Case& c : cases) {
     absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(c.flags);
     ASSERT_FALSE(server.ok());
     EXPECT_TRUE(absl::StrContains(server.status().message(), c.message_part)) << server.status();
+  }
+}
+
+// gRPC would share a port between two processes (SO_REUSEPORT) and split the calls; a second
+// daemon on a port in use must fail at start, for the gRPC port as for the HTTP one.
+TEST(LifecycleTest, ASecondDaemonOnAPortInUseFailsAtStart) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> first = ServerProcess::Start();
+  ASSERT_TRUE(first.ok()) << first.status();
+  const std::string grpc = absl::StrCat("127.0.0.1:", (*first)->grpc_port());
+  const std::string http = absl::StrCat("127.0.0.1:", (*first)->http_port());
+
+  absl::StatusOr<std::unique_ptr<ServerProcess>> second =
+      ServerProcess::Start({"--listen=" + grpc});
+  ASSERT_FALSE(second.ok());
+  EXPECT_TRUE(
+      absl::StrContains(second.status().message(),
+                        "--listen=" + grpc + ": cannot listen there: the address is in use"))
+      << second.status();
+
+  second = ServerProcess::Start({"--http_listen=" + http});
+  ASSERT_FALSE(second.ok());
+  EXPECT_TRUE(absl::StrContains(second.status().message(),
+                                "cannot serve metrics on " + http + ": the address is in use"))
+      << second.status();
+
+  // The first daemon still answers every call.
+  auto stub = (*first)->NewStub();
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_TRUE(Generate(*stub, GreedyRequest({5, 6, 7}, 2, 4)).status.ok());
   }
 }
 

@@ -1,7 +1,9 @@
 #include "server/server_options.h"
 
 #include <cmath>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "engine/load_engine.h"
 #include "engine/step/engine.h"
@@ -126,6 +128,60 @@ TEST(ServerOptionsTest, ParsesCheckWeights) {
   EXPECT_EQ(ParseWeightCheck(std::string(1000, 'x')).status().message().size(),
             std::string("--check_weights=").size() + 64 +
                 std::string(": must be auto, true or false").size());
+}
+
+}  // namespace
+}  // namespace catserve::server
+
+namespace catserve::server {
+namespace {
+
+// Every numeric flag has an upper bound too, and the message gives the whole range.
+TEST(ServerOptionsTest, NumericFlagsHaveRangesAndTheMessageSaysThem) {
+  struct Case {
+    std::function<void(ServerOptions&)> set;
+    const char* message_part;
+  };
+  const std::vector<Case> cases = {
+      {[](ServerOptions& o) { o.threads = 100000; },
+       "--threads=100000 is out of range: expected 0.."},
+      {[](ServerOptions& o) { o.sampling_threads = -1; }, "--sampling_threads=-1 is out of range"},
+      {[](ServerOptions& o) { o.kv_page_entries = 5000; },
+       "--kv_page_entries=5000 is out of range: expected 1..4096"},
+      {[](ServerOptions& o) { o.max_running = 70000; },
+       "--max_running=70000 is out of range: expected 1..65536"},
+      {[](ServerOptions& o) { o.max_tokens_per_step = 0; },
+       "--max_tokens_per_step=0 is out of range: expected 1..1048576"},
+      {[](ServerOptions& o) { o.drain_grace_seconds = 100000; },
+       "--drain_grace_seconds=100000 is out of range: expected 0..86400"},
+      {[](ServerOptions& o) { o.tls.reload_seconds = 0; },
+       "--tls_reload_seconds=0 is out of range: expected 1..86400"},
+  };
+  for (const Case& c : cases) {
+    ServerOptions o;
+    c.set(o);
+    const absl::Status s = ValidateServerOptions(o);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.message_part;
+    EXPECT_NE(s.message().find(c.message_part), std::string::npos) << s;
+  }
+  ServerOptions at_bounds;
+  at_bounds.kv_page_entries = 4096;
+  at_bounds.max_running = 65536;
+  at_bounds.drain_grace_seconds = 86400;
+  EXPECT_TRUE(ValidateServerOptions(at_bounds).ok()) << ValidateServerOptions(at_bounds);
+}
+
+TEST(ServerOptionsTest, PromptAndNewTokenLimitsAreBoundedByTheModelsContext) {
+  engine::ModelConfig config;
+  config.max_position_embeddings = 512;
+  ServerOptions o;
+  o.max_prompt_tokens = 511;
+  o.max_new_tokens = 511;
+  EXPECT_TRUE(ValidateModelLimits(o, config).ok());
+  o.max_prompt_tokens = 512;
+  EXPECT_EQ(ValidateModelLimits(o, config).message(),
+            "--max_prompt_tokens=512 is out of range: expected 0..511 (0 = the model's limit; the "
+            "model's context is one more)");
 }
 
 }  // namespace

@@ -2,6 +2,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -42,16 +46,51 @@ TEST_F(TokenAuthenticatorTest, ChecksBearerTokens) {
   EXPECT_EQ((*auth)->Check("Bearer three-token").code(), absl::StatusCode::kUnauthenticated);
 }
 
-TEST_F(TokenAuthenticatorTest, ReloadsAChangedFileAndKeepsTokensOfABrokenOne) {
+TEST_F(TokenAuthenticatorTest, ReloadsAChangedFile) {
   Write("first\n");
   std::unique_ptr<TokenAuthenticator> auth = *TokenAuthenticator::Load(path_, absl::ZeroDuration());
   EXPECT_TRUE(auth->Check("Bearer first").ok());
   Write("second-token\n");
   EXPECT_TRUE(auth->Check("Bearer second-token").ok());
   EXPECT_FALSE(auth->Check("Bearer first").ok());
-  Write("# emptied by mistake\n");
-  EXPECT_TRUE(auth->Check("Bearer second-token").ok());
-  EXPECT_NE(auth->last_reload_error().find("holds no token"), std::string::npos);
+}
+
+// Revoking every token is emptying the file, leaving only comments, or deleting it: after each,
+// no token passes; writing a token back restores access.
+TEST_F(TokenAuthenticatorTest, EmptiedCommentedOrDeletedFileRevokesEveryToken) {
+  Write("keep-me\n");
+  std::unique_ptr<TokenAuthenticator> auth = *TokenAuthenticator::Load(path_, absl::ZeroDuration());
+  const std::vector<std::pair<std::string, std::function<void()>>> revocations = {
+      {"emptied", [&] { Write(""); }},
+      {"comments only", [&] { Write("# revoked\n\n"); }},
+      {"deleted", [&] { std::filesystem::remove(path_); }},
+  };
+  for (const auto& [name, revoke] : revocations) {
+    SCOPED_TRACE(name);
+    Write("keep-me\n");
+    ASSERT_TRUE(auth->Check("Bearer keep-me").ok());
+    revoke();
+    const absl::Status refused = auth->Check("Bearer keep-me");
+    EXPECT_EQ(refused.code(), absl::StatusCode::kUnauthenticated);
+    EXPECT_NE(refused.message().find("accepts no token now"), std::string::npos) << refused;
+  }
+  EXPECT_NE(auth->last_reload_error().find("cannot be read"), std::string::npos);
+  Write("keep-me\n");
+  EXPECT_TRUE(auth->Check("Bearer keep-me").ok());
+  EXPECT_EQ(auth->last_reload_error(), "");
+}
+
+TEST_F(TokenAuthenticatorTest, TheSchemeIsCaseInsensitiveAndSpacesAroundTheTokenAreIgnored) {
+  Write("tok\n");
+  std::unique_ptr<TokenAuthenticator> auth = *TokenAuthenticator::Load(path_);
+  for (const char* header :
+       {"Bearer tok", "bearer tok", "BEARER tok", "Bearer   tok  ", " Bearer\ttok"}) {
+    EXPECT_TRUE(auth->Check(header).ok()) << "'" << header << "'";
+  }
+  for (const char* header : {"Basic tok", "Bearertok", "Bearer", "Bearer to k"}) {
+    EXPECT_EQ(auth->Check(header).code(), absl::StatusCode::kUnauthenticated)
+        << "'" << header << "'";
+  }
 }
 
 TEST_F(TokenAuthenticatorTest, MissingOrEmptyFileIsRefused) {

@@ -28,6 +28,11 @@ TEST(ExcerptTest, ShortTextIsKept) {
   EXPECT_EQ(Excerpt(std::string(64, 'a')), std::string(64, 'a'));
 }
 
+TEST(ExcerptTest, ControlCharactersAreEscaped) {
+  EXPECT_EQ(Excerpt(std::string("q\x01u\nal\x7f\x1b[31m")), "q\\x01u\\x0aal\\x7f\\x1b[31m");
+  EXPECT_EQ(Excerpt("caf\xc3\xa9"), "caf\xc3\xa9");  // UTF-8 stays as it is
+}
+
 TEST(ExcerptTest, LongTextIsCutOnACharacterBoundaryWithItsSize) {
   EXPECT_EQ(Excerpt(std::string(100000, 'x'), 8), "xxxxxxxx... (100000 bytes)");
   // "é" is two bytes: a cut after 5 bytes would split the third one.
