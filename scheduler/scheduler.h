@@ -104,8 +104,8 @@ class Scheduler {
       std::unique_ptr<AdmissionPolicy> policy = nullptr, SchedulerObserver* observer = nullptr);
   ~Scheduler();  // Shutdown()
 
-  // Validates and queues a request. INVALID_ARGUMENT for a bad request (the message says what to
-  // fix; a coarsest_chunk_size that is unserved or finer than chunk_size included),
+  // Validates and queues a request. INVALID_ARGUMENT for a bad request (ValidateRequest's rules
+  // and words),
   // RESOURCE_EXHAUSTED when the queue is full or the request can never fit the pool, UNAVAILABLE
   // once draining. On success the sink receives every later event.
   absl::StatusOr<uint64_t> Submit(GenerationRequest request, std::shared_ptr<GenerationSink> sink);

@@ -1,5 +1,5 @@
 // RequestParser: turns a catserve.v1.GenerateRequest into the scheduler's GenerationRequest,
-// checking everything a client can get wrong first.
+// checking what only this transport knows and then the model's rules (scheduler::ValidateRequest).
 #ifndef CATSERVE_SERVER_REQUEST_PARSER_H_
 #define CATSERVE_SERVER_REQUEST_PARSER_H_
 

@@ -52,7 +52,7 @@ struct ServerOptions {
 // Parses --check_weights: "auto", "true" or "false"; INVALID_ARGUMENT otherwise.
 absl::StatusOr<engine::WeightCheck> ParseWeightCheck(absl::string_view text);
 
-// Checks the options that do not need the model: numeric ranges (docs/DEPLOY.md, "Flags";
+// Checks the options that do not need the model: numeric ranges (docs/DEPLOY.md, "Flag ranges";
 // threads bounded by this machine's hardware threads, --kv_pool_mb by its memory), the pressure
 // policy's name, the
 // device name (and that this build has its backend: a CPU-only build refuses "cuda" with

@@ -24,7 +24,7 @@ struct EngineOptions {
   // to bf16 where the CUDA backend stores bf16, so the CPU computes what the GPU should (it implies
   // kv_dtype bf16).
   bool emulate_bf16 = false;
-  // Whether Load refuses a model with NaN or infinite weights (see WeightCheck).
+  // Whether LoadEngine refuses a model with NaN or infinite weights (see WeightCheck).
   WeightCheck check_weights = WeightCheck::kAuto;
   // CPU only: how the KV pool stores keys and values (kv_dtype.h); fp32 keeps the CPU engine equal
   // to the reference forward. The CUDA backend always stores bf16.
