@@ -27,27 +27,33 @@ class UnhandledCallInterceptor : public grpc::experimental::Interceptor {
       // when it could not hand the request to the handler.
       if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED &&
           status.error_message().empty()) {
-        Conclude(methods);
+        unhandled_ = true;
+        const std::string method(info_->method());
+        methods->ModifySendStatus(grpc::Status(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            absl::StrCat("the request message of ", method.substr(1),
+                         " could not be parsed: it is not a valid protobuf message of the "
+                         "method's request type, or a string field holds invalid UTF-8")));
       }
+    }
+    // Counted when the call has closed: only then does the context know whether the client
+    // cancelled it (a call cancelled before its message arrived is unhandled too, and reading
+    // IsCancelled() as the status goes out counted some of those as rejected).
+    if (unhandled_ &&
+        methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_CLOSE)) {
+      Count();
     }
     methods->Proceed();
   }
 
  private:
-  void Conclude(grpc::experimental::InterceptorBatchMethods* methods) {
+  void Count() {
     const grpc::ServerContextBase* context = info_->server_context();
     metrics::RequestOutcome outcome = metrics::RequestOutcome::kRejected;
     if (context->deadline() <= std::chrono::system_clock::now()) {
       outcome = metrics::RequestOutcome::kDeadlineExceeded;
     } else if (context->IsCancelled()) {
       outcome = metrics::RequestOutcome::kCancelled;
-    } else {
-      const std::string method(info_->method());
-      methods->ModifySendStatus(grpc::Status(
-          grpc::StatusCode::INVALID_ARGUMENT,
-          absl::StrCat("the request message of ", method.substr(1),
-                       " could not be parsed: it is not a valid protobuf message of the method's "
-                       "request type, or a string field holds invalid UTF-8")));
     }
     if (absl::string_view(info_->method()) == kGenerateMethod) {
       metrics_->ForChunkSize(default_chunk_size_).finished(outcome).Increment();
@@ -57,6 +63,7 @@ class UnhandledCallInterceptor : public grpc::experimental::Interceptor {
   grpc::experimental::ServerRpcInfo* const info_;
   metrics::ServingMetrics* const metrics_;
   const int default_chunk_size_;
+  bool unhandled_ = false;  // gRPC ended the call before our handler saw it
 };
 
 }  // namespace

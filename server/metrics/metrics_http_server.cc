@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -67,6 +68,14 @@ MHD_Result Respond(MHD_Connection* connection, int status, const std::string& co
 
 }  // namespace
 
+// One connection's socket and the time by which its request must be whole.
+struct ConnectionDeadline {
+  int fd = -1;
+  absl::Time deadline;
+  bool answering = false;  // its request arrived whole; the answer is under way
+  bool closed = false;     // its socket was shut down for missing the deadline
+};
+
 // libmicrohttpd calls these with the server as their closure.
 struct HttpCallbacks {
   // Called once a request's line and headers parsed (and again per piece of a body, which no
@@ -74,7 +83,13 @@ struct HttpCallbacks {
   static MHD_Result Access(void* cls, MHD_Connection* connection, const char* url,
                            const char* method, const char* version, const char* upload_data,
                            size_t* upload_data_size, void** request_state) {
-    const auto* server = static_cast<const MetricsHttpServer*>(cls);
+    auto* server = static_cast<MetricsHttpServer*>(cls);
+    if (const MHD_ConnectionInfo* info =
+            MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        info != nullptr && info->socket_context != nullptr) {
+      absl::MutexLock lock(&server->deadlines_mu_);
+      static_cast<ConnectionDeadline*>(info->socket_context)->answering = true;
+    }
     const absl::string_view verb(method);
     if (verb != MHD_HTTP_METHOD_GET && verb != MHD_HTTP_METHOD_HEAD) {
       return Respond(connection, MHD_HTTP_METHOD_NOT_ALLOWED, kTextPlain,
@@ -84,6 +99,40 @@ struct HttpCallbacks {
     std::string body;
     const int status = server->Serve(url, &content_type, &body);
     return Respond(connection, status, content_type, body);  // HEAD: the library omits the body
+  }
+
+  // A connection opens (its deadline starts) or closes.
+  static void Connection(void* cls, MHD_Connection* connection, void** socket_context,
+                         MHD_ConnectionNotificationCode code) {
+    auto* server = static_cast<MetricsHttpServer*>(cls);
+    absl::MutexLock lock(&server->deadlines_mu_);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+      auto* clock = new ConnectionDeadline;
+      const MHD_ConnectionInfo* info =
+          MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+      clock->fd = info != nullptr ? info->connect_fd : -1;
+      clock->deadline = absl::Now() + MetricsHttpServer::kRequestDeadline;
+      server->connections_.insert(clock);
+      *socket_context = clock;
+    } else if (*socket_context != nullptr) {
+      auto* clock = static_cast<ConnectionDeadline*>(*socket_context);
+      server->connections_.erase(clock);
+      delete clock;
+      *socket_context = nullptr;
+    }
+  }
+
+  // A request was answered: the next one on the connection has a deadline of its own.
+  static void Completed(void* cls, MHD_Connection* connection, void** request_state,
+                        MHD_RequestTerminationCode code) {
+    auto* server = static_cast<MetricsHttpServer*>(cls);
+    const MHD_ConnectionInfo* info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (info == nullptr || info->socket_context == nullptr) return;
+    absl::MutexLock lock(&server->deadlines_mu_);
+    auto* clock = static_cast<ConnectionDeadline*>(info->socket_context);
+    clock->answering = false;
+    clock->deadline = absl::Now() + MetricsHttpServer::kRequestDeadline;
   }
 
   static void Log(void* cls, const char* format, va_list args) {
@@ -108,7 +157,10 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
       MHD_OPTION_EXTERNAL_LOGGER, &HttpCallbacks::Log, server.get(),  // first, to see every line
       MHD_OPTION_SOCK_ADDR, &*socket_address, MHD_OPTION_THREAD_POOL_SIZE,
       static_cast<unsigned>(kThreads), MHD_OPTION_CONNECTION_LIMIT,
-      static_cast<unsigned>(kMaxConnections), MHD_OPTION_CONNECTION_TIMEOUT,
+      static_cast<unsigned>(kMaxConnections), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      static_cast<unsigned>(kMaxConnectionsPerAddress), MHD_OPTION_NOTIFY_CONNECTION,
+      &HttpCallbacks::Connection, server.get(), MHD_OPTION_NOTIFY_COMPLETED,
+      &HttpCallbacks::Completed, server.get(), MHD_OPTION_CONNECTION_TIMEOUT,
       static_cast<unsigned>(kConnectionTimeoutSeconds), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
       kRequestMemoryLimit,  //
       MHD_OPTION_END);
@@ -128,11 +180,34 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
     return absl::InternalError(absl::StrCat("libmicrohttpd reports no bound port for ", address));
   }
   server->port_ = info->port;
+  server->deadline_thread_ = std::thread([s = server.get()] { s->EnforceDeadlines(); });
   return server;
 }
 
 MetricsHttpServer::~MetricsHttpServer() {
+  if (deadline_thread_.joinable()) {
+    {
+      absl::MutexLock lock(&deadlines_mu_);
+      stopping_ = true;
+    }
+    deadline_thread_.join();
+  }
   if (daemon_ != nullptr) MHD_stop_daemon(daemon_);
+}
+
+void MetricsHttpServer::EnforceDeadlines() {
+  constexpr absl::Duration kDeadlineTick = absl::Milliseconds(250);
+  absl::MutexLock lock(&deadlines_mu_);
+  while (!deadlines_mu_.AwaitWithTimeout(absl::Condition(&stopping_), kDeadlineTick)) {
+    const absl::Time now = absl::Now();
+    for (ConnectionDeadline* clock : connections_) {
+      if (clock->answering || clock->closed || clock->fd < 0 || now < clock->deadline) continue;
+      // The library still owns the descriptor: shutting the socket down makes it see the end of
+      // the stream and close the connection itself (NOTIFY_CLOSED frees the clock).
+      shutdown(clock->fd, SHUT_RDWR);
+      clock->closed = true;
+    }
+  }
 }
 
 int MetricsHttpServer::Serve(absl::string_view path, std::string* content_type,

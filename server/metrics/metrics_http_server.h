@@ -5,17 +5,22 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "prometheus/collectable.h"
 
 struct MHD_Connection;
 struct MHD_Daemon;
 
 namespace catserve::metrics {
+
+struct ConnectionDeadline;  // in the .cc
 
 // The operator-facing HTTP endpoint (GNU libmicrohttpd), separate from the gRPC port:
 //   GET /metrics  200, `metrics` in the text exposition format 0.0.4 (prometheus-cpp's serializer)
@@ -39,11 +44,15 @@ namespace catserve::metrics {
 // after which `metrics` and `ready` are no longer used.
 class MetricsHttpServer {
  public:
-  // Event-loop threads, connections served at once (more are refused at accept), and seconds an
-  // idle or unfinished connection is kept.
+  // Event-loop threads, connections served at once (more are refused at accept), and of them
+  // from one client address, and seconds an idle connection is kept.
   static constexpr int kThreads = 2;
   static constexpr int kMaxConnections = 1024;
+  static constexpr int kMaxConnectionsPerAddress = 128;
   static constexpr int kConnectionTimeoutSeconds = 10;
+  // A connection must deliver a whole request (line and headers) within this of connecting, or
+  // of its previous answer, however it trickles; then it is closed.
+  static constexpr absl::Duration kRequestDeadline = absl::Seconds(10);
 
   // Listens on `address`, "HOST:PORT": HOST an IPv4 literal ("0.0.0.0" for every interface,
   // "127.0.0.1" for loopback) or empty (every interface), PORT in [0, 65535]; port 0 picks a free
@@ -70,10 +79,19 @@ class MetricsHttpServer {
   int Serve(absl::string_view path, std::string* content_type, std::string* body) const;
   void Log(const char* format, va_list args);
 
+  // Closes the sockets of connections past their request deadline, every `kDeadlineTick`.
+  void EnforceDeadlines();
+
   const prometheus::Collectable* const metrics_;
   const std::function<bool()> ready_;
   MHD_Daemon* daemon_ = nullptr;
   int port_ = 0;
+
+  // Every open connection's deadline, kept by libmicrohttpd's callbacks (in the .cc).
+  absl::Mutex deadlines_mu_;
+  absl::flat_hash_set<ConnectionDeadline*> connections_ ABSL_GUARDED_BY(deadlines_mu_);
+  bool stopping_ ABSL_GUARDED_BY(deadlines_mu_) = false;
+  std::thread deadline_thread_;
 
   // The library's messages during Start(), to explain a failure. Later ones (a client's broken
   // request, a reset connection) are dropped: a client must not be able to fill the log.
