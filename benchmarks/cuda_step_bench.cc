@@ -278,7 +278,7 @@ Cell RunDecode(Engine& engine, KvPool& pool, const Model& model, double bandwidt
       bytes += model.decoder_bytes;
       if (boundaries > 0) bytes += model.compressor_bytes + model.proj_fx_bytes[l];
     }
-    const absl::Status st = engine.Step(items, pool, absl::MakeSpan(logits));
+    const absl::Status st = engine.StepLogits(items, pool, absl::MakeSpan(logits));
     if (!st.ok()) {
       std::fprintf(stderr, "step failed: %s\n", std::string(st.message()).c_str());
       std::exit(1);
@@ -321,7 +321,7 @@ double RunPrefill(Engine& engine, KvPool& pool, int tokens, int l) {
     CHECK_CUDA(cudaEventCreate(&start));
     CHECK_CUDA(cudaEventCreate(&stop));
     CHECK_CUDA(cudaEventRecord(start));
-    const absl::Status st = engine.Step({&item, 1}, pool, absl::MakeSpan(logits));
+    const absl::Status st = engine.StepLogits({&item, 1}, pool, absl::MakeSpan(logits));
     CHECK_CUDA(cudaEventRecord(stop));
     CHECK_CUDA(cudaEventSynchronize(stop));
     if (!st.ok()) {

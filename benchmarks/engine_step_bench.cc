@@ -298,7 +298,7 @@ Result Run(Engine& engine, int context, int batch, int l, const Options& o, Band
       items[i] = {&seqs[i], 1, true};
     }
     const auto start = Clock::now();
-    const absl::Status s = engine.Step(items, *pool, absl::MakeSpan(logits), &stats);
+    const absl::Status s = engine.StepLogits(items, *pool, absl::MakeSpan(logits), &stats);
     const auto took = Clock::now() - start;
     if (!s.ok()) {
       std::fprintf(stderr, "step failed: %s\n", std::string(s.message()).c_str());

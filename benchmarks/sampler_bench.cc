@@ -30,12 +30,13 @@ std::vector<float> Rows(bool peaked) {
 void Run(benchmark::State& state, SamplingParams params, bool peaked) {
   const std::vector<float> rows = Rows(peaked);
   const std::vector<int32_t> context(200, 7);
-  Sampler sampler(params);
+  Sampler sampler;
+  uint64_t draw = 0;
   std::vector<float> row(kVocab);
   int r = 0;
   for (auto _ : state) {
     std::copy_n(rows.begin() + static_cast<size_t>(r) * kVocab, kVocab, row.begin());
-    benchmark::DoNotOptimize(sampler.Sample(absl::MakeSpan(row), context));
+    benchmark::DoNotOptimize(sampler.Sample(absl::MakeSpan(row), context, params, draw++));
     r = (r + 1) % kRows;
   }
 }

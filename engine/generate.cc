@@ -25,21 +25,24 @@ absl::StatusOr<std::vector<int32_t>> GenerateAlone(Engine& engine, absl::Span<co
   SequenceState seq;
   seq.chunk_size = chunk_size;
   seq.tokens.assign(prompt.begin(), prompt.end());
-  Sampler sampler(sampling);
-  std::vector<float> logits(engine.config().vocab_size);
   std::vector<int32_t> out;
   int pending = static_cast<int>(prompt.size());
   while (static_cast<int>(out.size()) < max_new_tokens) {
     if (!ReservePages(*pool, seq, seq.cached + pending)) {
       return absl::InternalError("offline KV pool too small");
     }
-    StepItem item{&seq, pending, true};
-    if (absl::Status s = engine.Step({&item, 1}, *pool, absl::MakeSpan(logits)); !s.ok()) {
+    const StepItem item{.seq = &seq,
+                        .num_tokens = pending,
+                        .want_logits = true,
+                        .sampling = &sampling,
+                        .draw = out.size()};
+    SampledToken sampled;
+    if (absl::Status s = engine.Step({&item, 1}, *pool, {&sampled, 1}); !s.ok()) {
       pool->ReleaseAll(seq.pages);
       return s;
     }
     TrimPages(*pool, seq);
-    const int32_t token = sampler.Sample(absl::MakeSpan(logits), seq.tokens);
+    const int32_t token = sampled.token;
     out.push_back(token);
     seq.tokens.push_back(token);
     pending = 1;

@@ -28,7 +28,8 @@ struct GenerationRequest {
   int coarsest_chunk_size = 0;
   int priority = 0;  // higher is admitted first; FIFO within a priority
   absl::Time deadline = absl::InfiniteFuture();
-  bool want_logprobs = false;
+  bool want_logprobs = false;  // each token's log-probability
+  int top_logprobs = 0;        // and its this many most likely alternatives (0..20; implies logprobs)
 };
 
 // The one statement of what a request may ask of this model, whichever transport it came by:
@@ -47,6 +48,7 @@ const char* FinishReasonName(FinishReason reason);  // "stop", "length", "cancel
 struct GeneratedToken {
   int32_t id = 0;
   float logprob = 0.0f;  // log-probability under the model's raw distribution (if asked for)
+  std::vector<engine::TokenLogprob> top;  // the top_logprobs most likely, most likely first
 };
 
 struct FinishInfo {

@@ -15,7 +15,6 @@ struct Scheduler::Sequence {
   GenerationRequest request;
   std::shared_ptr<GenerationSink> sink;
   engine::SequenceState state;
-  engine::Sampler sampler;
   absl::Time arrival;
   std::vector<int> allowed;  // chunk sizes it may run at, ascending from the asked one
   int final_tokens = 0;      // tokens its cache holds at most: all but the last generated one
@@ -25,7 +24,7 @@ struct Scheduler::Sequence {
   bool preempted = false;
 
   Sequence(uint64_t id, GenerationRequest req, std::shared_ptr<GenerationSink> sink)
-      : id(id), request(std::move(req)), sink(std::move(sink)), sampler(request.sampling) {
+      : id(id), request(std::move(req)), sink(std::move(sink)) {
     state.chunk_size = request.chunk_size;
     state.tokens = request.prompt;
     final_tokens = static_cast<int>(request.prompt.size()) + request.max_new_tokens - 1;
@@ -77,11 +76,9 @@ struct Scheduler::Outbox {
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
     engine::Engine* engine, const SchedulerOptions& options,
     std::unique_ptr<AdmissionPolicy> policy, SchedulerObserver* observer) {
-  if (options.max_queued < 1 || options.max_running < 1 || options.max_tokens_per_step < 1 ||
-      options.sampling_threads < 1) {
+  if (options.max_queued < 1 || options.max_running < 1 || options.max_tokens_per_step < 1) {
     return absl::InvalidArgumentError(
-        "max_queued, max_running, max_tokens_per_step and sampling_threads must each be at least "
-        "1");
+        "max_queued, max_running and max_tokens_per_step must each be at least 1");
   }
   absl::StatusOr<KvCacheManager> kv =
       KvCacheManager::Create(*engine, options.kv_pool_pages, options.kv_page_entries);
@@ -98,15 +95,10 @@ Scheduler::Scheduler(engine::Engine* engine, KvCacheManager kv_cache,
       options_(options),
       policy_(std::move(policy)),
       observer_(observer),
+      pool_pages_(kv_cache.total_pages()),
+      page_entries_(kv_cache.pool().geometry().page_entries),
       kv_cache_(std::move(kv_cache)) {
   kv_ = kv_cache_.Snapshot();
-  logits_.resize(static_cast<size_t>(options_.max_running) * engine_->config().vocab_size);
-  if (options_.sampling_threads > 1) {
-    // It runs one loop per step, between engine steps: its workers sleep at once rather than poll,
-    // leaving the cores to the engine's compute threads.
-    sampling_pool_ = std::make_unique<engine::ThreadPool>(options_.sampling_threads,
-                                                          std::chrono::microseconds(0));
-  }
   deliver_thread_ = std::thread([this] { DeliverLoop(); });
   thread_ = std::thread([this] { Loop(); });
 }
@@ -117,10 +109,10 @@ absl::Status Scheduler::Validate(const GenerationRequest& r) const {
   if (absl::Status s = ValidateRequest(engine_->config(), r); !s.ok()) return s;
   const int64_t total = static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens;
   // At the asked size: a request must be servable without pressure ever switching it.
-  const int peak = kv_cache_.PeakPages(static_cast<int>(total) - 1, r.chunk_size);
-  if (peak > kv_cache_.total_pages()) {
+  const int peak = engine::PeakPages(static_cast<int>(total) - 1, r.chunk_size, page_entries_);
+  if (peak > pool_pages_) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "request needs up to ", peak, " KV pages but the pool has only ", kv_cache_.total_pages(),
+        "request needs up to ", peak, " KV pages but the pool has only ", pool_pages_,
         ": use a larger chunk size, fewer tokens, or a larger pool"));
   }
   return absl::OkStatus();
@@ -393,7 +385,15 @@ bool Scheduler::Schedule(Plan& plan, Outbox& out) {
         budget -= n;
         plan.tokens += n;
         const bool last_piece = q->state.cached + n == static_cast<int>(q->state.tokens.size());
-        plan.items.push_back({&q->state, n, last_piece});
+        // A degraded or preempted sequence goes on with draw number `generated` of its stream.
+        const GenerationRequest& r = q->request;
+        plan.items.push_back(
+            {.seq = &q->state,
+             .num_tokens = n,
+             .want_logits = last_piece,
+             .sampling = &r.sampling,
+             .draw = static_cast<uint64_t>(q->generated),
+             .logprobs = r.top_logprobs > 0 ? r.top_logprobs : (r.want_logprobs ? 0 : -1)});
         plan.owners.push_back(q.get());
         pages += kv_cache_.PagesToGrow(q->state, q->state.cached + n);
       }
@@ -413,51 +413,15 @@ bool Scheduler::Schedule(Plan& plan, Outbox& out) {
   return true;
 }
 
-void Scheduler::SampleRows(const Plan& plan, std::vector<GeneratedToken>& tokens) {
-  const int V = engine_->config().vocab_size;
-  tokens.assign(plan.items.size(), {});
-  // Each row touches only its own logits, its sequence's sampler and its token history, so rows
-  // run in any order on any thread and give what they give on one.
-  const auto sample = [&](int begin, int end) {
-    for (int i = begin; i < end; ++i) {
-      if (!plan.items[i].want_logits) continue;
-      Sequence& q = *plan.owners[i];
-      absl::Span<float> row(logits_.data() + static_cast<size_t>(i) * V, V);
-      GeneratedToken& token = tokens[i];
-      if (q.request.want_logprobs) {
-        // Under the model's raw distribution: before the sampler's penalty changes the row.
-        const float lse = engine::LogSumExp(row);
-        std::vector<float> raw(row.begin(), row.end());
-        token.id = q.sampler.Sample(row, q.state.tokens);
-        token.logprob = raw[token.id] - lse;
-      } else {
-        token.id = q.sampler.Sample(row, q.state.tokens);
-      }
-    }
-  };
-  // Waking the pool costs tens of microseconds: worth it from about two greedy rows of a 32000
-  // vocabulary per thread.
-  constexpr size_t kLogitsWorthSharing = size_t{1} << 16;
-  const int n = static_cast<int>(plan.items.size());
-  size_t wanted = 0;
-  for (const engine::StepItem& item : plan.items) wanted += item.want_logits ? V : 0;
-  if (sampling_pool_ != nullptr && wanted >= kLogitsWorthSharing) {
-    sampling_pool_->ParallelFor(n, sample);
-  } else {
-    sample(0, n);
-  }
-}
-
 void Scheduler::Postprocess(Plan& plan, const absl::Status& status, Outbox& out, StepReport& report,
                             SchedulerSnapshot& after) {
-  std::vector<GeneratedToken> tokens;
-  if (status.ok()) SampleRows(plan, tokens);
   std::vector<std::pair<Sequence*, FinishReason>> finished;
   for (size_t i = 0; i < plan.items.size(); ++i) {
     Sequence& q = *plan.owners[i];
     kv_cache_.Trim(q.state);
     if (!status.ok() || !plan.items[i].want_logits) continue;
-    const GeneratedToken& token = tokens[i];
+    engine::SampledToken& sampled = tokens_[i];
+    const GeneratedToken token{sampled.token, sampled.logprob, std::move(sampled.top)};
     q.state.tokens.push_back(token.id);
     ++q.generated;
     out.events.push_back({q.sink, Outbox::Event::kToken, token, {}});
@@ -519,8 +483,9 @@ void Scheduler::Iterate() {
   if (scheduled) {
     engine::StepStats stats;
     const absl::Time engine_start = absl::Now();
+    tokens_.resize(plan.items.size());
     const absl::Status status =
-        engine_->Step(plan.items, kv_cache_.pool(), absl::MakeSpan(logits_), &stats);
+        engine_->Step(plan.items, kv_cache_.pool(), absl::MakeSpan(tokens_), &stats);
     report.engine_time = absl::Now() - engine_start;
     report.decoder_positions = stats.decoder_positions;
     Postprocess(plan, status, out, report, after);

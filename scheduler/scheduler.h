@@ -24,11 +24,6 @@ struct SchedulerOptions {
   int max_tokens_per_step = 2048;  // prompt tokens + decode tokens one step processes at most
   int kv_pool_pages = 0;           // pages of the compressed-KV pool (> 0)
   int kv_page_entries = 16;        // entries a page holds
-  // Host threads that sample a step's rows, the scheduler thread included: 1 samples them all on
-  // the scheduler thread. A row of a 32000-token vocabulary costs the scheduler 13-75 us (greedy,
-  // temperature, top_p on a peaked row, logprobs) and ~3 ms for top_p over a flat one: at batch
-  // 256, as long as a GPU step or longer.
-  int sampling_threads = 1;
 };
 
 // A memory-pressure decision the scheduler applied.
@@ -153,10 +148,7 @@ class Scheduler {
   // Picks the step's items and reserves their pages, asking the policy to relieve the pool when
   // they do not fit. Returns false when no sequence has work.
   bool Schedule(Plan& plan, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The next token of every row of `plan` that wants one (tokens[i] for item i), sampled on the
-  // sampling pool when the rows are worth waking it for. Scheduler thread only.
-  void SampleRows(const Plan& plan, std::vector<GeneratedToken>& tokens);
-  // Samples, trims and finishes after the engine step.
+  // Trims, hands out the step's tokens and finishes after the engine step.
   void Postprocess(Plan& plan, const absl::Status& status, Outbox& out, StepReport& report,
                    SchedulerSnapshot& after);
   // Ends `seq` (frees its pages at once) and queues its OnFinish.
@@ -176,6 +168,9 @@ class Scheduler {
   std::unique_ptr<AdmissionPolicy> policy_;
   SchedulerObserver* observer_;
 
+  // The pool's size and page size, fixed at construction: what Validate (any thread) reads.
+  const int pool_pages_;
+  const int page_entries_;
   // Touched only by the scheduler thread; `kv_` mirrors its accounting for Snapshot.
   KvCacheManager kv_cache_;
   std::vector<PressureEvent> pressure_;  // not yet reported; scheduler thread only
@@ -195,9 +190,7 @@ class Scheduler {
   std::deque<std::unique_ptr<Outbox>> out_queue_ ABSL_GUARDED_BY(out_mu_);
   bool out_stop_ ABSL_GUARDED_BY(out_mu_) = false;
   std::thread deliver_thread_;
-  std::vector<float> logits_;  // scheduler thread only
-  // Null when options_.sampling_threads is 1. Used by the scheduler thread only.
-  std::unique_ptr<engine::ThreadPool> sampling_pool_;
+  std::vector<engine::SampledToken> tokens_;  // a step's draws; scheduler thread only
 };
 
 }  // namespace catserve::scheduler

@@ -93,8 +93,12 @@ absl::Status ServingDaemon::LoadModel() {
   }
   model_name_ = ModelName(model_dir);
 
+  sampling_threads_ = options_.sampling_threads > 0
+                          ? options_.sampling_threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   absl::StatusOr<std::unique_ptr<engine::Engine>> engine = engine::LoadEngine(
       model_dir, engine::EngineOptions{.threads = options_.threads,
+                                       .sampling_threads = sampling_threads_,
                                        .device = options_.device == "cuda" ? engine::Device::kCuda
                                                                            : engine::Device::kCpu,
                                        .check_weights = options_.check_weights,
@@ -155,11 +159,6 @@ absl::Status ServingDaemon::StartScheduler() {
   scheduler_options.max_tokens_per_step = options_.max_tokens_per_step;
   scheduler_options.kv_pool_pages = pool_pages_;
   scheduler_options.kv_page_entries = options_.kv_page_entries;
-  scheduler_options.sampling_threads =
-      options_.sampling_threads > 0
-          ? options_.sampling_threads
-          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  sampling_threads_ = scheduler_options.sampling_threads;
   absl::StatusOr<std::unique_ptr<scheduler::AdmissionPolicy>> policy =
       scheduler::MakeAdmissionPolicy(options_.pressure_policy);
   if (!policy.ok()) return policy.status();

@@ -58,7 +58,8 @@ CpuEngine::CpuEngine(ModelConfig config, ModelWeights weights, const EngineOptio
       compressor_rope_(config_.compressor_head_dim(), config_.rope_theta,
                        config_.max_chunk_size + 2),
       emulate_bf16_(options.emulate_bf16),
-      kv_dtype_(options.emulate_bf16 ? KvDtype::kBf16 : options.kv_dtype) {
+      kv_dtype_(options.emulate_bf16 ? KvDtype::kBf16 : options.kv_dtype),
+      sampler_(options.sampling_threads) {
   // GEMMs are split over compute_ by ParallelLinear; BLAS itself stays single-threaded.
   openblas_set_num_threads(1);
 }
@@ -267,7 +268,19 @@ void CpuEngine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl:
 }
 
 absl::Status CpuEngine::Step(absl::Span<const StepItem> items, KvPool& pool,
-                             absl::Span<float> logits, StepStats* stats) {
+                             absl::Span<SampledToken> tokens, StepStats* stats) {
+  if (tokens.size() < items.size()) {
+    return absl::InvalidArgumentError("tokens has fewer entries than items");
+  }
+  if (absl::Status s = ValidateStepSampling(items); !s.ok()) return s;
+  logits_.resize(items.size() * static_cast<size_t>(config_.vocab_size));
+  if (absl::Status s = StepLogits(items, pool, absl::MakeSpan(logits_), stats); !s.ok()) return s;
+  sampler_.Sample(items, absl::MakeSpan(logits_), config_.vocab_size, tokens);
+  return absl::OkStatus();
+}
+
+absl::Status CpuEngine::StepLogits(absl::Span<const StepItem> items, KvPool& pool,
+                                   absl::Span<float> logits, StepStats* stats) {
   if (items.empty()) return absl::OkStatus();
   if (logits.size() < items.size() * static_cast<size_t>(config_.vocab_size)) {
     return absl::InvalidArgumentError("logits buffer is smaller than items * vocab_size");

@@ -14,6 +14,7 @@
 #include "engine/kv/kv_pool.h"
 #include "engine/model/config.h"
 #include "engine/model/weights.h"
+#include "engine/cpu/host_step_sampler.h"
 #include "engine/step/engine.h"
 #include "engine/step/split_kv_plan.h"
 #include "engine/step/step_plan.h"
@@ -35,8 +36,11 @@ class CpuEngine : public Engine {
   KvGeometry kv_geometry(int page_entries) const override;
   int threads() const override { return compute_.size(); }
 
-  absl::Status Step(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits,
-                    StepStats* stats = nullptr) override;
+  // The forward, then the draws on the host sampling threads (EngineOptions::sampling_threads).
+  absl::Status Step(absl::Span<const StepItem> items, KvPool& pool,
+                    absl::Span<SampledToken> tokens, StepStats* stats = nullptr) override;
+  absl::Status StepLogits(absl::Span<const StepItem> items, KvPool& pool,
+                          absl::Span<float> logits, StepStats* stats = nullptr) override;
 
  private:
   void RunCompressor(absl::Span<const StepItem> items);
@@ -56,6 +60,8 @@ class CpuEngine : public Engine {
 
   const bool emulate_bf16_;
   const KvDtype kv_dtype_;
+  HostStepSampler sampler_;
+  std::vector<float> logits_;  // Step's rows, reused across steps
 
   // Per-step plan and scratch, reused across steps.
   StepPlan plan_;

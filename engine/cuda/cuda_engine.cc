@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cublas_library.h"
 #include "engine/cuda/device_buffer.h"
+#include "engine/cuda/device_sampler.h"
 #include "engine/cuda/device_weights.h"
 #include "engine/cuda/kernels.h"
 #include "engine/cuda/split_kv_meta.h"
@@ -139,8 +140,12 @@ class CudaEngine : public Engine {
     return KvPool::Create(g, num_pages, std::move(arena));
   }
 
-  absl::Status Step(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits,
-                    StepStats* stats) override;
+  // The forward, then the draws on the device (cuda::DeviceSampler): only the tokens, and the
+  // rows of items that ask for log-probabilities, cross to the host.
+  absl::Status Step(absl::Span<const StepItem> items, KvPool& pool,
+                    absl::Span<SampledToken> tokens, StepStats* stats) override;
+  absl::Status StepLogits(absl::Span<const StepItem> items, KvPool& pool,
+                          absl::Span<float> logits, StepStats* stats) override;
 
  private:
   absl::Status CheckPool(const KvPool& pool) const;
@@ -156,7 +161,12 @@ class CudaEngine : public Engine {
                      const float* rope_cos, const float* rope_sin, Attend attend);
   absl::Status RunCompressor();
   absl::Status RunDecoder(KvPool& pool);
-  absl::Status Logits(absl::Span<const StepItem> items, absl::Span<float> logits);
+  // Runs the step up to the logits of the items that want them, rows of logits_ in want_ order.
+  absl::Status Forward(absl::Span<const StepItem> items, KvPool& pool, StepStats* stats);
+  // logits_ (want_.size() rows) on the device.
+  absl::Status Logits();
+  // Copies logits_'s rows to their items' rows of `logits` and waits for the stream.
+  absl::Status CopyLogits(absl::Span<const StepItem> items, absl::Span<float> logits);
 
   template <typename T>
   const T* MetaAt(size_t offset) const {
@@ -194,6 +204,7 @@ class CudaEngine : public Engine {
   DeviceBuffer meta_, x_, cx_, norm_, qkv_, attn_, gate_up_, act_, fx_in_, fx_, logits_;
   DeviceBuffer partials_;  // split-KV partials: max[slots], sum[slots], acc[slots * head_dim]
   std::vector<float> host_logits_;
+  cuda::DeviceSampler sampler_;
 };
 
 absl::Status CudaEngine::CheckPool(const KvPool& pool) const {
@@ -409,7 +420,7 @@ absl::Status CudaEngine::RunDecoder(KvPool& pool) {
   return absl::OkStatus();
 }
 
-absl::Status CudaEngine::Logits(absl::Span<const StepItem> items, absl::Span<float> logits) {
+absl::Status CudaEngine::Logits() {
   const int D = config_.hidden_size, V = config_.vocab_size;
   const int n = static_cast<int>(want_.size());
   if (n == 0) return absl::OkStatus();
@@ -418,7 +429,13 @@ absl::Status CudaEngine::Logits(absl::Span<const StepItem> items, absl::Span<flo
       cuda::RmsNormToBf16(x_.as<float>(), MetaAt<int32_t>(logit_rows_), n, D, w_.norm.as<float>(),
                           static_cast<float>(config_.norm_eps), h, stream_),
       "RmsNorm (final)");
-  CATSERVE_RETURN_IF_ERROR(Gemm(h, n, D, w_.lm_head_data(), V, logits_.as<float>(), false));
+  return Gemm(h, n, D, w_.lm_head_data(), V, logits_.as<float>(), false);
+}
+
+absl::Status CudaEngine::CopyLogits(absl::Span<const StepItem> items, absl::Span<float> logits) {
+  const int V = config_.vocab_size;
+  const int n = static_cast<int>(want_.size());
+  if (n == 0) return absl::OkStatus();
   // Every item wants logits in the common case: its rows land in place.
   const bool in_place = n == static_cast<int>(items.size());
   float* dst = logits.data();
@@ -440,14 +457,79 @@ absl::Status CudaEngine::Logits(absl::Span<const StepItem> items, absl::Span<flo
   return absl::OkStatus();
 }
 
-absl::Status CudaEngine::Step(absl::Span<const StepItem> items, KvPool& pool,
-                              absl::Span<float> logits, StepStats* stats) {
+absl::Status CudaEngine::StepLogits(absl::Span<const StepItem> items, KvPool& pool,
+                                    absl::Span<float> logits, StepStats* stats) {
   if (items.empty()) return absl::OkStatus();
   if (logits.size() < items.size() * static_cast<size_t>(config_.vocab_size)) {
     return absl::InvalidArgumentError("logits buffer is smaller than items * vocab_size");
   }
   CATSERVE_RETURN_IF_ERROR(CheckPool(pool));
   CATSERVE_RETURN_IF_ERROR(ValidateStep(config_, items, pool));
+  CATSERVE_RETURN_IF_ERROR(Forward(items, pool, stats));
+  CATSERVE_RETURN_IF_ERROR(CopyLogits(items, logits));
+  for (const StepItem& it : items) it.seq->cached += it.num_tokens;
+  return absl::OkStatus();
+}
+
+absl::Status CudaEngine::Step(absl::Span<const StepItem> items, KvPool& pool,
+                              absl::Span<SampledToken> tokens, StepStats* stats) {
+  if (items.empty()) return absl::OkStatus();
+  if (tokens.size() < items.size()) {
+    return absl::InvalidArgumentError("tokens has fewer entries than items");
+  }
+  CATSERVE_RETURN_IF_ERROR(CheckPool(pool));
+  CATSERVE_RETURN_IF_ERROR(ValidateStep(config_, items, pool));
+  CATSERVE_RETURN_IF_ERROR(ValidateStepSampling(items));
+  CATSERVE_RETURN_IF_ERROR(Forward(items, pool, stats));
+  const int V = config_.vocab_size;
+  const size_t n = want_.size();
+  std::vector<SamplingParams> params(n);
+  std::vector<std::vector<int32_t>> contexts(n);
+  std::vector<uint64_t> draws(n);
+  for (size_t k = 0; k < n; ++k) {
+    const StepItem& it = items[want_[k]];
+    params[k] = *it.sampling;
+    if (it.sampling->repetition_penalty != 1.0f) contexts[k] = it.seq->tokens;
+    draws[k] = it.draw;
+  }
+  // Log-probabilities are of the raw rows: copied before the sampler's penalty (which works on a
+  // scratch copy, but the order keeps that a detail of the sampler).
+  std::vector<int> logprob_rows;
+  for (size_t k = 0; k < n; ++k) {
+    if (items[want_[k]].logprobs >= 0) logprob_rows.push_back(static_cast<int>(k));
+  }
+  host_logits_.resize(logprob_rows.size() * static_cast<size_t>(V));
+  for (size_t j = 0; j < logprob_rows.size(); ++j) {
+    CATSERVE_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(host_logits_.data() + j * V,
+                        logits_.as<float>() + static_cast<size_t>(logprob_rows[j]) * V,
+                        V * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+        "cudaMemcpyAsync (logprob rows)");
+  }
+  absl::StatusOr<std::vector<int32_t>> drawn =
+      sampler_.Sample(logits_.as<float>(), static_cast<int>(n), V, params, contexts, draws,
+                      stream_);  // synchronises the stream
+  if (!drawn.ok()) return drawn.status();
+  for (size_t k = 0; k < n; ++k) {
+    SampledToken& out = tokens[want_[k]];
+    out.token = (*drawn)[k];
+    out.logprob = 0.0f;
+    out.top.clear();
+  }
+  for (size_t j = 0; j < logprob_rows.size(); ++j) {
+    const int item = want_[logprob_rows[j]];
+    const absl::Span<const float> row(host_logits_.data() + j * V, V);
+    const float lse = LogSumExp(row);
+    SampledToken& out = tokens[item];
+    out.top = TopLogprobs(row, items[item].logprobs, lse);
+    out.logprob = row[out.token] - lse;
+  }
+  for (const StepItem& it : items) it.seq->cached += it.num_tokens;
+  return absl::OkStatus();
+}
+
+absl::Status CudaEngine::Forward(absl::Span<const StepItem> items, KvPool& pool,
+                                 StepStats* stats) {
   CATSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
   gemm_log_ = stats != nullptr ? &stats->gemms : nullptr;
   if (gemm_log_ != nullptr) gemm_log_->clear();
@@ -503,11 +585,10 @@ absl::Status CudaEngine::Step(absl::Span<const StepItem> items, KvPool& pool,
   CATSERVE_RETURN_IF_ERROR(Upload());
   CATSERVE_RETURN_IF_ERROR(RunCompressor());
   CATSERVE_RETURN_IF_ERROR(RunDecoder(pool));
-  CATSERVE_RETURN_IF_ERROR(Logits(items, logits));
+  CATSERVE_RETURN_IF_ERROR(Logits());
   if (want_.empty()) {
     CATSERVE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "step");
   }
-  for (const StepItem& it : items) it.seq->cached += it.num_tokens;
   if (stats != nullptr) {
     stats->decoder_positions = static_cast<int>(T);
     stats->compressed_chunks = static_cast<int>(chunks);

@@ -1,19 +1,13 @@
 #include <cfloat>
 
 #include "engine/cuda/sampling_kernels.h"
+#include "engine/sampling/draw.h"
 
 namespace catserve::engine::cuda {
 namespace {
 
 constexpr int kThreads = 256;
 constexpr int kBisections = 40;
-
-__device__ uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 // Block-wide sum; every thread gets the result.
 __device__ float BlockSum(float v, float* shared) {
@@ -142,8 +136,7 @@ __global__ void SampleRowsKernel(const float* logits, int vocab, const DeviceSam
       segment[s] = total;
       total += v;
     }
-    const uint64_t bits = SplitMix64(p.seed ^ SplitMix64(p.step));
-    shared[0] = static_cast<float>(static_cast<double>(bits >> 11) * 0x1.0p-53 * total);
+    shared[0] = static_cast<float>(DrawUniform(p.seed, p.step) * total);
     tokens[row] = best_i;
   }
   __syncthreads();

@@ -4,9 +4,10 @@
 // Sampling for a whole batch on the device, one block per logits row: the repetition penalty,
 // then greedy (temperature 0: argmax, ties to the lowest id) or temperature, top-k, top-p and
 // min-p, each as a probability threshold found by bisection (no sort), and a draw by inverse CDF
-// in token order with a counter-based generator keyed by (seed, step): the same inputs give the
-// same tokens on the same device. The distribution is the CPU sampler's (engine/sampler.h) except
-// for ties at a top-k or top-p boundary, which the device keeps all of. Plain pointers and ints
+// in token order with the generator of engine/sampling/draw.h, keyed by (seed, step): the CPU
+// sampler (engine/sampling/sampler.h) draws the same way, so both pick the same token from the
+// same logits except where the draw lands within float rounding of a boundary, and for ties at a
+// top-k or top-p boundary, which the device keeps all of. Plain pointers and ints
 // only: nvcc never sees Abseil.
 
 #include <cuda_runtime_api.h>

@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "engine/kernels/attention_kernels.h"
+#include "engine/sampling/draw.h"
 
 namespace catserve::engine {
 
@@ -169,6 +170,19 @@ float LogSumExp(absl::Span<const float> logits) {
   return Max(logits) + static_cast<float>(std::log(sum));
 }
 
+std::vector<TokenLogprob> TopLogprobs(absl::Span<const float> logits, int n,
+                                      float log_sum_exp) {
+  n = std::clamp(n, 0, static_cast<int>(logits.size()));
+  std::vector<int32_t> ids(logits.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+  std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  std::vector<TokenLogprob> top(n);
+  for (int i = 0; i < n; ++i) top[i] = {ids[i], logits[ids[i]] - log_sum_exp};
+  return top;
+}
+
 std::vector<Candidate> SamplingSupport(absl::Span<const float> logits,
                                        const SamplingParams& params) {
   const int V = static_cast<int>(logits.size());
@@ -242,9 +256,10 @@ std::vector<Candidate> SamplingSupport(absl::Span<const float> logits,
   return c;
 }
 
-int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> context) {
-  ApplyRepetitionPenalty(logits, context, params_.repetition_penalty);
-  if (params_.temperature == 0.0f) {
+int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> context,
+                        const SamplingParams& params, uint64_t draw) {
+  ApplyRepetitionPenalty(logits, context, params.repetition_penalty);
+  if (params.temperature == 0.0f) {
     // The first largest logit (std::max_element's answer where no logit is NaN), in two passes
     // the compiler vectorises.
     const float best = Max(logits);
@@ -253,38 +268,29 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> cont
     }
     return 0;
   }
-  // A uniform double in [0, 1) from the top 53 bits, fixed by the standard generator's output.
-  const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+  const double u = DrawUniform(params.seed, draw);
   const int V = static_cast<int>(logits.size());
-  if ((params_.top_k == 0 || params_.top_k >= V) && params_.top_p >= 1.0f &&
-      params_.min_p <= 0.0f) {
-    // The whole vocabulary is the support: walk it in its order (most likely first), sorting the
-    // 64 most likely and the rest only when the draw falls past them.
-    const VocabularySoftmax softmax(logits, params_.temperature, weights_);
-    // The walk's first token, the first of the most likely, takes the draw: nothing to sort.
-    if (u < static_cast<double>(softmax.best)) return softmax.FirstMostLikely();
-    std::vector<Candidate>& c = scratch_;
-    softmax.Candidates(c);
+  if ((params.top_k == 0 || params.top_k >= V) && params.top_p >= 1.0f && params.min_p <= 0.0f) {
+    // The whole vocabulary is the support, walked in id order: no candidates, no sort.
+    const VocabularySoftmax softmax(logits, params.temperature, weights_);
     double acc = 0;
-    size_t n = 0;
-    for (size_t want = 64;; want = c.size()) {
-      // A longer prefix keeps the shorter one in place: the order is total.
-      const size_t sorted = SortPrefix(c, want);
-      for (; n < sorted; ++n) {
-        acc += c[n].prob;
-        if (u < acc) return c[n].token;
-      }
-      if (sorted == c.size()) break;
+    for (int i = 0; i < V; ++i) {
+      acc += softmax.prob(i);
+      if (u < acc) return i;
     }
-    return c.back().token;
+    return softmax.FirstMostLikely();
   }
-  const std::vector<Candidate> support = SamplingSupport(logits, params_);
+  std::vector<Candidate> support = SamplingSupport(logits, params);
+  const int32_t most_likely = support.front().token;
+  if (support.size() == 1) return most_likely;
+  std::sort(support.begin(), support.end(),
+            [](const Candidate& a, const Candidate& b) { return a.token < b.token; });
   double acc = 0;
   for (const Candidate& c : support) {
     acc += c.prob;
     if (u < acc) return c.token;
   }
-  return support.back().token;
+  return most_likely;
 }
 
 }  // namespace catserve::engine

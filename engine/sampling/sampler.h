@@ -2,7 +2,6 @@
 #define CATSERVE_ENGINE_SAMPLING_SAMPLER_H_
 
 #include <cstdint>
-#include <random>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -37,28 +36,47 @@ struct Candidate {
 std::vector<Candidate> SamplingSupport(absl::Span<const float> logits,
                                        const SamplingParams& params);
 
+// The most alternatives a token carries (OpenAI's top_logprobs limit).
+inline constexpr int kMaxTopLogprobs = 20;
+
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0.0f;
+};
+
+// What a draw produced for one sequence. Log-probabilities are natural logs under the model's
+// raw distribution: the logits before penalty, temperature and cut-offs (so with a repetition
+// penalty, greedy's token need not be the first alternative).
+struct SampledToken {
+  int32_t token = -1;
+  float logprob = 0.0f;           // of `token`, when logprobs were asked for
+  std::vector<TokenLogprob> top;  // the most likely tokens asked for, most likely first
+};
+
+// The `n` most likely tokens of `logits` (ties to the lower id) with their log-probabilities,
+// `log_sum_exp` being LogSumExp(logits). n in [0, kMaxTopLogprobs].
+std::vector<TokenLogprob> TopLogprobs(absl::Span<const float> logits, int n, float log_sum_exp);
+
 // log(sum over i of exp(logits[i])), never below the largest logit, with the vector exp where the
 // CPU has it: a token's log-probability is its logit minus this.
 float LogSumExp(absl::Span<const float> logits);
 
-// Draws tokens for one sequence. Same seed and same logits give the same tokens on any machine:
-// the generator is std::mt19937_64, whose output the C++ standard fixes. The draw walks the
-// support in its order (most likely first); it sorts nothing when the draw, top_p or min_p keeps
-// the most likely token (a peaked row, mostly), and the whole vocabulary only when a cut-off or
-// the draw falls past its 64 most likely tokens.
+// Draws tokens on the host. A draw is the inverse CDF of u = DrawUniform(params.seed, draw)
+// (draw.h) over the support in ascending token id, the order the device sampler walks too, so
+// that both pick the same token from the same logits except where u lands within float rounding
+// of a boundary; the most likely token stands in should rounding leave u past the last. A whole
+// vocabulary is walked without a sort; a cut (top_k, top_p, min_p) sorts what it must
+// (SamplingSupport). Holds scratch space only: one Sampler serves any number of sequences, one
+// thread at a time.
 class Sampler {
  public:
-  explicit Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
-
-  // Samples the next token from `logits` (modified in place by the penalty) given the sequence
-  // so far in `context`.
-  int32_t Sample(absl::Span<float> logits, absl::Span<const int32_t> context);
+  // Draw number `draw` of the request's stream (0 for its first generated token), from `logits`
+  // (modified in place by the penalty) given the sequence so far in `context`.
+  int32_t Sample(absl::Span<float> logits, absl::Span<const int32_t> context,
+                 const SamplingParams& params, uint64_t draw);
 
  private:
-  SamplingParams params_;
-  std::mt19937_64 rng_;
-  std::vector<float> weights_;      // exp(logit / temperature - max) of a whole vocabulary
-  std::vector<Candidate> scratch_;  // the candidates of a draw over the whole vocabulary
+  std::vector<float> weights_;  // exp(logit / temperature - max) of a whole vocabulary
 };
 
 }  // namespace catserve::engine

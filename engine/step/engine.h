@@ -12,6 +12,7 @@
 #include "engine/kv/sequence.h"
 #include "engine/model/config.h"
 #include "engine/model/weights.h"
+#include "engine/sampling/sampler.h"
 
 namespace catserve::engine {
 
@@ -19,6 +20,8 @@ enum class Device { kCpu, kCuda };
 
 struct EngineOptions {
   int threads = 0;  // CPU compute threads; <= 0: one per hardware thread
+  // CPU only: host threads Step draws a batch's tokens on; <= 1: the step's own thread.
+  int sampling_threads = 1;
   Device device = Device::kCpu;
   // CPU only, for testing the CUDA backend: round weights, every GEMM input and every cached K/V
   // to bf16 where the CUDA backend stores bf16, so the CPU computes what the GPU should (it implies
@@ -38,8 +41,19 @@ struct EngineOptions {
 struct StepItem {
   SequenceState* seq = nullptr;
   int num_tokens = 0;
-  bool want_logits = true;  // false for a prefill piece that is not the prompt's last
+  // Whether the item's last position predicts a token: its logits from StepLogits, a token drawn
+  // with `sampling` from Step. False for a prefill piece that is not the prompt's last.
+  bool want_logits = true;
+  // What Step draws with (required there when want_logits): the request's sampling settings, the
+  // index of this draw in its stream (its generated-token count; engine/sampling/draw.h), and how
+  // many log-probabilities to return: -1 none, 0 the chosen token's, 1..kMaxTopLogprobs also
+  // that many most likely alternatives.
+  const SamplingParams* sampling = nullptr;
+  uint64_t draw = 0;
+  int logprobs = -1;
 };
+
+
 
 // A linear layer's shape: y[rows, out] = x[rows, in] W^T.
 struct GemmShape {
@@ -87,16 +101,23 @@ class Engine {
   // reads (host memory for the CPU, device memory for CUDA).
   virtual absl::StatusOr<KvPool> CreateKvPool(int num_pages, int page_entries) const;
 
-  // Advances every item's sequence and writes the next-token logits of item i to
-  // logits[i * vocab_size ...] (only for items with want_logits). Each sequence appears at most
-  // once; its pages must already cover KvEntriesAfter(cached + num_tokens), in a pool made by
-  // this engine's CreateKvPool. On success every item's seq->cached grows by num_tokens. Errors
-  // (invalid token, unserved chunk size, too few pages, length past max_position_embeddings, a
-  // pool of the wrong kind) leave every sequence unchanged. INTERNAL is reserved for a device
-  // that can no longer compute (a sticky CUDA error): the scheduler then fails every request and
-  // the daemon exits.
+  // Advances every item's sequence and draws the next token of each item with want_logits into
+  // tokens[i] (tokens has one entry per item; the others are left as they are), next to the
+  // model: only tokens and the log-probabilities asked for leave the engine. Each sequence
+  // appears at most once; its pages must already cover KvEntriesAfter(cached + num_tokens), in a
+  // pool made by this engine's CreateKvPool. On success every item's seq->cached grows by
+  // num_tokens. Errors (invalid token, unserved chunk size, too few pages, length past
+  // max_position_embeddings, a pool of the wrong kind, invalid sampling settings) leave every
+  // sequence unchanged. INTERNAL is reserved for a device that can no longer compute (a sticky
+  // CUDA error): the scheduler then fails every request and the daemon exits.
   virtual absl::Status Step(absl::Span<const StepItem> items, KvPool& pool,
-                            absl::Span<float> logits, StepStats* stats = nullptr) = 0;
+                            absl::Span<SampledToken> tokens, StepStats* stats = nullptr) = 0;
+
+  // The same step, returning raw logits instead of tokens: the next-token logits of item i in
+  // logits[i * vocab_size ...] (only for items with want_logits; `sampling` is not read). For
+  // the oracle tests and tools that need the distribution itself; serving uses Step.
+  virtual absl::Status StepLogits(absl::Span<const StepItem> items, KvPool& pool,
+                                  absl::Span<float> logits, StepStats* stats = nullptr) = 0;
 };
 
 }  // namespace catserve::engine

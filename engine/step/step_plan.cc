@@ -6,6 +6,25 @@
 
 namespace catserve::engine {
 
+absl::Status ValidateStepSampling(absl::Span<const StepItem> items) {
+  for (size_t i = 0; i < items.size(); ++i) {
+    const StepItem& it = items[i];
+    if (!it.want_logits) continue;
+    if (it.sampling == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("step item ", i, " wants a token but has no sampling settings"));
+    }
+    if (absl::Status s = ValidateSamplingParams(*it.sampling); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("step item ", i, ": ", s.message()));
+    }
+    if (it.logprobs < -1 || it.logprobs > kMaxTopLogprobs) {
+      return absl::InvalidArgumentError(absl::StrCat("step item ", i, " asks for ", it.logprobs,
+                                                     " top logprobs; at most ", kMaxTopLogprobs));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateStep(const ModelConfig& config, absl::Span<const StepItem> items,
                           const KvPool& pool) {
   absl::flat_hash_set<const SequenceState*> seen;

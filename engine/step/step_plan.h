@@ -21,6 +21,11 @@ namespace catserve::engine {
 absl::Status ValidateStep(const ModelConfig& config, absl::Span<const StepItem> items,
                           const KvPool& pool);
 
+// Checks what Engine::Step draws with, before anything changes: every item with want_logits
+// has sampling settings in range (ValidateSamplingParams) and logprobs in [-1, kMaxTopLogprobs].
+// INVALID_ARGUMENT naming the item.
+absl::Status ValidateStepSampling(absl::Span<const StepItem> items);
+
 // What one step computes, backend-independent (ENGINE.md, "One step"): the decoder positions of
 // every item in item order, and the chunks to compress. Both backends build it the same way, so
 // they run the same positions with the same visibility.

@@ -98,7 +98,7 @@ inline std::vector<LogitsRow> RunInterleaved(engine::Engine& engine,
     if (!any_left) break;
     if (items.empty()) continue;
     logits.assign(items.size() * V, NAN);
-    const absl::Status st = engine.Step(items, *pool, absl::MakeSpan(logits));
+    const absl::Status st = engine.StepLogits(items, *pool, absl::MakeSpan(logits));
     EXPECT_TRUE(st.ok()) << st;
     if (!st.ok()) return rows;
     for (size_t i = 0; i < items.size(); ++i) {

@@ -40,7 +40,7 @@ inline std::vector<std::vector<float>> RunAlone(engine::Engine& engine,
     EXPECT_TRUE(ReservePages(*pool, s, s.cached + n));
     std::vector<float> logits(V);
     StepItem item{&s, n, true};
-    absl::Status st = engine.Step({&item, 1}, *pool, absl::MakeSpan(logits));
+    absl::Status st = engine.StepLogits({&item, 1}, *pool, absl::MakeSpan(logits));
     EXPECT_TRUE(st.ok()) << st;
     if (!st.ok()) break;
     TrimPages(*pool, s);

@@ -239,11 +239,11 @@ TEST_F(CudaPoolTest, EachEngineRefusesTheOthersPool) {
   std::vector<float> logits(c.vocab_size);
   StepItem item{&s, 3, true};
   ASSERT_TRUE(ReservePages(*host_pool, s, 3));
-  EXPECT_EQ((*gpu)->Step({&item, 1}, *host_pool, absl::MakeSpan(logits)).code(),
+  EXPECT_EQ((*gpu)->StepLogits({&item, 1}, *host_pool, absl::MakeSpan(logits)).code(),
             absl::StatusCode::kInvalidArgument);
   host_pool->ReleaseAll(s.pages);
   ASSERT_TRUE(ReservePages(*device_pool, s, 3));
-  EXPECT_EQ(cpu.Step({&item, 1}, *device_pool, absl::MakeSpan(logits)).code(),
+  EXPECT_EQ(cpu.StepLogits({&item, 1}, *device_pool, absl::MakeSpan(logits)).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s.cached, 0);
   device_pool->ReleaseAll(s.pages);
@@ -261,7 +261,7 @@ TEST_F(CudaPoolTest, RejectsBadItemsWithoutChangingState) {
   ASSERT_TRUE(ReservePages(*pool, s, 3));
   std::vector<float> logits(c.vocab_size);
   StepItem item{&s, 3, true};
-  absl::Status st = (*gpu)->Step({&item, 1}, *pool, absl::MakeSpan(logits));
+  absl::Status st = (*gpu)->StepLogits({&item, 1}, *pool, absl::MakeSpan(logits));
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("token id 1000"), std::string::npos) << st;
   EXPECT_EQ(s.cached, 0);

@@ -43,7 +43,7 @@ TEST_P(Bf16EmulationTest, StaysNearFp32LogitsAtEveryRowAndChunkSize) {
       while (s.cached < static_cast<int>(tokens->size())) {
         ASSERT_TRUE(ReservePages(*pool, s, s.cached + 1));
         StepItem item{&s, 1, true};
-        ASSERT_TRUE((*engine)->Step({&item, 1}, *pool, absl::MakeSpan(logits)).ok());
+        ASSERT_TRUE((*engine)->StepLogits({&item, 1}, *pool, absl::MakeSpan(logits)).ok());
         TrimPages(*pool, s);
         const float* g = want->data() + static_cast<size_t>(s.cached) * V;
         double err = 0, norm = 0;

@@ -90,7 +90,7 @@ TEST_P(FixtureTest, IncrementalEngineMatchesPyTorch) {
       while (s.cached < static_cast<int>(tokens.size())) {
         ASSERT_TRUE(ReservePages(*pool, s, s.cached + n));
         StepItem item{&s, n, true};
-        ASSERT_TRUE(engine_->Step({&item, 1}, *pool, absl::MakeSpan(logits)).ok());
+        ASSERT_TRUE(engine_->StepLogits({&item, 1}, *pool, absl::MakeSpan(logits)).ok());
         TrimPages(*pool, s);
         ASSERT_LE(MaxAbsDiff(logits.data(), golden.data() + s.cached * V, V), 1e-4)
             << seq << " chunk size " << l << " row " << s.cached;

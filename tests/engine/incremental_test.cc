@@ -121,7 +121,7 @@ TEST(EngineStepTest, RejectsAPoolOfAnotherKvDtype) {
   ASSERT_TRUE(ReservePages(*pool, s, 2));
   std::vector<float> logits(c.vocab_size);
   StepItem item{&s, 2, true};
-  const absl::Status st = engine.Step({&item, 1}, *pool, absl::MakeSpan(logits));
+  const absl::Status st = engine.StepLogits({&item, 1}, *pool, absl::MakeSpan(logits));
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(st.message(),
             "the CPU engine needs a host KV pool of its own geometry (kv dtype fp32): make it with "
@@ -141,14 +141,14 @@ TEST(EngineStepTest, RejectsBadItemsWithoutChangingState) {
   ASSERT_TRUE(ReservePages(*pool, s, 3));
   std::vector<float> logits(c.vocab_size);
   StepItem item{&s, 3, true};
-  absl::Status st = engine.Step({&item, 1}, *pool, absl::MakeSpan(logits));
+  absl::Status st = engine.StepLogits({&item, 1}, *pool, absl::MakeSpan(logits));
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("token id 1000"), std::string::npos) << st;
   EXPECT_EQ(s.cached, 0);
 
   s.tokens = {5, 6, 7};
   s.chunk_size = 3;
-  st = engine.Step({&item, 1}, *pool, absl::MakeSpan(logits));
+  st = engine.StepLogits({&item, 1}, *pool, absl::MakeSpan(logits));
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("chunk size 3"), std::string::npos) << st;
 
@@ -157,7 +157,7 @@ TEST(EngineStepTest, RejectsBadItemsWithoutChangingState) {
   unreserved.chunk_size = 4;
   unreserved.tokens = {5};
   StepItem bare{&unreserved, 1, true};
-  st = engine.Step({&bare, 1}, *pool, absl::MakeSpan(logits));
+  st = engine.StepLogits({&bare, 1}, *pool, absl::MakeSpan(logits));
   EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
   pool->ReleaseAll(s.pages);
   EXPECT_EQ(pool->used_pages(), 0);

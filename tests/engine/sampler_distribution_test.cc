@@ -25,11 +25,11 @@ using ::catserve::testing::SettingsUnderTest;
 constexpr int kDraws = 40000;
 
 std::vector<int> Draw(const SamplingParams& p, const std::vector<int32_t>& seen) {
-  Sampler s(p);
+  Sampler s;
   std::vector<int> counts(FixedLogits().size());
   for (int i = 0; i < kDraws; ++i) {
     std::vector<float> l = FixedLogits();
-    ++counts[s.Sample(absl::MakeSpan(l), seen)];
+    ++counts[s.Sample(absl::MakeSpan(l), seen, p, i)];
   }
   return counts;
 }

@@ -1,5 +1,7 @@
 #include "engine/sampling/sampler.h"
 
+#include "engine/sampling/draw.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -77,11 +79,11 @@ TEST(SamplerTest, SameSeedSameTokensOtherSeedOtherTokens) {
   auto draw = [&](uint64_t seed) {
     SamplingParams p;
     p.seed = seed;
-    Sampler s(p);
+    Sampler s;
     std::vector<int32_t> out;
     for (int i = 0; i < 64; ++i) {
       std::vector<float> l = logits;
-      out.push_back(s.Sample(absl::MakeSpan(l), {}));
+      out.push_back(s.Sample(absl::MakeSpan(l), {}, p, i));
     }
     return out;
   };
@@ -92,12 +94,12 @@ TEST(SamplerTest, SameSeedSameTokensOtherSeedOtherTokens) {
 TEST(SamplerTest, SampledFrequenciesFollowTheDistribution) {
   SamplingParams p;
   p.seed = 9;
-  Sampler s(p);
+  Sampler s;
   std::vector<int> counts(kProbs.size());
   const int n = 20000;
   for (int i = 0; i < n; ++i) {
     std::vector<float> l = LogitsFor(kProbs);
-    ++counts[s.Sample(absl::MakeSpan(l), {})];
+    ++counts[s.Sample(absl::MakeSpan(l), {}, p, i)];
   }
   for (size_t i = 0; i < kProbs.size(); ++i) {
     EXPECT_NEAR(counts[i] / static_cast<double>(n), kProbs[i], 0.015) << "token " << i;
@@ -115,8 +117,7 @@ TEST(SamplerTest, GreedyTakesTheFirstLargestOfALongRow) {
     for (float& x : l) x = uniform(rng);
     l[a] = l[b] = 11.0f;
     const int32_t want = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
-    Sampler s({.temperature = 0.0f});
-    EXPECT_EQ(s.Sample(absl::MakeSpan(l), {}), want);
+    EXPECT_EQ(Sampler().Sample(absl::MakeSpan(l), {}, {.temperature = 0.0f}, 0), want);
     EXPECT_EQ(want, a);
   }
 }
@@ -124,14 +125,14 @@ TEST(SamplerTest, GreedyTakesTheFirstLargestOfALongRow) {
 TEST(SamplerTest, GreedyTakesArgmaxAndPenaltyDemotesSeenTokens) {
   SamplingParams p;
   p.temperature = 0;
-  Sampler s(p);
+  Sampler s;
   std::vector<float> l = {1.0f, 3.0f, 2.9f};
-  EXPECT_EQ(s.Sample(absl::MakeSpan(l), {}), 1);
+  EXPECT_EQ(s.Sample(absl::MakeSpan(l), {}, p, 0), 1);
   p.repetition_penalty = 1.5f;
-  Sampler penalised(p);
+  Sampler penalised;
   l = {1.0f, 3.0f, 2.9f};
   const std::vector<int32_t> context = {1};
-  EXPECT_EQ(penalised.Sample(absl::MakeSpan(l), context), 2);  // 3.0 / 1.5 = 2.0 < 2.9
+  EXPECT_EQ(penalised.Sample(absl::MakeSpan(l), context, p, 0), 2);  // 3.0 / 1.5 = 2.0 < 2.9
   std::vector<float> neg = {-1.0f, -2.0f};
   const std::vector<int32_t> first = {0};
   ApplyRepetitionPenalty(absl::MakeSpan(neg), first, 2.0f);
@@ -201,17 +202,20 @@ TEST(SamplerTest, TopPAndMinPCutsPastTheFirstSortedPrefixEqualTheFullSort) {
   EXPECT_TRUE(std::any_of(sizes.begin(), sizes.end(), [](size_t n) { return n > 64 && n <= 512; }));
 }
 
-// The token Sampler(p) draws first: the same uniform draw walked over FullSortSupport.
+// The token Sampler draws first (draw 0): the same uniform draw walked over FullSortSupport in
+// ascending token id, the most likely token standing in past the end.
 int32_t FullSortSample(const std::vector<float>& logits, const SamplingParams& p) {
-  std::mt19937_64 rng(p.seed);
-  const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53;
-  const std::vector<Candidate> support = FullSortSupport(logits, p);
+  const double u = DrawUniform(p.seed, 0);
+  std::vector<Candidate> support = FullSortSupport(logits, p);
+  const int32_t most_likely = support.front().token;
+  std::sort(support.begin(), support.end(),
+            [](const Candidate& a, const Candidate& b) { return a.token < b.token; });
   double acc = 0;
   for (const Candidate& c : support) {
     acc += c.prob;
     if (u < acc) return c.token;
   }
-  return support.back().token;
+  return most_likely;
 }
 
 TEST(SamplerTest, PeakedRowsDrawWhatTheFullSortDraws) {
@@ -236,7 +240,7 @@ TEST(SamplerTest, PeakedRowsDrawWhatTheFullSortDraws) {
       for (uint64_t seed = 0; seed < 300; ++seed) {
         p.seed = seed;
         std::vector<float> row = *logits;
-        const int32_t got = Sampler(p).Sample(absl::MakeSpan(row), {});
+        const int32_t got = Sampler().Sample(absl::MakeSpan(row), {}, p, 0);
         ASSERT_EQ(got, FullSortSample(*logits, p))
             << "temperature " << p.temperature << " top_p " << p.top_p << " min_p " << p.min_p
             << " seed " << seed;

@@ -33,13 +33,17 @@ class FailingEngine : public engine::Engine {
   }
   int threads() const override { return inner_.threads(); }
   absl::Status Step(absl::Span<const engine::StepItem> items, engine::KvPool& pool,
-                    absl::Span<float> logits, engine::StepStats* stats) override {
+                    absl::Span<engine::SampledToken> tokens, engine::StepStats* stats) override {
     if (++steps_ >= fail_at_ &&
         (error_.code() == absl::StatusCode::kInternal || steps_ == fail_at_)) {
       released_.WaitForNotification();
       return error_;
     }
-    return inner_.Step(items, pool, logits, stats);
+    return inner_.Step(items, pool, tokens, stats);
+  }
+  absl::Status StepLogits(absl::Span<const engine::StepItem> items, engine::KvPool& pool,
+                          absl::Span<float> logits, engine::StepStats* stats) override {
+    return inner_.StepLogits(items, pool, logits, stats);
   }
   int steps() const { return steps_; }
   void release() { released_.Notify(); }

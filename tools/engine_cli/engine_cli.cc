@@ -153,7 +153,7 @@ absl::StatusOr<double> ScoreSequence(Engine& engine, const std::vector<int32_t>&
       break;
     }
     StepItem item{&seq, 1, true};
-    status = engine.Step({&item, 1}, *pool, absl::MakeSpan(logits));
+    status = engine.StepLogits({&item, 1}, *pool, absl::MakeSpan(logits));
     if (!status.ok()) break;
     TrimPages(*pool, seq);
     // log-softmax in double.
