@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -45,6 +46,9 @@ ABSL_FLAG(std::vector<std::string>, stop, {}, "Stop strings, comma-separated");
 ABSL_FLAG(bool, ignore_eos, false, "Keep generating past the end-of-sequence token");
 ABSL_FLAG(int, priority, 0, "Higher is admitted first");
 ABSL_FLAG(bool, logprobs, false, "Print each token id and its log-probability to stderr");
+ABSL_FLAG(int, top_logprobs, 0,
+          "With each token, print this many most likely alternatives and their log-probabilities "
+          "to stderr (0-20; implies --logprobs)");
 ABSL_FLAG(double, timeout_s, 0, "Deadline of the call in seconds (0: none)");
 
 namespace catserve::cli {
@@ -103,6 +107,7 @@ absl::StatusOr<v1::GenerateRequest> BuildRequest() {
   request.set_coarsest_chunk_size(absl::GetFlag(FLAGS_coarsest_chunk_size));
   request.set_priority(absl::GetFlag(FLAGS_priority));
   request.set_logprobs(absl::GetFlag(FLAGS_logprobs));
+  request.set_top_logprobs(absl::GetFlag(FLAGS_top_logprobs));
   return request;
 }
 
@@ -124,10 +129,18 @@ int Generate(v1::Generation::Stub& stub) {
     if (first == absl::InfinitePast() && response.token_ids_size() > 0) first = absl::Now();
     std::fwrite(response.text().data(), 1, response.text().size(), stdout);
     std::fflush(stdout);
-    if (absl::GetFlag(FLAGS_logprobs)) {
+    if (absl::GetFlag(FLAGS_logprobs) || absl::GetFlag(FLAGS_top_logprobs) > 0) {
       for (int i = 0; i < response.token_ids_size(); ++i) {
-        absl::FPrintF(stderr, "[token %d logprob %.4f]\n", response.token_ids(i),
-                      i < response.logprobs_size() ? response.logprobs(i) : 0.0f);
+        std::string alternatives;
+        if (i < response.top_logprobs_size()) {
+          const v1::TokenAlternatives& top = response.top_logprobs(i);
+          for (int k = 0; k < top.token_ids_size() && k < top.logprobs_size(); ++k) {
+            absl::StrAppendFormat(&alternatives, " %d:%.4f", top.token_ids(k), top.logprobs(k));
+          }
+          alternatives = absl::StrCat(" top", alternatives);
+        }
+        absl::FPrintF(stderr, "[token %d logprob %.4f%s]\n", response.token_ids(i),
+                      i < response.logprobs_size() ? response.logprobs(i) : 0.0f, alternatives);
       }
     }
     if (!response.finish_reason().empty()) last = response;

@@ -84,6 +84,13 @@ void GenerateStream::OnToken(const scheduler::GeneratedToken& token) {
     absl::MutexLock lock(&mu_);
     pending_.add_token_ids(token.id);
     if (want_logprobs_) pending_.add_logprobs(token.logprob);
+    if (!token.top.empty()) {
+      v1::TokenAlternatives* alternatives = pending_.add_top_logprobs();
+      for (const engine::TokenLogprob& t : token.top) {
+        alternatives->add_token_ids(t.token);
+        alternatives->add_logprobs(t.logprob);
+      }
+    }
     pending_.mutable_text()->append(shown.text);
     has_pending_ = true;
     if (shown.stopped) {

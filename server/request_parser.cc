@@ -113,7 +113,8 @@ absl::StatusOr<ParsedGeneration> RequestParser::Parse(const v1::GenerateRequest&
   }
   out.priority = request.priority();
   out.deadline = deadline;
-  out.want_logprobs = request.logprobs();
+  out.top_logprobs = request.top_logprobs();
+  out.want_logprobs = request.logprobs() || request.top_logprobs() > 0;
 
   absl::StatusOr<std::vector<int32_t>> prompt = Prompt(request);
   if (!prompt.ok()) return prompt.status();

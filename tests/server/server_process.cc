@@ -199,6 +199,8 @@ Generation Generate(v1::Generation::Stub& stub, const v1::GenerateRequest& reque
     ++out.messages;
     out.ids.insert(out.ids.end(), response.token_ids().begin(), response.token_ids().end());
     out.logprobs.insert(out.logprobs.end(), response.logprobs().begin(), response.logprobs().end());
+    out.top_logprobs.insert(out.top_logprobs.end(), response.top_logprobs().begin(),
+                            response.top_logprobs().end());
     out.text += response.text();
     if (!response.finish_reason().empty()) {
       out.finish_reason = response.finish_reason();

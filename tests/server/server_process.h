@@ -80,6 +80,7 @@ struct Generation {
   grpc::Status status;
   std::vector<int32_t> ids;
   std::vector<float> logprobs;
+  std::vector<v1::TokenAlternatives> top_logprobs;  // one per id when top_logprobs was asked
   std::string text;
   std::string finish_reason;
   v1::Usage usage;
