@@ -70,12 +70,15 @@ class LogitsOnlyEngine : public engine::Engine {
     return {.layers = 1, .kv_heads = 1, .head_dim = 8, .page_entries = page_entries};
   }
   int threads() const override { return 1; }
-  // The fixed rows, drawn from as the CPU engine draws (engine::HostStepSampler).
-  absl::Status Step(absl::Span<const engine::StepItem> items, engine::KvPool& pool,
-                    absl::Span<engine::SampledToken> tokens, engine::StepStats* stats) override {
-    logits_.resize(items.size() * config_.vocab_size);
-    if (absl::Status s = StepLogits(items, pool, absl::MakeSpan(logits_), stats); !s.ok()) return s;
-    sampler_.Sample(items, absl::MakeSpan(logits_), config_.vocab_size, tokens);
+  // The fixed rows, drawn from in place as the CPU engine draws (engine::HostStepSampler): no
+  // forward and no copy, so the step is the draws alone. (No setting has a repetition penalty,
+  // the one thing that writes to a row.)
+  absl::Status Step(absl::Span<const engine::StepItem> items, engine::KvPool&,
+                    absl::Span<engine::SampledToken> tokens, engine::StepStats*) override {
+    const size_t V = config_.vocab_size;
+    if (rows_.size() < items.size() * V) return absl::InvalidArgumentError("batch too large");
+    for (const engine::StepItem& item : items) item.seq->cached += item.num_tokens;
+    sampler_.Sample(items, absl::MakeSpan(rows_).subspan(0, items.size() * V), V, tokens);
     return absl::OkStatus();
   }
   absl::Status StepLogits(absl::Span<const engine::StepItem> items, engine::KvPool&,
@@ -94,7 +97,6 @@ class LogitsOnlyEngine : public engine::Engine {
   engine::ModelConfig config_;
   std::vector<float> rows_;
   engine::HostStepSampler sampler_;
-  std::vector<float> logits_;
 };
 
 class CountingSink : public GenerationSink {
@@ -164,7 +166,7 @@ int Main(int argc, char** argv) {
   for (const Setting& setting : settings) {
     for (int threads : o.sampling_threads) {
       Recorder recorder(o.batch);
-      LogitsOnlyEngine engine(o.vocab, 64, threads);
+      LogitsOnlyEngine engine(o.vocab, o.batch, threads);
       auto sched = Scheduler::Create(&engine,
                                      {.max_queued = o.batch,
                                       .max_running = o.batch,

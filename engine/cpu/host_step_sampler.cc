@@ -28,12 +28,18 @@ void HostStepSampler::Sample(absl::Span<const StepItem> items, absl::Span<float>
         out.logprob = 0.0f;
         continue;
       }
-      // Under the model's raw distribution: before the penalty changes the row.
+      // Under the model's raw distribution: before the penalty changes the row (only the penalty
+      // writes to it, so without one the row stays raw).
       const float lse = LogSumExp(row);
       out.top = TopLogprobs(row, item.logprobs, lse);
-      const std::vector<float> raw(row.begin(), row.end());
-      out.token = sampler.Sample(row, item.seq->tokens, *item.sampling, item.draw);
-      out.logprob = raw[out.token] - lse;
+      if (item.sampling->repetition_penalty == 1.0f) {
+        out.token = sampler.Sample(row, item.seq->tokens, *item.sampling, item.draw);
+        out.logprob = row[out.token] - lse;
+      } else {
+        const std::vector<float> raw(row.begin(), row.end());
+        out.token = sampler.Sample(row, item.seq->tokens, *item.sampling, item.draw);
+        out.logprob = raw[out.token] - lse;
+      }
     }
   };
   // Waking the pool costs tens of microseconds: worth it from about two greedy rows of a 32000

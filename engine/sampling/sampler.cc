@@ -173,6 +173,7 @@ float LogSumExp(absl::Span<const float> logits) {
 std::vector<TokenLogprob> TopLogprobs(absl::Span<const float> logits, int n,
                                       float log_sum_exp) {
   n = std::clamp(n, 0, static_cast<int>(logits.size()));
+  if (n == 0) return {};
   std::vector<int32_t> ids(logits.size());
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
   std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), [&](int32_t a, int32_t b) {
@@ -271,12 +272,15 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> cont
   const double u = DrawUniform(params.seed, draw);
   const int V = static_cast<int>(logits.size());
   if ((params.top_k == 0 || params.top_k >= V) && params.top_p >= 1.0f && params.min_p <= 0.0f) {
-    // The whole vocabulary is the support, walked in id order: no candidates, no sort.
+    // The whole vocabulary is the support, walked in id order over the unnormalised weights
+    // (u scaled by their sum): no candidates, no sort, no division per token.
     const VocabularySoftmax softmax(logits, params.temperature, weights_);
+    const double target = u * softmax.sum;
+    const float* w = weights_.data();
     double acc = 0;
     for (int i = 0; i < V; ++i) {
-      acc += softmax.prob(i);
-      if (u < acc) return i;
+      acc += w[i];
+      if (target < acc) return i;
     }
     return softmax.FirstMostLikely();
   }
