@@ -224,6 +224,7 @@ struct Cell {
   double step_ms = 0;
   double floor_ms = 0;
   bool memory_bound = true;
+  size_t device_to_host_bytes = 0;  // per step
 };
 
 Cell RunDecode(Engine& engine, KvPool& pool, const Model& model, double bandwidth, double rate,
@@ -243,8 +244,11 @@ Cell RunDecode(Engine& engine, KvPool& pool, const Model& model, double bandwidt
       std::exit(1);
     }
   }
-  std::vector<float> logits(static_cast<size_t>(batch) * c.vocab_size);
+  // The serving step: greedy draws on the device, only the tokens copied back.
+  const SamplingParams greedy{.temperature = 0.0f};
+  std::vector<SampledToken> tokens(batch);
   std::vector<StepItem> items(batch);
+  size_t device_to_host = 0;
   cudaEvent_t start, stop;
   CHECK_CUDA(cudaEventCreate(&start));
   CHECK_CUDA(cudaEventCreate(&stop));
@@ -259,7 +263,7 @@ Cell RunDecode(Engine& engine, KvPool& pool, const Model& model, double bandwidt
         std::fprintf(stderr, "pool too small for batch %d\n", batch);
         std::exit(1);
       }
-      items[i] = {&s, 1, true};
+      items[i] = {.seq = &s, .num_tokens = 1, .want_logits = true, .sampling = &greedy};
       if (step >= warmup) {
         const int n = s.cached + 1;
         const bool boundary = n % l == 0;
@@ -278,11 +282,13 @@ Cell RunDecode(Engine& engine, KvPool& pool, const Model& model, double bandwidt
       bytes += model.decoder_bytes;
       if (boundaries > 0) bytes += model.compressor_bytes + model.proj_fx_bytes[l];
     }
-    const absl::Status st = engine.StepLogits(items, pool, absl::MakeSpan(logits));
+    StepStats stats;
+    const absl::Status st = engine.Step(items, pool, absl::MakeSpan(tokens), &stats);
     if (!st.ok()) {
       std::fprintf(stderr, "step failed: %s\n", std::string(st.message()).c_str());
       std::exit(1);
     }
+    device_to_host = stats.device_to_host_bytes;
     for (SequenceState& s : seqs) TrimPages(pool, s);
   }
   CHECK_CUDA(cudaEventRecord(stop));
@@ -293,6 +299,7 @@ Cell RunDecode(Engine& engine, KvPool& pool, const Model& model, double bandwidt
   cudaEventDestroy(stop);
   for (SequenceState& s : seqs) pool.ReleaseAll(s.pages);
   Cell cell;
+  cell.device_to_host_bytes = device_to_host;
   cell.step_ms = ms / steps;
   cell.tokens_per_s = static_cast<double>(batch) * steps / (ms * 1e-3);
   const double memory_ms = bytes / bandwidth * 1e3 / steps;
@@ -385,7 +392,7 @@ int Main(int argc, char** argv) {
 
   std::printf(
       "## Decode\n\n| context | chunk | batch | tokens/s | step ms | floor ms | bound | "
-      "step / floor |\n|---:|---:|---:|---:|---:|---:|---|---:|\n");
+      "step / floor | D2H bytes/step |\n|---:|---:|---:|---:|---:|---:|---|---:|---:|\n");
   for (int context : o.contexts) {
     for (int l : o.chunks) {
       if (!config.serves_chunk_size(l)) continue;
@@ -393,14 +400,14 @@ int Main(int argc, char** argv) {
       const int per_seq = PagesPerSequence(context + steps + 16, l, page_entries);
       for (int batch : o.batches) {
         if (static_cast<long>(per_seq) * batch > pool_pages) {
-          std::printf("| %d | %d | %d | (pool holds %d) | | | | |\n", context, l, batch,
+          std::printf("| %d | %d | %d | (pool holds %d) | | | | | |\n", context, l, batch,
                       pool_pages / per_seq);
           continue;
         }
         const Cell c = RunDecode(**engine, *pool, model, bandwidth, rate, context, batch, l, steps);
-        std::printf("| %d | %d | %d | %.0f | %.3f | %.3f | %s | %.2f |\n", context, l, batch,
+        std::printf("| %d | %d | %d | %.0f | %.3f | %.3f | %s | %.2f | %zu |\n", context, l, batch,
                     c.tokens_per_s, c.step_ms, c.floor_ms, c.memory_bound ? "memory" : "compute",
-                    c.step_ms / c.floor_ms);
+                    c.step_ms / c.floor_ms, c.device_to_host_bytes);
         std::fflush(stdout);
       }
     }

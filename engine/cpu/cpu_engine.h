@@ -9,12 +9,12 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/cpu/cpu_paged_attention.h"
+#include "engine/cpu/host_step_sampler.h"
 #include "engine/kernels/cpu_ops.h"
 #include "engine/kernels/thread_pool.h"
 #include "engine/kv/kv_pool.h"
 #include "engine/model/config.h"
 #include "engine/model/weights.h"
-#include "engine/cpu/host_step_sampler.h"
 #include "engine/step/engine.h"
 #include "engine/step/split_kv_plan.h"
 #include "engine/step/step_plan.h"
@@ -37,10 +37,10 @@ class CpuEngine : public Engine {
   int threads() const override { return compute_.size(); }
 
   // The forward, then the draws on the host sampling threads (EngineOptions::sampling_threads).
-  absl::Status Step(absl::Span<const StepItem> items, KvPool& pool,
-                    absl::Span<SampledToken> tokens, StepStats* stats = nullptr) override;
-  absl::Status StepLogits(absl::Span<const StepItem> items, KvPool& pool,
-                          absl::Span<float> logits, StepStats* stats = nullptr) override;
+  absl::Status Step(absl::Span<const StepItem> items, KvPool& pool, absl::Span<SampledToken> tokens,
+                    StepStats* stats = nullptr) override;
+  absl::Status StepLogits(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits,
+                          StepStats* stats = nullptr) override;
 
  private:
   void RunCompressor(absl::Span<const StepItem> items);

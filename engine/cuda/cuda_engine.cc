@@ -142,10 +142,10 @@ class CudaEngine : public Engine {
 
   // The forward, then the draws on the device (cuda::DeviceSampler): only the tokens, and the
   // rows of items that ask for log-probabilities, cross to the host.
-  absl::Status Step(absl::Span<const StepItem> items, KvPool& pool,
-                    absl::Span<SampledToken> tokens, StepStats* stats) override;
-  absl::Status StepLogits(absl::Span<const StepItem> items, KvPool& pool,
-                          absl::Span<float> logits, StepStats* stats) override;
+  absl::Status Step(absl::Span<const StepItem> items, KvPool& pool, absl::Span<SampledToken> tokens,
+                    StepStats* stats) override;
+  absl::Status StepLogits(absl::Span<const StepItem> items, KvPool& pool, absl::Span<float> logits,
+                          StepStats* stats) override;
 
  private:
   absl::Status CheckPool(const KvPool& pool) const;
@@ -468,6 +468,9 @@ absl::Status CudaEngine::StepLogits(absl::Span<const StepItem> items, KvPool& po
   CATSERVE_RETURN_IF_ERROR(Forward(items, pool, stats));
   CATSERVE_RETURN_IF_ERROR(CopyLogits(items, logits));
   for (const StepItem& it : items) it.seq->cached += it.num_tokens;
+  if (stats != nullptr) {
+    stats->device_to_host_bytes = want_.size() * static_cast<size_t>(config_.vocab_size) * 4;
+  }
   return absl::OkStatus();
 }
 
@@ -525,11 +528,14 @@ absl::Status CudaEngine::Step(absl::Span<const StepItem> items, KvPool& pool,
     out.logprob = row[out.token] - lse;
   }
   for (const StepItem& it : items) it.seq->cached += it.num_tokens;
+  if (stats != nullptr) {
+    stats->device_to_host_bytes =
+        n * sizeof(int32_t) + logprob_rows.size() * static_cast<size_t>(V) * sizeof(float);
+  }
   return absl::OkStatus();
 }
 
-absl::Status CudaEngine::Forward(absl::Span<const StepItem> items, KvPool& pool,
-                                 StepStats* stats) {
+absl::Status CudaEngine::Forward(absl::Span<const StepItem> items, KvPool& pool, StepStats* stats) {
   CATSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
   gemm_log_ = stats != nullptr ? &stats->gemms : nullptr;
   if (gemm_log_ != nullptr) gemm_log_->clear();

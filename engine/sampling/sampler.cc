@@ -170,8 +170,7 @@ float LogSumExp(absl::Span<const float> logits) {
   return Max(logits) + static_cast<float>(std::log(sum));
 }
 
-std::vector<TokenLogprob> TopLogprobs(absl::Span<const float> logits, int n,
-                                      float log_sum_exp) {
+std::vector<TokenLogprob> TopLogprobs(absl::Span<const float> logits, int n, float log_sum_exp) {
   n = std::clamp(n, 0, static_cast<int>(logits.size()));
   if (n == 0) return {};
   std::vector<int32_t> ids(logits.size());

@@ -53,8 +53,6 @@ struct StepItem {
   int logprobs = -1;
 };
 
-
-
 // A linear layer's shape: y[rows, out] = x[rows, in] W^T.
 struct GemmShape {
   int rows;
@@ -80,6 +78,9 @@ struct StepStats {
   // KV bytes it read (each key and value an attention task reads, counted once per task).
   double attention_seconds = 0;
   size_t attention_kv_bytes = 0;
+  // CUDA engine only (0 elsewhere): bytes the step copied from the device to the host (tokens,
+  // log-probability rows, or every logits row for StepLogits).
+  size_t device_to_host_bytes = 0;
 };
 
 // The incremental, batched CAT decoding (docs/CAT_MODEL.md) behind one interface, whatever the
