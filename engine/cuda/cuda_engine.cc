@@ -204,6 +204,7 @@ class CudaEngine : public Engine {
   DeviceBuffer meta_, x_, cx_, norm_, qkv_, attn_, gate_up_, act_, fx_in_, fx_, logits_;
   DeviceBuffer partials_;  // split-KV partials: max[slots], sum[slots], acc[slots * head_dim]
   std::vector<float> host_logits_;
+  cuda::PinnedBuffer logprob_rows_;  // Step's rows of the items that ask for log-probabilities
   cuda::DeviceSampler sampler_;
 };
 
@@ -501,10 +502,11 @@ absl::Status CudaEngine::Step(absl::Span<const StepItem> items, KvPool& pool,
   for (size_t k = 0; k < n; ++k) {
     if (items[want_[k]].logprobs >= 0) logprob_rows.push_back(static_cast<int>(k));
   }
-  host_logits_.resize(logprob_rows.size() * static_cast<size_t>(V));
+  CATSERVE_RETURN_IF_ERROR(
+      logprob_rows_.Reserve(logprob_rows.size() * static_cast<size_t>(V) * sizeof(float)));
   for (size_t j = 0; j < logprob_rows.size(); ++j) {
     CATSERVE_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(host_logits_.data() + j * V,
+        cudaMemcpyAsync(logprob_rows_.as<float>() + j * V,
                         logits_.as<float>() + static_cast<size_t>(logprob_rows[j]) * V,
                         V * sizeof(float), cudaMemcpyDeviceToHost, stream_),
         "cudaMemcpyAsync (logprob rows)");
@@ -521,7 +523,7 @@ absl::Status CudaEngine::Step(absl::Span<const StepItem> items, KvPool& pool,
   }
   for (size_t j = 0; j < logprob_rows.size(); ++j) {
     const int item = want_[logprob_rows[j]];
-    const absl::Span<const float> row(host_logits_.data() + j * V, V);
+    const absl::Span<const float> row(logprob_rows_.as<float>() + j * V, V);
     const float lse = LogSumExp(row);
     SampledToken& out = tokens[item];
     out.top = TopLogprobs(row, items[item].logprobs, lse);

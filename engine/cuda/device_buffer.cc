@@ -31,6 +31,23 @@ absl::Status DeviceBuffer::Reserve(size_t bytes) {
   return absl::OkStatus();
 }
 
+void PinnedBuffer::Free() {
+  if (ptr_ != nullptr) cudaFreeHost(ptr_);
+  ptr_ = nullptr;
+  bytes_ = 0;
+}
+
+absl::Status PinnedBuffer::Reserve(size_t bytes) {
+  if (bytes <= bytes_) return absl::OkStatus();
+  Free();
+  if (absl::Status s = CudaStatus(cudaMallocHost(&ptr_, bytes), "cudaMallocHost"); !s.ok()) {
+    ptr_ = nullptr;
+    return s;
+  }
+  bytes_ = bytes;
+  return absl::OkStatus();
+}
+
 absl::Status DeviceBuffer::Upload(const void* host, size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
   if (absl::Status s = Reserve(bytes); !s.ok()) return s;

@@ -60,6 +60,40 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// Page-locked host memory from cudaMallocHost, freed on destruction: what device-to-host copies
+// land in, so that they are real asynchronous DMA rather than staged through a pageable bounce
+// buffer. Grown, never shrunk. Move-only.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer() { Free(); }
+  PinnedBuffer(PinnedBuffer&& other) noexcept
+      : ptr_(std::exchange(other.ptr_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept {
+    if (this != &other) {
+      Free();
+      ptr_ = std::exchange(other.ptr_, nullptr);
+      bytes_ = std::exchange(other.bytes_, 0);
+    }
+    return *this;
+  }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+
+  // Makes the buffer at least `bytes` long; growing drops the contents.
+  absl::Status Reserve(size_t bytes);
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void Free();
+
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
 // fp32 values rounded to bf16 (nearest even; NaN stays NaN), as 16-bit patterns.
 std::vector<uint16_t> ToBf16(const std::vector<float>& values);
 

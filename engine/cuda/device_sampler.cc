@@ -1,5 +1,7 @@
 #include "engine/cuda/device_sampler.h"
 
+#include <algorithm>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/sampling_kernels.h"
@@ -49,14 +51,16 @@ absl::StatusOr<std::vector<int32_t>> DeviceSampler::Sample(
       !s.ok()) {
     return s;
   }
+  if (absl::Status s = host_tokens_.Reserve(rows * sizeof(int32_t)); !s.ok()) return s;
   if (absl::Status s =
-          CudaStatus(cudaMemcpyAsync(tokens.data(), tokens_.data(), rows * sizeof(int32_t),
-                                     cudaMemcpyDeviceToHost, stream),
+          CudaStatus(cudaMemcpyAsync(host_tokens_.as<int32_t>(), tokens_.data(),
+                                     rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream),
                      "cudaMemcpyAsync (sampled tokens)");
       !s.ok()) {
     return s;
   }
   if (absl::Status s = CudaStatus(cudaStreamSynchronize(stream), "sampling"); !s.ok()) return s;
+  std::copy_n(host_tokens_.as<int32_t>(), rows, tokens.begin());
   return tokens;
 }
 

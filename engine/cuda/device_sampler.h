@@ -29,6 +29,7 @@ class DeviceSampler {
 
  private:
   DeviceBuffer meta_, context_, scratch_, tokens_;
+  PinnedBuffer host_tokens_;  // where the tokens land on the host
 };
 
 }  // namespace catserve::engine::cuda
