@@ -31,7 +31,9 @@ class TokenAuthenticatorTest : public ::testing::Test {
     std::ofstream(tmp) << text;
     std::filesystem::rename(tmp, path_);
   }
-  const std::string path_ = ::testing::TempDir() + "/catserve_tokens";
+  // One file per test: CTest runs the tests of this fixture in parallel processes.
+  const std::string path_ = ::testing::TempDir() + "/catserve_tokens_" +
+                            ::testing::UnitTest::GetInstance()->current_test_info()->name();
 };
 
 TEST_F(TokenAuthenticatorTest, ChecksBearerTokens) {
