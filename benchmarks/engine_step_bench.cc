@@ -38,6 +38,7 @@
 #include "engine/kernels/attention_kernels.h"
 #include "engine/kernels/cpu_ops.h"
 #include "engine/kv/kv_dtype.h"
+#include "engine/kv/page_layout.h"
 #include "tests/support/random_model.h"
 
 namespace catserve::engine {
@@ -205,7 +206,8 @@ double PageReadGbs(ThreadPool& pool, KvPool& kv, const std::vector<SequenceState
             for (int which = 0; which < 2; ++which) {
               const std::byte* at =
                   kv.page_data(page) +
-                  ((static_cast<size_t>(layer) * 2 + which) * g.kv_heads + kvh) * run;
+                  PageValueIndex(layer, which, kvh, 0, g.kv_heads, g.page_entries, g.head_dim) *
+                      g.bytes_per_value();
               const uint32_t* words = reinterpret_cast<const uint32_t*>(at);
               for (size_t i = 0; i + 8 <= run / 4; i += 8) {
                 for (int k = 0; k < 8; ++k) acc[k] += words[i + k];

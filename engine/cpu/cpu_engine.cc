@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/kernels/cpu_ops.h"
 #include "engine/kv/bf16.h"
+#include "engine/kv/page_layout.h"
 
 namespace catserve::engine {
 namespace {
@@ -222,8 +223,7 @@ void CpuEngine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl:
     const BlockWeights& b = dw.layers[layer];
     AttentionInputs(b, decoder_rope_, T, plan_.row_positions);
     const int H = b.heads, Hkv = b.kv_heads, hd = b.head_dim, qkv_rows = b.qkv_rows();
-    // Write this step's keys and values into the cache ([layer][k or v][kv_head][slot][head_dim]
-    // within a page), then attend from the cache.
+    // Write this step's keys and values into the cache (page_layout.h), then attend from it.
     for (int t = 0; t < T; ++t) {
       const StepPlan::Row& r = plan_.rows[t];
       const SequencePages& pages = items[r.item].seq->pages;
@@ -232,8 +232,7 @@ void CpuEngine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl:
       for (int kv = 0; kv < 2; ++kv) {
         for (int kvh = 0; kvh < Hkv; ++kvh) {
           const size_t at =
-              (((static_cast<size_t>(layer) * 2 + kv) * Hkv + kvh) * B + r.entry % B) * hd *
-              g.bytes_per_value();
+              PageValueIndex(layer, kv, kvh, r.entry % B, Hkv, B, hd) * g.bytes_per_value();
           StoreKvValues(kv_dtype_, row + (H + kv * Hkv + kvh) * hd, hd, pool.page_data(page) + at);
         }
       }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/kv/page_layout.h"
+
 namespace catserve::engine {
 
 void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const SplitKvPlan& splits,
@@ -13,7 +15,6 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
   const int group = H / Hkv, qkv_stride = (H + 2 * Hkv) * hd;
   const size_t bytes = g.bytes_per_value();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const size_t block_bytes = static_cast<size_t>(B) * hd * bytes;  // one kv head's keys of a page
   const auto attend = kernels_.attend[static_cast<int>(g.dtype)];
   const int num_splits = static_cast<int>(splits.splits.size());
   split_slot_.resize(num_splits + 1);
@@ -43,8 +44,10 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
       std::fill(acc, acc + slots * hd, 0.0f);
       const SequencePages& pages = items[sp.item].seq->pages;
       // [layer][k or v][kv_head][slot][head_dim] within a page.
-      const size_t keys_at = static_cast<size_t>(layer) * 2 * Hkv * block_bytes;
-      const size_t values_at = keys_at + Hkv * block_bytes;
+      // Byte offsets within a page, by page_layout.h.
+      const auto at_byte = [&](int kv, int kvh, int slot) {
+        return PageValueIndex(layer, kv, kvh, slot, Hkv, B, hd) * bytes;
+      };
       // The split's page runs go to attend a batch at a time (kKeysPerCall keys or kRunsPerCall
       // runs): one call per kv head and row then covers several pages, so the kernel's per-call
       // work (the query's conversion, the accumulator's load and store, the rescale) is shared by
@@ -69,8 +72,9 @@ void CpuPagedAttention::Run(ThreadPool& threads, const StepPlan& plan, const Spl
                   pr.compressed ? row.visible_compressed : (row.compressed ? 0 : row.entry + 1);
               const int seen = std::min(pr.n, visible - pr.entry);
               if (seen <= 0) continue;
-              const size_t at = kvh * block_bytes + static_cast<size_t>(pr.entry % B) * hd * bytes;
-              runs[num_runs++] = {pr.page + keys_at + at, pr.page + values_at + at, seen};
+              const int slot = pr.entry % B;
+              runs[num_runs++] = {pr.page + at_byte(0, kvh, slot), pr.page + at_byte(1, kvh, slot),
+                                  seen};
             }
             if (num_runs == 0) continue;
             // The group's query heads, their states and their q vectors are contiguous.

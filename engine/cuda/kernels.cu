@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "engine/cuda/kernels.h"
+#include "engine/kv/page_layout.h"
 
 namespace catserve::engine::cuda {
 namespace {
@@ -110,8 +111,7 @@ __device__ __forceinline__ size_t KvOffset(int page, int slot, int layer, int kv
                                            int kvh, int page_entries, int head_dim,
                                            size_t values_per_page) {
   return static_cast<size_t>(page) * values_per_page +
-         ((static_cast<size_t>(layer) * 2 + kv) * kv_heads + kvh) * page_entries * head_dim +
-         static_cast<size_t>(slot) * head_dim;
+         PageValueIndex(layer, kv, kvh, slot, kv_heads, page_entries, head_dim);
 }
 
 __global__ void WriteKvKernel(const float* qkv, int heads, int kv_heads, int head_dim,

@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "engine/kv/page_layout.h"
 #include "engine/kv/sequence.h"
 #include "gtest/gtest.h"
 #include "tests/common/paged_attention_case.h"
@@ -55,10 +56,9 @@ class CpuPagedAttentionTest : public ::testing::TestWithParam<std::tuple<KvDtype
     const std::vector<int32_t>& region =
         compressed ? seqs_[i].pages.compressed : seqs_[i].pages.local;
     const KvGeometry& g = pool_->geometry();
-    const size_t at = (((static_cast<size_t>(kLayer) * 2 + kv) * kv_heads_ + kvh) * kPageEntries +
-                       entry % kPageEntries) *
-                          head_dim_ +
-                      d;
+    const size_t at =
+        PageValueIndex(kLayer, kv, kvh, entry % kPageEntries, kv_heads_, kPageEntries, head_dim_) +
+        d;
     return StoredValue(g.dtype,
                        pool_->page_data(region[entry / kPageEntries]) + at * g.bytes_per_value());
   }
