@@ -23,7 +23,8 @@ ABSL_FLAG(std::string, http_listen, "0.0.0.0:8000",
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(int, threads, 0, "Compute threads; 0 = one per core");
 ABSL_FLAG(int, sampling_threads, 0,
-          "Host threads that sample a step's rows between engine steps; 0 = one per core");
+          "Host threads the CPU engine draws each step's tokens on (--device=cuda draws on the "
+          "GPU and uses none); 0 = one per core");
 ABSL_FLAG(int, kv_pool_mb, 512, "Size of the compressed-KV pool in MiB");
 ABSL_FLAG(double, gpu_memory_fraction, 0,
           "--device=cuda: size the KV pool to this share (0, 1] of the GPU memory free after the "
