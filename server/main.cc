@@ -62,6 +62,12 @@ ABSL_FLAG(std::string, auth_tokens_file, "",
 ABSL_FLAG(bool, reflection, true, "Serve gRPC server reflection on the gRPC port");
 ABSL_FLAG(int, drain_grace_seconds, 30,
           "After SIGTERM/SIGINT, seconds in-flight requests get to finish");
+ABSL_FLAG(int, grpc_max_connection_age_seconds, 0,
+          "Close each gRPC connection (GOAWAY) after this many seconds so clients reconnect and "
+          "reach pods added by a scale-out; 0 = never");
+ABSL_FLAG(int, grpc_max_connection_age_grace_seconds, 30,
+          "Seconds a connection closed by --grpc_max_connection_age_seconds gets to finish its "
+          "calls");
 ABSL_FLAG(std::string, check_weights, "auto",
           "Refuse a model with NaN or infinite weights: auto (models under 1 GiB), true, false");
 
@@ -97,6 +103,9 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.tiers = *std::move(tiers);
   o.pressure_policy = absl::GetFlag(FLAGS_pressure_policy);
   o.max_queued = absl::GetFlag(FLAGS_max_queued);
+  o.grpc_max_connection_age_seconds = absl::GetFlag(FLAGS_grpc_max_connection_age_seconds);
+  o.grpc_max_connection_age_grace_seconds =
+      absl::GetFlag(FLAGS_grpc_max_connection_age_grace_seconds);
   o.max_running = absl::GetFlag(FLAGS_max_running);
   o.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);
   o.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);

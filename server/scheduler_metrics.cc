@@ -52,6 +52,11 @@ void SchedulerMetrics::Update(const scheduler::SchedulerSnapshot& snapshot) {
     series.requests_running->Set(CountFor(snapshot.running, l));
     series.requests_waiting->Set(CountFor(snapshot.waiting, l));
   }
+  int running = 0, waiting = 0;
+  for (const auto& [l, n] : snapshot.running) running += n;
+  for (const auto& [l, n] : snapshot.waiting) waiting += n;
+  metrics_->num_requests_running().Set(running);
+  metrics_->num_requests_waiting().Set(waiting);
   metrics_->kv_pages_used().Set(snapshot.kv_pages_used);
   metrics_->kv_pages_total().Set(snapshot.kv_pages_total);
   metrics_->kv_bytes_used().Set(static_cast<double>(snapshot.kv_bytes_used));

@@ -94,6 +94,9 @@ static std::vector<Range> NumericFlagRanges(const ServerOptions& o) {
       {"max_new_tokens", o.max_new_tokens, 0, 1 << 24, "0 = the model's limit"},
       {"max_prompt_bytes", o.max_prompt_bytes, 0, 1 << 30, "0 = 32 bytes per prompt token"},
       {"drain_grace_seconds", o.drain_grace_seconds, 0, 86'400},
+      {"grpc_max_connection_age_seconds", o.grpc_max_connection_age_seconds, 0, 7 * 86'400,
+       "0 = never"},
+      {"grpc_max_connection_age_grace_seconds", o.grpc_max_connection_age_grace_seconds, 0, 86'400},
       {"tls_reload_seconds", o.tls.reload_seconds, 1, 86'400},
   };
 }

@@ -42,6 +42,11 @@ struct ServerOptions {
   // max_prompt_tokens.
   int max_prompt_bytes = 0;
   int drain_grace_seconds = 30;
+  // gRPC connections are closed (GOAWAY) after this many seconds, and given the grace to finish
+  // their calls, so that clients of a headless Service reconnect and see pods a scale-out added;
+  // 0 = never.
+  int grpc_max_connection_age_seconds = 0;
+  int grpc_max_connection_age_grace_seconds = 30;
   // Refuse NaN/Inf weights at load: "auto" (models under 1 GiB), "true" or "false".
   engine::WeightCheck check_weights = engine::WeightCheck::kAuto;
   TlsFiles tls;                  // --tls_cert, --tls_key, --tls_client_ca, --tls_reload_seconds

@@ -223,6 +223,12 @@ absl::Status ServingDaemon::StartGrpc() {
   // gRPC sets SO_REUSEPORT by default, which lets a second daemon share the port and take half
   // its calls; a port in use must be an error at start instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  if (options_.grpc_max_connection_age_seconds > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               options_.grpc_max_connection_age_seconds * 1000);
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               options_.grpc_max_connection_age_grace_seconds * 1000);
+  }
   builder.AddListeningPort(options_.listen, credentials_, &grpc_port_);
   builder.RegisterService(service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;

@@ -64,9 +64,9 @@ class ServingDaemon {
   explicit ServingDaemon(const ServerOptions& options) : options_(options) {}
   // Start's steps, in order; each fills the members it names.
   absl::Status Init();
-  absl::Status LoadModel();  // engine_, tokenizer_, model_name_, sampling_threads_; checks flags
-  absl::Status SizeKvPool();      // device_, geometry_, pool_pages_
-  void StartMetrics();            // serving_metrics_, scheduler_metrics_
+  absl::Status LoadModel();   // engine_, tokenizer_, model_name_, sampling_threads_; checks flags
+  absl::Status SizeKvPool();  // device_, geometry_, pool_pages_
+  void StartMetrics();        // serving_metrics_, scheduler_metrics_
   absl::Status StartScheduler();  // scheduler_
   void BuildParser();             // parser_: the flags' limits over the model's
   absl::Status LoadSecurity();    // authenticator_, credentials_

@@ -124,6 +124,16 @@ ServingMetrics::ServingMetrics(const BuildInfo& build) {
                               .Name("catserve_request_queue_time_seconds")
                               .Help("Time a request waited in the queue before admission.")
                               .Register(registry_);
+  num_requests_running_ = &BuildGauge()
+                               .Name("catserve_num_requests_running")
+                               .Help("Requests in the running batch, every chunk size together.")
+                               .Register(registry_)
+                               .Add({});
+  num_requests_waiting_ = &BuildGauge()
+                               .Name("catserve_num_requests_waiting")
+                               .Help("Requests waiting for admission, every chunk size together.")
+                               .Register(registry_)
+                               .Add({});
   kv_pages_used_ = &BuildGauge()
                         .Name("catserve_kv_pages_used")
                         .Help("Compressed-KV pool pages owned by live sequences.")

@@ -91,6 +91,11 @@ class ServingMetrics final : public prometheus::Collectable {
 
   // KV pool accounting. catserve_kv_pool_usage_ratio is computed from the two page gauges at
   // scrape (0 while the total is 0).
+  // The per-chunk-size catserve_requests_running and _waiting summed, unlabelled: one series per
+  // name, as inference gateways (the Gateway API Inference Extension's endpoint picker, llm-d)
+  // read a pod's queue and batch.
+  Gauge& num_requests_running() { return *num_requests_running_; }
+  Gauge& num_requests_waiting() { return *num_requests_waiting_; }
   Gauge& kv_pages_used() { return *kv_pages_used_; }
   Gauge& kv_pages_total() { return *kv_pages_total_; }
   Gauge& kv_bytes_used() { return *kv_bytes_used_; }
@@ -142,6 +147,8 @@ class ServingMetrics final : public prometheus::Collectable {
   ProcessCollector process_;
   ChunkSizeFamilies families_{};
   CounterFamily* degrades_ = nullptr;
+  Gauge* num_requests_running_ = nullptr;
+  Gauge* num_requests_waiting_ = nullptr;
   Gauge* kv_pages_used_ = nullptr;
   Gauge* kv_pages_total_ = nullptr;
   Gauge* kv_bytes_used_ = nullptr;

@@ -39,6 +39,8 @@ TEST(ServingMetricsTest, ExposesTheWholeContract) {
                        "catserve_weights_bytes",
                        "catserve_requests_running",
                        "catserve_requests_waiting",
+                       "catserve_num_requests_running",
+                       "catserve_num_requests_waiting",
                        "catserve_requests_finished_total",
                        "catserve_prompt_tokens_total",
                        "catserve_generation_tokens_total",

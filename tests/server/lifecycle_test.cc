@@ -1,12 +1,14 @@
 // Cancellation, deadlines, bad input, back-pressure and draining, as a client sees them.
 #include <signal.h>
 
+#include <chrono>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/server/server_process.h"
 
@@ -298,6 +300,31 @@ TEST(LifecycleTest, ASecondDaemonOnAPortInUseFailsAtStart) {
   // The first daemon still answers every call.
   auto stub = (*first)->NewStub();
   for (int i = 0; i < 4; ++i) {
+    EXPECT_TRUE(Generate(*stub, GreedyRequest({5, 6, 7}, 2, 4)).status.ok());
+  }
+}
+
+// --grpc_max_connection_age_seconds closes a client's connection after that age (plus the grace
+// for its calls), so that a client of a headless Service reconnects and sees new pods; without
+// the flag the connection stays up. The client's next call reconnects and succeeds.
+TEST(LifecycleTest, MaxConnectionAgeClosesConnectionsSoClientsReconnect) {
+  for (const bool aged : {true, false}) {
+    SCOPED_TRACE(aged ? "aged" : "not aged");
+    std::vector<std::string> flags;
+    if (aged) {
+      flags = {"--grpc_max_connection_age_seconds=1", "--grpc_max_connection_age_grace_seconds=1"};
+    }
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(flags);
+    ASSERT_TRUE(server.ok()) << server.status();
+    std::shared_ptr<grpc::Channel> channel =
+        grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+    auto stub = v1::Generation::NewStub(channel);
+    ASSERT_TRUE(Generate(*stub, GreedyRequest({5, 6, 7}, 2, 4)).status.ok());
+    ASSERT_EQ(channel->GetState(false), GRPC_CHANNEL_READY);
+    // Waiting for a state change polls the connection, which reads the server's GOAWAY.
+    const bool closed = channel->WaitForStateChange(
+        GRPC_CHANNEL_READY, std::chrono::system_clock::now() + std::chrono::seconds(4));
+    EXPECT_EQ(closed, aged);
     EXPECT_TRUE(Generate(*stub, GreedyRequest({5, 6, 7}, 2, 4)).status.ok());
   }
 }

@@ -49,5 +49,21 @@ TEST(SchedulerMetricsTest, PressureEventsCountExactly) {
   EXPECT_TRUE(Has(text, "catserve_preemptions_total 2"));
 }
 
+// Gateways read one series per name: the unlabelled totals equal the per-chunk-size series summed.
+TEST(SchedulerMetricsTest, UnlabelledTotalsSumEveryChunkSize) {
+  metrics::ServingMetrics serving({"0", "m", "cpu"});
+  SchedulerMetrics bridge(&serving, {2, 8, 16});
+  scheduler::SchedulerSnapshot snapshot;
+  snapshot.running = {{2, 3}, {8, 5}, {16, 1}};
+  snapshot.waiting = {{8, 4}, {16, 2}};
+  bridge.Update(snapshot);
+  const std::string text = Scrape(serving);
+  EXPECT_TRUE(Has(text, "catserve_num_requests_running 9")) << text;
+  EXPECT_TRUE(Has(text, "catserve_num_requests_waiting 6")) << text;
+  EXPECT_TRUE(Has(text, "catserve_requests_running{chunk_size=\"8\"} 5")) << text;
+  bridge.Update({});
+  EXPECT_TRUE(Has(Scrape(serving), "catserve_num_requests_running 0"));
+}
+
 }  // namespace
 }  // namespace catserve::server
