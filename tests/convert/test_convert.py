@@ -177,3 +177,134 @@ def test_truncated_safetensors_is_refused(tmp_path):
         path.write_bytes(f.read()[:20000])
     with pytest.raises(ValueError, match="data offsets"):
         read(str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Broken checkpoints, as a new user would hand them to the command line: each one exits with
+# status 1, says what to fix in one line (no traceback) and writes nothing (docs/MODELS.md).
+
+
+def assert_refused(result: subprocess.CompletedProcess, out: str, message: str) -> None:
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("convert: "), lines[0]
+    assert message in lines[0], lines[0]
+    assert not os.path.exists(out), f"{out} was written"
+    parent = os.path.dirname(out)
+    assert not [n for n in os.listdir(parent) if n.startswith(".convert-")], os.listdir(parent)
+
+
+def broken_fla_dir(tmp_path, edit_config=None, edit_state=None) -> str:
+    """A copy of the committed fla source checkpoint with its config or tensors edited."""
+    config, state = fla_source()
+    if edit_config:
+        edit_config(config)
+    if edit_state:
+        edit_state(state)
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "config.json", "w") as f:
+        json.dump(config, f)
+    write(str(src / "model.safetensors"), state)
+    return str(src)
+
+
+def narrower(name: str, columns: int):
+    def edit(state):
+        state[name] = Tensor(state[name].dtype, state[name].array[:, :columns].copy())
+    return edit
+
+
+@pytest.mark.parametrize("edit_config, edit_state, message", [
+    (None, lambda s: s.pop("model.layers.1.attn.k_proj.weight"),
+     "has no model.layers.1.attn.k_proj.weight"),
+    # The compressor's names are the port's own (no attn. infix) in the message.
+    (None, lambda s: s.pop("model.compressor.layers.0.q_proj.bias"),
+     "has no model.compressor.layers.0.q_proj.bias"),
+    (None, narrower("model.compressor.proj_fx.weight", 256),
+     "model.compressor.proj_fx.weight has shape [64, 256] but the config implies [64, 512]"),
+    (None, lambda s: s.update({"model.layers.0.mlp.up_proj.weight": Tensor(
+        "BF16", s["model.layers.0.mlp.up_proj.weight"].array[:128].copy())}),
+     "model.layers.0.mlp.up_proj.weight has shape [128, 64]"),
+    (None, lambda s: s.update({"model.layers.2.attn_norm.weight": s["model.norm.weight"]}),
+     "does not explain: model.layers.2.attn_norm.weight"),
+    (lambda c: c.update({"elementwise_affine": False}), None, "elementwise_affine: false"),
+    (lambda c: c.update({"num_hidden_layers": 3}), None, "has no model.layers.2."),
+    (lambda c: c.update({"qk_norm": False}), None,
+     "does not explain: model.layers.0.attn.k_norm.weight"),
+])
+def test_fla_broken_checkpoint_writes_nothing(tmp_path, edit_config, edit_state, message):
+    src = broken_fla_dir(tmp_path, edit_config, edit_state)
+    out = str(tmp_path / "out")
+    result = run_cli(["fla", "--src", src, "--tokenizer", TOKENIZER, "--out", out])
+    assert_refused(result, out, message)
+
+
+def test_fla_missing_tensor_is_refused_before_writing(tmp_path):
+    config, state = fla_source()
+    state.pop("model.compressor.norm.weight")
+    with pytest.raises(ConversionError, match="has no model.compressor.norm.weight"):
+        fla.convert(config, state)
+
+
+def test_official_wrong_shape_is_refused_by_the_cli(tmp_path):
+    src = official_source()
+    src["f.proj_fx.weight"] = Tensor("F32", src["f.proj_fx.weight"].array[:, :100].copy())
+    path = tmp_path / "state_dict.safetensors"
+    write(str(path), src)
+    out = str(tmp_path / "out")
+    result = run_cli(["official", "--state-dict", str(path), "--n-head", "4",
+                      "--compressor-n-head", "4", "--out", out])
+    assert_refused(result, out, "f.proj_fx.weight has shape [64, 100]")
+
+
+def write_truncated_pt(path) -> bool:
+    """Half of a torch.save'd copy of the committed official source; True when PyTorch wrote it.
+    Without PyTorch, a truncated zip archive (what torch.save writes) of the same size."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    src = official_source()
+    full = str(path) + ".full"
+    if torch is not None:
+        torch.save({k: torch.from_numpy(v.array.copy()) for k, v in src.items()}, full)
+    else:
+        import zipfile
+        with zipfile.ZipFile(full, "w") as z:
+            for k, v in src.items():
+                z.writestr(f"state_dict/data/{k}", v.array.tobytes())
+    with open(full, "rb") as f:
+        data = f.read()
+    os.remove(full)
+    path.write_bytes(data[:len(data) // 2])
+    return torch is not None
+
+
+def test_official_truncated_pt_is_one_line(tmp_path):
+    path = tmp_path / "state_dict.pt"
+    with_torch = write_truncated_pt(path)
+    out = str(tmp_path / "out")
+    result = run_cli(["official", "--state-dict", str(path), "--n-head", "4",
+                      "--compressor-n-head", "4", "--out", out])
+    if with_torch:
+        assert_refused(result, out, "probably truncated")
+    else:  # the converter cannot read .pt without PyTorch, and says so in one line
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "needs PyTorch" in result.stderr and not os.path.exists(out)
+
+
+def test_every_committed_model_passes_the_tensor_check():
+    """The check's rules are the engine's: every model the engine's tests load passes it."""
+    from convert.check import check_tensors
+
+    for directory in [os.path.join(FIXTURES, n) for n in ("official_tiny", "fla_tiny", "tiny",
+                                                            "tiny_gqa")] + [
+            os.path.join(REPO, "models", "cat-small-en")]:
+        name = os.path.basename(directory)
+        with open(os.path.join(directory, "config.json")) as f:
+            config = json.load(f)
+        check_tensors(config, read(os.path.join(directory, "model.safetensors")), name)

@@ -56,6 +56,14 @@ def tokenizer_path(explicit: str | None, src_dir: str | None) -> str | None:
     return None
 
 
+def one_line(e: BaseException) -> str:
+    """The error's message on one line (KeyError quotes its key; multi-line texts are joined)."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, KeyError):
+        text = f"missing key {text}"
+    return " ".join(text.split()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 tools/convert",
                                      description="CAT checkpoint -> catserve model directory")
@@ -98,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer = tokenizer_path(args.tokenizer, args.src)
         write_model_dir(args.out, config, tensors, tokenizer)
     except (ConversionError, OSError, ValueError, KeyError) as e:
-        print(f"convert: {e}", file=sys.stderr)
+        print(f"convert: {one_line(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001: still one line, never a traceback
+        print(f"convert: unexpected {type(e).__name__}: {one_line(e)} (a converter bug: please "
+              "report it with the checkpoint's config)", file=sys.stderr)
         return 1
     print(f"convert: wrote {args.out} ({len(tensors)} tensors"
           + ("" if tokenizer else "; no tokenizer.model: the server needs one, pass --tokenizer")

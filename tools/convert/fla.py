@@ -23,8 +23,10 @@ Read from the authors' port (never copied), repository fla-org/flash-linear-atte
 
 from __future__ import annotations
 
+import json
 import re
 
+from .check import check_tensors
 from .errors import ConversionError
 from .safetensors_io import Tensor
 
@@ -46,6 +48,12 @@ SAME_KEYS = {
 def convert_config(src: dict) -> dict:
     if src.get("model_type") != "cat":
         raise ConversionError(f"config.json model_type is {src.get('model_type')!r}, not 'cat'")
+    affine = src.get("elementwise_affine")
+    if affine not in (None, True):  # fla's default is true
+        raise ConversionError(
+            f"config.json sets elementwise_affine: {json.dumps(affine)}, so the port's RMSNorms "
+            "have no weights, and catserve's RMSNorm needs one; convert a checkpoint trained "
+            "with elementwise_affine: true")
     act = src.get("hidden_act", "swish")
     if act not in ("swish", "silu"):
         raise ConversionError(f"hidden_act {act!r}: catserve's MLP is SwiGLU (swish/silu) only")
@@ -85,6 +93,16 @@ def convert_tensors(config: dict, state: dict[str, Tensor]) -> dict[str, Tensor]
     return out
 
 
+def source_name(name: str) -> str:
+    """The port's name of a catserve tensor name (the compressor has no `attn.` infix there)."""
+    m = re.match(r"^(model\.compressor\.layers\.\d+\.)attn\.([qkvo]_proj\.(weight|bias))$", name)
+    return m.group(1) + m.group(2) if m else name
+
+
 def convert(config: dict, state: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
+    """Returns (catserve config.json dict, catserve tensors); every tensor is checked against
+    the config (name and shape) before anything is returned."""
     out_config = convert_config(config)
-    return out_config, convert_tensors(out_config, state)
+    out = convert_tensors(out_config, state)
+    check_tensors(out_config, out, "the fla checkpoint", source_name)
+    return out_config, out

@@ -35,6 +35,7 @@ import re
 
 import numpy as np
 
+from .check import check_tensors
 from .errors import ConversionError
 from .safetensors_io import Tensor
 
@@ -262,4 +263,6 @@ def convert(state: dict[str, Tensor], opt: OfficialOptions) -> tuple[dict, dict[
         "dim_fx": D,
         "hidden_act": "swish",
     }
+    # Every tensor against the config it produced, as the engine will check them at load.
+    check_tensors(config, out, "the converted state dict")
     return config, out

@@ -116,7 +116,16 @@ def load_torch_file(path: str) -> dict[str, Tensor]:
     except ImportError as e:
         raise SystemExit(f"{path}: reading a torch.save file needs PyTorch "
                          "(deploy/install-deps.sh --torch), or convert it to safetensors first") from e
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001: torch raises RuntimeError, EOFError, pickle errors...
+        # The first sentence of the first line: torch's own texts run on for several sentences.
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0].rstrip(".")
+        raise ValueError(f"{path}: cannot be read as a torch.save state dict ({reason}); it is "
+                         "probably truncated or not a checkpoint: copy or save it again, or pass "
+                         "the state dict as .safetensors") from e
     if not isinstance(state, dict):
         raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict")
     return from_torch(state)
