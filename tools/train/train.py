@@ -32,7 +32,6 @@ import shutil
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -77,12 +76,16 @@ def init_weights(model: CatForCausalLM, seed: int, layers: int) -> None:
 
 class Batches:
     def __init__(self, data_dir: str, seq_len: int, recall_frac: float):
+        import numpy as np  # only the text training reads arrays (tools/recall imports this file)
+
         self.text = np.load(os.path.join(data_dir, "text_train.npy"))
         r = np.load(os.path.join(data_dir, "recall_train.npz"))
         self.recall_ids, self.recall_off = r["ids"], r["offsets"]
         self.seq_len, self.recall_frac = seq_len, recall_frac
 
     def get(self, seed: int, step: int, batch: int):
+        import numpy as np
+
         rng = np.random.default_rng([seed, step])
         l = int(rng.choice(CHUNK_SIZES))
         T = self.seq_len
@@ -104,6 +107,8 @@ class Batches:
 @torch.no_grad()
 def evaluate(model, data_dir: str, seq_len: int, windows: int = 16) -> dict:
     """Mean next-token loss on held-out text windows, per chunk size (row 0 excluded)."""
+    import numpy as np
+
     val = np.load(os.path.join(data_dir, "text_val.npy"))
     step = max(1, (val.size - seq_len) // windows)
     ids = torch.from_numpy(np.stack([val[i * step:i * step + seq_len] for i in range(windows)])
