@@ -217,7 +217,10 @@ void CpuEngine::RunDecoder(absl::Span<const StepItem> items, KvPool& pool, absl:
 
   const KvGeometry& g = pool.geometry();
   const int B = g.page_entries;
-  splits_.Build(plan_, compute_.size());
+  // A fixed number of workers, not the pool's size: the splits (and the rounding of their
+  // merge) are then the same whatever --threads, so a seeded request draws the same tokens on
+  // any thread count. Tasks still spread over every thread of the pool.
+  splits_.Build(plan_, kSplitWorkers);
   x_.swap(x);
   for (int layer = 0; layer < static_cast<int>(dw.layers.size()); ++layer) {
     const BlockWeights& b = dw.layers[layer];

@@ -26,6 +26,10 @@ namespace catserve::engine {
 // pool inside Step; the decode attention is split-KV (split_kv_plan.h, cpu_paged_attention.h).
 class CpuEngine : public Engine {
  public:
+  // The workers the decode attention's split-KV plan is cut for (SplitKvPlan::Build): up to
+  // kTasksPerWorker * 8 = 32 splits of at least 256 keys per item, whatever the thread count.
+  static constexpr int kSplitWorkers = 8;
+
   // LoadModel(model_dir), then the engine over it (what LoadEngine does for Device::kCpu).
   static absl::StatusOr<std::unique_ptr<CpuEngine>> Load(const std::filesystem::path& model_dir,
                                                          const EngineOptions& options = {});

@@ -108,6 +108,36 @@ TEST(FusedHeadSizeTest, GroupedQueryHeadsMatchReference) {
   }
 }
 
+// The logits of a long context (more keys than one split takes) are the same bits on one compute
+// thread and on three: the split-KV plan and the GEMMs' rows do not depend on the thread count,
+// so a seeded request draws the same tokens on any machine size.
+TEST(EngineStepTest, LogitsDoNotDependOnTheThreadCount) {
+  ModelConfig c = TinyConfig(true);
+  c.max_position_embeddings = 4096;
+  const ModelWeights weights = RandomModelWeights(c, 4);
+  std::vector<std::vector<float>> logits;
+  for (int threads : {1, 3}) {
+    CpuEngine engine(c, weights, EngineOptions{.threads = threads});
+    absl::StatusOr<KvPool> pool = engine.CreateKvPool(512, 16);
+    ASSERT_TRUE(pool.ok());
+    SequenceState s;
+    s.chunk_size = 1;  // 3000 compressed keys: several splits
+    for (int t = 0; t < 3000; ++t) s.tokens.push_back(3 + (t * 37) % 90);
+    ASSERT_TRUE(ReservePages(*pool, s, 3000));
+    std::vector<float> row(c.vocab_size);
+    StepItem item{&s, 3000, true};
+    ASSERT_TRUE(engine.StepLogits({&item, 1}, *pool, absl::MakeSpan(row)).ok());
+    // One decode step on top, which reads the 3000-key cache through the split attention.
+    s.tokens.push_back(7);
+    ASSERT_TRUE(ReservePages(*pool, s, 3001));
+    item = {&s, 1, true};
+    ASSERT_TRUE(engine.StepLogits({&item, 1}, *pool, absl::MakeSpan(row)).ok());
+    logits.push_back(row);
+    pool->ReleaseAll(s.pages);
+  }
+  EXPECT_EQ(logits[0], logits[1]);
+}
+
 TEST(EngineStepTest, RejectsAPoolOfAnotherKvDtype) {
   const ModelConfig c = TinyConfig(false);
   CpuEngine engine(c, RandomModelWeights(c, 1), EngineOptions{.threads = 1});
