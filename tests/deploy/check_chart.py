@@ -9,7 +9,8 @@ For the default values and each tests/deploy/values-*.yaml:
     CRD kinds (ServiceMonitor, GRPCRoute) against the JSON schemas in crd-schemas/,
   * contract checks: every daemon flag on the command line (or in the flagfile), ports and
     probes, shutdown timing, security context, GPU request on/off, HPA metrics served by the
-    prometheus-adapter rules and exported by the daemon.
+    prometheus-adapter rules and exported by the daemon, the OpenAI API port on the container and
+    the Services.
 Then values that must be refused are refused, and deploy/manifests/ matches a fresh render.
 Prints 'N passed, N failed'; exits non-zero on any failure.
 """
@@ -39,13 +40,14 @@ DAEMON_FLAGS = re.findall(r"^ABSL_FLAG\([^,]+,\s*(\w+)", (ROOT / "server/main.cc
 SECURITY_FLAGS = ["tls_cert", "tls_key", "tls_client_ca", "tls_reload_seconds", "auth_tokens_file"]
 DAEMON_FLAGS = [f for f in DAEMON_FLAGS if f not in SECURITY_FLAGS]
 
-# name -> (values files, oldest Kubernetes version the set must validate against)
+# name -> (values files, oldest Kubernetes version the set must validate against[, values on top])
 SETS = {
     "default": ([], "1.27.0"),
     "gpu": (["values-gpu.yaml"], "1.30.0"),          # native preStop sleep action: 1.30+
     "cpu": (["values-cpu.yaml"], "1.27.0"),
     "autoscaling": (["values-autoscaling.yaml"], "1.27.0"),
     "security": (["values-security.yaml"], "1.27.0"),
+    "openai-off": ([], "1.27.0", {"openai": {"enabled": False}}),
 }
 
 CRD_SCHEMAS = {
@@ -139,27 +141,39 @@ def contract_checks(name, values, objs):
     check(f"--reflection={str(merged['security']['reflection']).lower()}" in args,
           f"{name}: --reflection={str(merged['security']['reflection']).lower()}")
     tls, tokens = merged["security"]["tls"], merged["security"]["authTokens"]
-    if tls["enabled"] or tokens["secretName"]:
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    if tls["enabled"] and tokens["secretName"] and tls["clientCA"]:
         missing = [f for f in SECURITY_FLAGS if f not in given]
         check(not missing, f"{name}: every security flag is passed (missing: {missing})")
-        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-        secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    if tls["enabled"]:
         check(secrets.get("tls") == tls["secretName"] and mounts.get("tls") == "/etc/catserve-tls"
-              and "--tls_cert=/etc/catserve-tls/tls.crt" in args,
-              f"{name}: the TLS Secret is mounted where --tls_cert reads it")
+              and "--tls_cert=/etc/catserve-tls/tls.crt" in args and "--tls_key=/etc/catserve-tls/tls.key" in args,
+              f"{name}: the TLS Secret is mounted where --tls_cert and --tls_key read it")
+    else:
+        check(not any(a.startswith("--tls_") for a in args) and "tls" not in secrets, f"{name}: no TLS flags")
+    if tokens["secretName"]:
         check(secrets.get("auth-tokens") == tokens["secretName"]
               and f"--auth_tokens_file=/etc/catserve-auth/{tokens['key']}" in args,
               f"{name}: the tokens Secret is mounted where --auth_tokens_file reads it")
     else:
-        check(not any(a.startswith(("--tls_", "--auth_")) for a in args), f"{name}: no security flags")
+        check(not any(a.startswith("--auth_") for a in args) and "auth-tokens" not in secrets,
+              f"{name}: no token flags")
     if tls["enabled"]:
         # The kubelet's gRPC probe speaks plaintext only.
         merged["probes"]["type"] = "http"
 
     # Ports, probes.
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    check(ports == {"grpc": merged["server"]["grpcPort"], "http-metrics": merged["server"]["httpPort"]},
-          f"{name}: container ports grpc + http-metrics")
+    want = {"grpc": merged["server"]["grpcPort"], "http-metrics": merged["server"]["httpPort"]}
+    openai = merged["openai"]["enabled"]
+    if openai:
+        want["openai"] = merged["server"]["openaiPort"]
+        check(f"--openai_listen=0.0.0.0:{want['openai']}" in args,
+              f"{name}: --openai_listen=0.0.0.0:{want['openai']} (the `openai` container port)")
+    else:
+        check("--openai_listen=" in args, f"{name}: --openai_listen= (OpenAI API off)")
+    check(ports == want, f"{name}: container ports {' + '.join(want)}")
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         p = c.get(probe, {})
         if merged["probes"]["type"] == "grpc":
@@ -213,9 +227,29 @@ def contract_checks(name, values, objs):
     sp = {p["name"]: p for p in main["spec"]["ports"]}
     check(sp.get("grpc", {}).get("appProtocol") == "grpc" and "http-metrics" in sp,
           f"{name}: Service ports grpc (appProtocol grpc) and http-metrics")
+    scheme = "https" if tls["enabled"] else "http"
+    if openai:
+        o = sp.get("openai", {})
+        check(o.get("port") == merged["service"]["openaiPort"] and o.get("targetPort") == "openai"
+              and o.get("appProtocol") == scheme,
+              f"{name}: Service port openai {merged['service']['openaiPort']} -> openai (appProtocol {scheme})")
+    else:
+        check("openai" not in sp, f"{name}: no Service port openai")
     if merged["service"]["headless"]["enabled"]:
         h = svcs.get(dep["metadata"]["name"] + "-headless")
         check(h is not None and h["spec"]["clusterIP"] == "None", f"{name}: headless Service")
+        hp = {p["name"]: p for p in h["spec"]["ports"]} if h else {}
+        check(all(hp.get(n, {}).get("port") == v and hp[n].get("targetPort") == n for n, v in want.items())
+              and set(hp) == set(want), f"{name}: headless Service ports are the pod's ({', '.join(want)})")
+    for ing in by_kind(objs, "Ingress"):
+        backends = [p["backend"]["service"] for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
+        port = "openai" if ing["metadata"]["name"].endswith("-openai") else "grpc"
+        check(backends and all(b["name"] == main["metadata"]["name"] and b["port"] == {"name": port} for b in backends),
+              f"{name}: Ingress {ing['metadata']['name']} sends to Service port {port}")
+    if merged["openai"]["ingress"]["enabled"] and openai:
+        check(any(i["metadata"]["name"].endswith("-openai") for i in by_kind(objs, "Ingress")),
+              f"{name}: Ingress for the OpenAI port")
+
     for s in svcs.values():
         check(s["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"], f"{name}: Service {s['metadata']['name']} selects the pods")
 
@@ -251,8 +285,8 @@ def values_merged(values):
 
 def main():
     lint_msgs = []
-    for name, (files, oldest) in SETS.items():
-        values = render_chart.load_values([HERE / f for f in files])
+    for name, (files, oldest, *inline) in SETS.items():
+        values = render_chart.merge(render_chart.load_values([HERE / f for f in files]), *(inline or [{}]))
         report = helm.lint(str(render_chart.CHART), values, strict=True, kube_version="v1.30.0")
         errs = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2] + report.get("errors", [])
         lint_msgs.extend(f"{name}: {m}" for m in errs)
@@ -295,6 +329,7 @@ def main():
         "PDB with both bounds": ({"podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}}, "exactly one"),
         "TLS without a Secret": ({"security": {"tls": {"enabled": True}}}, "security.tls.secretName"),
         "tokens key with a slash": ({"security": {"authTokens": {"secretName": "t", "key": "a/b"}}}, "key"),
+        "OpenAI port equal to the metrics port": ({"server": {"openaiPort": 8000}}, "must differ"),
     }
     for what, (values, why) in bad.items():
         try:
