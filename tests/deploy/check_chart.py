@@ -6,11 +6,13 @@ For the default values and each tests/deploy/values-*.yaml:
   * render with Helm's template engine (render_chart.py),
   * every object validated against the Kubernetes OpenAPI schemas (kubernetes-validate, strict:
     unknown fields rejected) for the oldest Kubernetes the set supports and the newest known;
-    CRD kinds (ServiceMonitor, GRPCRoute) against the JSON schemas in crd-schemas/,
+    CRD kinds (ServiceMonitor, GRPCRoute, HTTPRoute, InferencePool) against the JSON schemas in
+    crd-schemas/,
   * contract checks: every daemon flag on the command line (or in the flagfile), ports and
     probes, shutdown timing, security context, GPU request on/off, HPA metrics served by the
     prometheus-adapter rules and exported by the daemon, the OpenAI API port on the container and
-    the Services.
+    the Services, and an InferencePool that selects the pods on that port and an HTTPRoute that
+    sends to the pool (checked to catch a broken pool, port or route, too).
 Then values that must be refused are refused, and deploy/manifests/ matches a fresh render.
 Prints 'N passed, N failed'; exits non-zero on any failure.
 """
@@ -47,12 +49,15 @@ SETS = {
     "cpu": (["values-cpu.yaml"], "1.27.0"),
     "autoscaling": (["values-autoscaling.yaml"], "1.27.0"),
     "security": (["values-security.yaml"], "1.27.0"),
+    "inference-gateway": (["values-inference-gateway.yaml"], "1.27.0"),
     "openai-off": ([], "1.27.0", {"openai": {"enabled": False}}),
 }
 
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json",
     ("gateway.networking.k8s.io/v1", "GRPCRoute"): "grpcroute-gateway.networking.k8s.io-v1.json",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproute-gateway.networking.k8s.io-v1.json",
+    ("inference.networking.k8s.io/v1", "InferencePool"): "inferencepool-inference.networking.k8s.io-v1.json",
 }
 
 passed = 0
@@ -250,6 +255,22 @@ def contract_checks(name, values, objs):
         check(any(i["metadata"]["name"].endswith("-openai") for i in by_kind(objs, "Ingress")),
               f"{name}: Ingress for the OpenAI port")
 
+    # Inference gateway: InferencePool and HTTPRoute.
+    pools, routes = by_kind(objs, "InferencePool"), by_kind(objs, "HTTPRoute")
+    if merged["inferencePool"]["enabled"]:
+        check(len(pools) == 1, f"{name}: one InferencePool")
+        problems = gateway_problems(objs)
+        check(not problems, f"{name}: InferencePool selects the pods on their OpenAI port, HTTPRoute sends to it"
+                            + "".join("\n        " + p for p in problems))
+        epp = merged["inferencePool"]["endpointPicker"]
+        ref = pools[0]["spec"]["endpointPickerRef"] if pools else {}
+        check(ref.get("name") == (epp["name"] or f"{dep['metadata']['name']}-epp")
+              and ref.get("port") == {"number": epp["port"]} and ref.get("failureMode") == epp["failureMode"],
+              f"{name}: endpointPickerRef {ref.get('name')}:{ref.get('port', {}).get('number')} {ref.get('failureMode')}")
+        check(len(routes) == (1 if merged["inferencePool"]["httpRoute"]["enabled"] else 0),
+              f"{name}: HTTPRoute only with inferencePool.httpRoute.enabled")
+    else:
+        check(not pools and not routes, f"{name}: no InferencePool, no HTTPRoute")
     for s in svcs.values():
         check(s["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"], f"{name}: Service {s['metadata']['name']} selects the pods")
 
@@ -276,6 +297,75 @@ def contract_checks(name, values, objs):
               f"{name}: ServiceMonitor scrapes http-metrics of the Service")
     if merged["podDisruptionBudget"]["enabled"]:
         check(len(by_kind(objs, "PodDisruptionBudget")) == 1, f"{name}: PodDisruptionBudget")
+
+
+def gateway_problems(objs):
+    """What is wrong with the rendered InferencePool / HTTPRoute: [] when the pool selects the
+    Deployment's pods (and nothing but pods with the Deployment's selector labels), targets the
+    container's `openai` port, and every HTTPRoute backend is that pool."""
+    problems = []
+    deps, pools = by_kind(objs, "Deployment"), by_kind(objs, "InferencePool")
+    if len(deps) != 1 or len(pools) != 1:
+        return [f"{len(deps)} Deployments, {len(pools)} InferencePools"]
+    dep, pool = deps[0], pools[0]
+    pod_labels = dep["spec"]["template"]["metadata"].get("labels", {})
+    sel = pool["spec"].get("selector", {}).get("matchLabels", {})
+    if not sel or any(pod_labels.get(k) != v for k, v in sel.items()):
+        problems.append(f"selector {sel} does not select the pod labels {pod_labels}")
+    if any(dep["spec"]["selector"]["matchLabels"].get(k) != v for k, v in sel.items()):
+        problems.append(f"selector {sel} is not within the Deployment's selector {dep['spec']['selector']['matchLabels']}")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    openai = [p["containerPort"] for p in c.get("ports", []) if p["name"] == "openai"]
+    targets = [p.get("number") for p in pool["spec"].get("targetPorts", [])]
+    if not openai or targets != openai:
+        problems.append(f"targetPorts {targets} != the container's openai port {openai}")
+    listen = [a.split(":")[-1] for a in c["args"] if a.startswith("--openai_listen=")]
+    if [str(t) for t in targets] != listen:
+        problems.append(f"targetPorts {targets} != the port of --openai_listen {listen}")
+    for route in by_kind(objs, "HTTPRoute"):
+        refs = [b for r in route["spec"].get("rules", []) for b in r.get("backendRefs", [])]
+        want = ("inference.networking.k8s.io", "InferencePool", pool["metadata"]["name"])
+        if not refs or any((b.get("group"), b.get("kind"), b.get("name")) != want for b in refs):
+            problems.append(f"HTTPRoute {route['metadata']['name']} backendRefs {refs} are not the InferencePool {want}")
+    return problems
+
+
+def gateway_checks_catch(objs):
+    """gateway_problems() must notice a pool on the wrong port, a selector that misses the pods, and
+    a route to something else."""
+    import copy
+
+    def broken(edit):
+        o = copy.deepcopy([x for _, x in objs])
+        edit(o)
+        return gateway_problems([("", x) for x in o])
+
+    def kind(o, k):
+        return next(x for x in o if x["kind"] == k)
+
+    def port(o):
+        kind(o, "InferencePool")["spec"]["targetPorts"] = [{"number": 8000}]
+
+    def selector(o):
+        kind(o, "InferencePool")["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] = "other"
+
+    def extra_label(o):
+        kind(o, "InferencePool")["spec"]["selector"]["matchLabels"]["app"] = "vllm"
+
+    def route(o):
+        kind(o, "HTTPRoute")["spec"]["rules"][0]["backendRefs"] = [{"name": "catserve", "port": 8080}]
+
+    def container_port(o):
+        for p in kind(o, "Deployment")["spec"]["template"]["spec"]["containers"][0]["ports"]:
+            if p["name"] == "openai":
+                p["containerPort"] += 1
+
+    check(not gateway_problems(objs), "gateway checks: the inference-gateway render passes them")
+    for what, edit in [("targetPorts on the metrics port", port), ("selector of another release", selector),
+                       ("selector with a label the pods lack", extra_label), ("HTTPRoute to the Service", route),
+                       ("container port moved", container_port)]:
+        problems = broken(edit)
+        check(problems, f"gateway checks catch: {what} ({problems[0] if problems else 'not caught'})")
 
 
 def values_merged(values):
@@ -308,6 +398,8 @@ def main():
         kinds = sorted({o["kind"] for _, o in objs})
         print(f"      {name}: kinds {kinds}")
         contract_checks(name, values, objs)
+        if name == "inference-gateway":
+            gateway_checks_catch(objs)
 
     # Values the chart must refuse (schema or template `fail`).
     bad = {  # what -> (values, substring the refusal must mention)
@@ -330,6 +422,14 @@ def main():
         "TLS without a Secret": ({"security": {"tls": {"enabled": True}}}, "security.tls.secretName"),
         "tokens key with a slash": ({"security": {"authTokens": {"secretName": "t", "key": "a/b"}}}, "key"),
         "OpenAI port equal to the metrics port": ({"server": {"openaiPort": 8000}}, "must differ"),
+        "InferencePool without the OpenAI API": ({"openai": {"enabled": False}, "inferencePool": {"enabled": True}},
+                                                 "needs openai.enabled"),
+        "HTTPRoute without parentRefs": ({"inferencePool": {"enabled": True, "httpRoute": {"enabled": True}}},
+                                         "parentRefs"),
+        "unknown endpoint picker failure mode": ({"inferencePool": {"endpointPicker": {"failureMode": "Open"}}},
+                                                 "failureMode"),
+        "request timeout that is not a Gateway API duration": (
+            {"inferencePool": {"httpRoute": {"requestTimeout": "5 minutes"}}}, "requestTimeout"),
     }
     for what, (values, why) in bad.items():
         try:

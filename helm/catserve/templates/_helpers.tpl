@@ -124,3 +124,8 @@ Tuning flags kept in the ConfigMap, as an ordered list of [flag, configmap key, 
 {{- printf "%s-model" (include "catserve.fullname" .) }}
 {{- end }}
 {{- end }}
+
+{{/* Service name of the endpoint picker the InferencePool refers to. */}}
+{{- define "catserve.endpointPickerName" -}}
+{{- default (printf "%s-epp" (include "catserve.fullname" .) | trunc 63 | trimSuffix "-") .Values.inferencePool.endpointPicker.name }}
+{{- end }}
