@@ -5,7 +5,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/grpc_status.h"
-#include "server/utf8.h"
 
 namespace catserve::server {
 namespace {
@@ -36,11 +35,11 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateStream::Start(
 GenerateStream::GenerateStream(const Shared& shared, const ParsedGeneration& parsed,
                                absl::Time arrival)
     : shared_(shared),
-      deadline_(parsed.request.deadline),
       want_logprobs_(parsed.request.want_logprobs),
-      decoder_(shared.tokenizer, parsed.request.prompt),
-      matcher_(parsed.stop_strings),
-      metrics_(&shared.metrics->ForChunkSize(parsed.request.chunk_size), arrival) {}
+      text_(shared.tokenizer, parsed.request.prompt, parsed.stop_strings,
+            &shared.metrics->ForChunkSize(parsed.request.chunk_size),
+            &shared.metrics->ForTransport(metrics::Transport::kGrpc), arrival,
+            parsed.request.deadline) {}
 
 void GenerateStream::Submit(scheduler::GenerationRequest request) {
   const int chunk_size = request.chunk_size;
@@ -60,7 +59,8 @@ void GenerateStream::Submit(scheduler::GenerationRequest request) {
     }
   }
   if (!id.ok()) {
-    shared_.metrics->ForChunkSize(chunk_size).finished(RequestOutcome::kRejected).Increment();
+    shared_.metrics->CountEndedUnstreamed(metrics::Transport::kGrpc, chunk_size,
+                                          RequestOutcome::kRejected);
   }
   if (cancel != 0) shared_.scheduler->Cancel(cancel);
   Pump();
@@ -72,114 +72,56 @@ uint64_t GenerateStream::TakeCancel() {
   return id_;
 }
 
-void GenerateStream::OnAdmitted() { metrics_.OnAdmitted(absl::Now()); }
+void GenerateStream::OnAdmitted() { text_.OnAdmitted(); }
 
 void GenerateStream::OnToken(const scheduler::GeneratedToken& token) {
-  if (stop_hit_) return;  // the cancel is on its way; the stream has all it will show
-  metrics_.OnToken(absl::Now());
-  // CoerceToUtf8 guards the proto contract should the decoder ever split a character.
-  StopStringMatcher::Result shown = matcher_.Add(CoerceToUtf8(decoder_.Add(token.id)));
-  ++tokens_sent_;
+  std::optional<TextStream::Piece> piece = text_.OnToken(token);
+  if (!piece.has_value()) return;
   {
     absl::MutexLock lock(&mu_);
-    pending_.add_token_ids(token.id);
-    if (want_logprobs_) pending_.add_logprobs(token.logprob);
-    if (!token.top.empty()) {
+    pending_.add_token_ids(piece->token_id);
+    if (want_logprobs_) pending_.add_logprobs(piece->logprob);
+    if (!piece->top.empty()) {
       v1::TokenAlternatives* alternatives = pending_.add_top_logprobs();
-      for (const engine::TokenLogprob& t : token.top) {
+      for (const engine::TokenLogprob& t : piece->top) {
         alternatives->add_token_ids(t.token);
         alternatives->add_logprobs(t.logprob);
       }
     }
-    pending_.mutable_text()->append(shown.text);
+    pending_.mutable_text()->append(piece->text);
     has_pending_ = true;
-    if (shown.stopped) {
-      stop_hit_ = true;
-      cancel_wanted_ = true;  // sent by OnWriteDone of the write Pump starts now
-    }
+    if (text_.stopped()) cancel_wanted_ = true;  // sent by OnWriteDone of the write Pump starts
   }
   Pump();
 }
 
-void GenerateStream::Conclude(const scheduler::FinishInfo& info, grpc::Status* status,
-                              RequestOutcome* outcome) {
-  using scheduler::FinishReason;
-  *status = grpc::Status::OK;
-  if (stop_hit_) {
-    *outcome = RequestOutcome::kStop;
-    return;
-  }
-  switch (info.reason) {
-    case FinishReason::kStop:
-      *outcome = RequestOutcome::kStop;
-      return;
-    case FinishReason::kLength:
-      *outcome = RequestOutcome::kLength;
-      return;
-    case FinishReason::kDeadlineExceeded:
-      *outcome = RequestOutcome::kDeadlineExceeded;
-      break;
-    case FinishReason::kCancelled:
-      if (!client_cancelled_) {
-        // Not the client's doing: the server cancelled it on shutdown.
-        *outcome = RequestOutcome::kCancelled;
-        *status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                               "the server shut down before the request finished; retry");
-        return;
-      }
-      *outcome =
-          absl::Now() >= deadline_ ? RequestOutcome::kDeadlineExceeded : RequestOutcome::kCancelled;
-      break;
-    case FinishReason::kError:
-      *outcome = RequestOutcome::kError;
-      *status = info.error.ok() ? grpc::Status(grpc::StatusCode::INTERNAL, "generation failed")
-                                : ToGrpcStatus(info.error);
-      return;
-  }
-  if (*outcome == RequestOutcome::kDeadlineExceeded) {
-    *status = grpc::Status(
-        grpc::StatusCode::DEADLINE_EXCEEDED,
-        absl::StrCat("deadline exceeded after ", info.generated_tokens, " generated tokens"));
-  } else {
-    *status = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
-  }
-}
-
 void GenerateStream::OnFinish(const scheduler::FinishInfo& info) {
-  std::string tail;
-  if (!stop_hit_) {
-    StopStringMatcher::Result shown = matcher_.Add(CoerceToUtf8(decoder_.Flush()));
-    tail = std::move(shown.text);
-    if (shown.stopped) {
-      stop_hit_ = true;
-    } else {
-      tail += matcher_.Flush();
-    }
-  }
-  grpc::Status status;
-  RequestOutcome outcome;
+  bool client_cancelled;
   {
     absl::MutexLock lock(&mu_);
-    Conclude(info, &status, &outcome);
-    if (!tail.empty()) {
-      pending_.mutable_text()->append(tail);
+    client_cancelled = client_cancelled_;
+  }
+  TextStream::Ending ending = text_.OnFinish(info, client_cancelled);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!ending.text.empty()) {
+      pending_.mutable_text()->append(ending.text);
       has_pending_ = true;
     }
-    if (status.ok()) {
-      pending_.set_finish_reason(stop_hit_ ? "stop" : scheduler::FinishReasonName(info.reason));
+    if (ending.status.ok()) {
+      pending_.set_finish_reason(ending.finish_reason);
       v1::Usage* usage = pending_.mutable_usage();
-      usage->set_prompt_tokens(info.prompt_tokens);
-      usage->set_generated_tokens(stop_hit_ ? tokens_sent_ : info.generated_tokens);
-      usage->set_chunk_size(info.chunk_size);
-      usage->set_kv_bytes(static_cast<int64_t>(info.kv_bytes_at_end));
-      usage->set_degraded(info.degraded);
-      usage->set_preempted(info.preempted);
+      usage->set_prompt_tokens(ending.usage.prompt_tokens);
+      usage->set_generated_tokens(ending.usage.generated_tokens);
+      usage->set_chunk_size(ending.usage.chunk_size);
+      usage->set_kv_bytes(ending.usage.kv_bytes);
+      usage->set_degraded(ending.usage.degraded);
+      usage->set_preempted(ending.usage.preempted);
       has_pending_ = true;
     }
     done_ = true;
-    final_status_ = status;
+    final_status_ = ToGrpcStatus(ending.status);
   }
-  metrics_.OnFinish(outcome, info.prompt_tokens, absl::Now());
   Pump();
 }
 

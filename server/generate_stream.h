@@ -15,17 +15,17 @@
 #include "scheduler/request.h"
 #include "scheduler/scheduler.h"
 #include "server/metrics/serving_metrics.h"
-#include "server/request_metrics.h"
 #include "server/request_parser.h"
-#include "server/stop_string_matcher.h"
+#include "server/text_stream.h"
 
 namespace catserve::server {
 
 // The server half of a Generate call (gRPC callback API: no thread of its own) and the
 // scheduler's sink for its request.
 //
-// The scheduler's delivery thread hands over tokens (OnToken); each is decoded to whole UTF-8
-// characters, checked for stop strings and appended to one pending response. At most one write is
+// The scheduler's delivery thread hands over tokens (OnToken); the request's TextStream (the
+// stream core both transports share) turns each into text, and the piece is appended to one
+// pending response. At most one write is
 // in flight: when it completes (OnWriteDone, a gRPC thread) the pending response, which has
 // gathered every token since, is written next. So a slow client costs one growing message, never a
 // blocked scheduler. OnFinish appends finish_reason and usage and the call finishes once everything
@@ -75,20 +75,12 @@ class GenerateStream : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   // Takes the id to cancel when a cancel is wanted, the request is submitted and no cancel was
   // sent yet; 0 otherwise.
   uint64_t TakeCancel() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The final status and outcome of a request the scheduler finished with `info`.
-  void Conclude(const scheduler::FinishInfo& info, grpc::Status* status,
-                metrics::RequestOutcome* outcome) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Shared shared_;
-  const absl::Time deadline_;
   const bool want_logprobs_;
 
   // Delivery thread only.
-  engine::StreamDecoder decoder_;
-  StopStringMatcher matcher_;
-  RequestMetrics metrics_;
-  bool stop_hit_ = false;
-  int tokens_sent_ = 0;
+  TextStream text_;
 
   absl::Mutex mu_;
   uint64_t id_ ABSL_GUARDED_BY(mu_) = 0;  // 0 until Submit succeeds

@@ -56,7 +56,7 @@ class UnhandledCallInterceptor : public grpc::experimental::Interceptor {
       outcome = metrics::RequestOutcome::kCancelled;
     }
     if (absl::string_view(info_->method()) == kGenerateMethod) {
-      metrics_->ForChunkSize(default_chunk_size_).finished(outcome).Increment();
+      metrics_->CountEndedUnstreamed(metrics::Transport::kGrpc, default_chunk_size_, outcome);
     }
   }
 

@@ -77,6 +77,16 @@ absl::string_view RequestOutcomeLabel(RequestOutcome outcome) {
   return "error";
 }
 
+absl::string_view TransportLabel(Transport transport) {
+  switch (transport) {
+    case Transport::kGrpc:
+      return "grpc";
+    case Transport::kOpenAi:
+      return "openai";
+  }
+  return "grpc";
+}
+
 ServingMetrics::ServingMetrics(const BuildInfo& build) {
   using prometheus::BuildCounter;
   using prometheus::BuildGauge;
@@ -124,6 +134,19 @@ ServingMetrics::ServingMetrics(const BuildInfo& build) {
                               .Name("catserve_request_queue_time_seconds")
                               .Help("Time a request waited in the queue before admission.")
                               .Register(registry_);
+  CounterFamily& by_transport =
+      BuildCounter()
+          .Name("catserve_requests_by_transport_total")
+          .Help("Requests finished, by the API they came by (grpc, openai) and outcome; "
+                "rejections before the scheduler included.")
+          .Register(registry_);
+  for (int t = 0; t < kNumTransports; ++t) {
+    for (int o = 0; o < kNumRequestOutcomes; ++o) {
+      by_transport_[t].requests_finished[o] = &by_transport.Add(
+          {{"transport", std::string(TransportLabel(static_cast<Transport>(t)))},
+           {"outcome", std::string(RequestOutcomeLabel(static_cast<RequestOutcome>(o)))}});
+    }
+  }
   num_requests_running_ = &BuildGauge()
                                .Name("catserve_num_requests_running")
                                .Help("Requests in the running batch, every chunk size together.")

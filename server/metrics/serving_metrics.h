@@ -42,6 +42,23 @@ inline constexpr int kNumRequestOutcomes = 6;
 // The label value of `outcome`, e.g. "deadline_exceeded".
 absl::string_view RequestOutcomeLabel(RequestOutcome outcome);
 
+// Which API a request came by; the "transport" label of catserve_requests_by_transport_total.
+enum class Transport {
+  kGrpc,    // "grpc": catserve.v1.Generation
+  kOpenAi,  // "openai": the OpenAI-compatible HTTP API
+};
+inline constexpr int kNumTransports = 2;
+absl::string_view TransportLabel(Transport transport);
+
+// One transport's finished requests, by outcome (rejections included). Non-null pointers owned by
+// ServingMetrics' registry.
+struct TransportMetrics {
+  std::array<Counter*, kNumRequestOutcomes> requests_finished;  // indexed by RequestOutcome
+  Counter& finished(RequestOutcome outcome) const {
+    return *requests_finished[static_cast<int>(outcome)];
+  }
+};
+
 // Labels of catserve_build_info.
 struct BuildInfo {
   std::string version;
@@ -88,6 +105,18 @@ class ServingMetrics final : public prometheus::Collectable {
   // The series labelled chunk_size="<chunk_size>". The reference stays valid for the life of
   // this object.
   const ChunkSizeMetrics& ForChunkSize(int chunk_size);
+
+  // catserve_requests_by_transport_total{transport="<label>", outcome}.
+  const TransportMetrics& ForTransport(Transport transport) const {
+    return by_transport_[static_cast<int>(transport)];
+  }
+
+  // Counts a request that ended before it had a stream (refused by validation or admission, or
+  // ended by gRPC before the handler ran) in both its chunk size's and its transport's series.
+  void CountEndedUnstreamed(Transport transport, int chunk_size, RequestOutcome outcome) {
+    ForChunkSize(chunk_size).finished(outcome).Increment();
+    ForTransport(transport).finished(outcome).Increment();
+  }
 
   // KV pool accounting. catserve_kv_pool_usage_ratio is computed from the two page gauges at
   // scrape (0 while the total is 0).
@@ -160,6 +189,7 @@ class ServingMetrics final : public prometheus::Collectable {
   Counter* engine_seconds_ = nullptr;
   Counter* iteration_seconds_ = nullptr;
 
+  std::array<TransportMetrics, kNumTransports> by_transport_{};
   // by_log2_[k] caches chunk size 2^k once created; written once under mu_, read without it.
   std::array<std::atomic<const ChunkSizeMetrics*>, kFastChunkSizes> by_log2_{};
   absl::Mutex mu_;

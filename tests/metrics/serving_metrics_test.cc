@@ -42,6 +42,7 @@ TEST(ServingMetricsTest, ExposesTheWholeContract) {
                        "catserve_num_requests_running",
                        "catserve_num_requests_waiting",
                        "catserve_requests_finished_total",
+                       "catserve_requests_by_transport_total",
                        "catserve_prompt_tokens_total",
                        "catserve_generation_tokens_total",
                        "catserve_time_to_first_token_seconds",
