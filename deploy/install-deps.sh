@@ -22,7 +22,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 debs=(
   build-essential cmake pkg-config git ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libmicrohttpd-dev prometheus-cpp-dev libsentencepiece-dev sentencepiece
+  libabsl-dev libmicrohttpd-dev libgnutls28-dev nlohmann-json3-dev prometheus-cpp-dev libsentencepiece-dev sentencepiece
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev
   prometheus openssl python3 python3-pip python3-venv

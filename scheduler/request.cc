@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -65,6 +66,21 @@ absl::Status ValidateRequest(const engine::ModelConfig& c, const GenerationReque
     return absl::InvalidArgumentError(absl::StrCat("sampling.", s.message()));
   }
   return absl::OkStatus();
+}
+
+namespace {
+constexpr char kRetryLaterPayload[] = "type.catserve.dev/retry-later";
+}  // namespace
+
+absl::Status RetryLaterError(absl::string_view message) {
+  absl::Status status = absl::ResourceExhaustedError(message);
+  status.SetPayload(kRetryLaterPayload, absl::Cord("1"));
+  return status;
+}
+
+bool IsRetryLater(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kResourceExhausted &&
+         status.GetPayload(kRetryLaterPayload).has_value();
 }
 
 const char* FinishReasonName(FinishReason reason) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "engine/model/config.h"
 #include "engine/sampling/sampler.h"
@@ -41,6 +42,12 @@ struct GenerationRequest {
 // to the scheduler directly. Deeper layers (the engine's ValidateStep) only guard their own
 // preconditions.
 absl::Status ValidateRequest(const engine::ModelConfig& config, const GenerationRequest& request);
+
+// RESOURCE_EXHAUSTED that passes with time (the queue is full), as opposed to a request that can
+// never fit this server's pool. Transports tell clients to retry the first (HTTP 429 with
+// Retry-After).
+absl::Status RetryLaterError(absl::string_view message);
+bool IsRetryLater(const absl::Status& status);
 
 enum class FinishReason { kStop, kLength, kCancelled, kDeadlineExceeded, kError };
 const char* FinishReasonName(FinishReason reason);  // "stop", "length", "cancelled", ...

@@ -130,7 +130,7 @@ absl::StatusOr<uint64_t> Scheduler::Submit(GenerationRequest request,
     return absl::UnavailableError("server is draining and accepts no new requests");
   }
   if (static_cast<int>(waiting_.size()) >= options_.max_queued) {
-    return absl::ResourceExhaustedError(
+    return RetryLaterError(
         absl::StrCat("queue is full (", options_.max_queued, " waiting requests): retry later"));
   }
   const uint64_t id = next_id_++;

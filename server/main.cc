@@ -20,6 +20,12 @@ ABSL_FLAG(std::string, model_dir, "models/cat-small-en",
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC address HOST:PORT (port 0: any free port)");
 ABSL_FLAG(std::string, http_listen, "0.0.0.0:8000",
           "HTTP address HOST:PORT of /metrics, /healthz, /readyz (port 0: any free port)");
+ABSL_FLAG(std::string, openai_listen, "0.0.0.0:8080",
+          "HTTP address HOST:PORT of the OpenAI-compatible API (/v1/models, /v1/completions, "
+          "/v1/chat/completions; HTTPS with --tls_cert); empty = not served");
+ABSL_FLAG(int, openai_request_timeout_seconds, 0,
+          "Deadline of an OpenAI API request, from its arrival (408 or an error event when "
+          "passed); 0 = none");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(int, threads, 0, "Compute threads; 0 = one per core");
 ABSL_FLAG(int, sampling_threads, 0,
@@ -88,6 +94,8 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.model_dir = absl::GetFlag(FLAGS_model_dir);
   o.listen = absl::GetFlag(FLAGS_listen);
   o.http_listen = absl::GetFlag(FLAGS_http_listen);
+  o.openai_listen = absl::GetFlag(FLAGS_openai_listen);
+  o.openai_request_timeout_seconds = absl::GetFlag(FLAGS_openai_request_timeout_seconds);
   o.device = absl::GetFlag(FLAGS_device);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.sampling_threads = absl::GetFlag(FLAGS_sampling_threads);

@@ -26,17 +26,22 @@ absl::Status CheckPemFile(const std::string& path, const char* flag, const char*
   return absl::OkStatus();
 }
 
-}  // namespace
+std::string ReadAll(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
-    const TlsFiles& files) {
+// The checks both transports share: OK for plaintext too.
+absl::Status CheckTlsFiles(const TlsFiles& files) {
   if (files.cert.empty() && files.key.empty()) {
     if (!files.client_ca.empty()) {
       return absl::InvalidArgumentError(
           "--tls_client_ca needs --tls_cert and --tls_key: client certificates are checked only "
           "over TLS");
     }
-    return grpc::InsecureServerCredentials();
+    return absl::OkStatus();
   }
   if (files.cert.empty() || files.key.empty()) {
     return absl::InvalidArgumentError("set both --tls_cert and --tls_key, or neither");
@@ -52,6 +57,23 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
       return s;
     }
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<http::TlsPem> ReadTlsPem(const TlsFiles& files) {
+  if (absl::Status s = CheckTlsFiles(files); !s.ok()) return s;
+  if (files.cert.empty()) return http::TlsPem{};
+  return http::TlsPem{.cert = ReadAll(files.cert),
+                      .key = ReadAll(files.key),
+                      .client_ca = files.client_ca.empty() ? "" : ReadAll(files.client_ca)};
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const TlsFiles& files) {
+  if (absl::Status s = CheckTlsFiles(files); !s.ok()) return s;
+  if (files.cert.empty()) return grpc::InsecureServerCredentials();
   auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
       files.key, files.cert, files.client_ca, static_cast<unsigned>(files.reload_seconds));
   grpc::experimental::TlsServerCredentialsOptions options(provider);

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "server/http/http_server.h"
 #include "grpcpp/security/server_credentials.h"
 
 namespace catserve::server {
@@ -26,6 +27,10 @@ struct TlsFiles {
 // cannot be read.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const TlsFiles& files);
+
+// The same files' contents for the OpenAI API's HTTPS port: empty when `files` names no
+// certificate; the same checks and errors as MakeServerCredentials. Read once, at start.
+absl::StatusOr<http::TlsPem> ReadTlsPem(const TlsFiles& files);
 
 }  // namespace catserve::server
 

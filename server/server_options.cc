@@ -98,6 +98,8 @@ static std::vector<Range> NumericFlagRanges(const ServerOptions& o) {
        "0 = never"},
       {"grpc_max_connection_age_grace_seconds", o.grpc_max_connection_age_grace_seconds, 0, 86'400},
       {"tls_reload_seconds", o.tls.reload_seconds, 1, 86'400},
+      {"openai_request_timeout_seconds", o.openai_request_timeout_seconds, 0, 7 * 86'400,
+       "0 = none"},
   };
 }
 
@@ -139,6 +141,11 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
   }
   if (absl::StatusOr<HostPort> hp = ParseHostPort(o.http_listen, "http_listen"); !hp.ok()) {
     return hp.status();
+  }
+  if (!o.openai_listen.empty()) {
+    if (absl::StatusOr<HostPort> hp = ParseHostPort(o.openai_listen, "openai_listen"); !hp.ok()) {
+      return hp.status();
+    }
   }
   return absl::OkStatus();
 }

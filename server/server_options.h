@@ -21,6 +21,10 @@ struct ServerOptions {
   std::string model_dir = "models/cat-small-en";
   std::string listen = "0.0.0.0:50051";      // gRPC
   std::string http_listen = "0.0.0.0:8000";  // /metrics /healthz /readyz
+  // The OpenAI-compatible API (docs/OPENAI_API.md); empty: not served.
+  std::string openai_listen = "0.0.0.0:8080";
+  // An OpenAI API request's deadline, from its arrival; 0 = none.
+  int openai_request_timeout_seconds = 0;
   std::string device = "cpu";                // "cpu" or "cuda"
   int threads = 0;                           // compute threads; 0 = one per core
   int sampling_threads = 0;  // host threads sampling a step's rows; 0 = one per core

@@ -68,6 +68,7 @@ absl::Status ServingDaemon::Init() {
   BuildParser();
   if (absl::Status s = LoadSecurity(); !s.ok()) return s;
   if (absl::Status s = StartHttp(); !s.ok()) return s;
+  if (absl::Status s = StartOpenAi(); !s.ok()) return s;
   if (absl::Status s = StartGrpc(); !s.ok()) return s;
   ready_ = true;
   LogStartup();
@@ -211,6 +212,40 @@ absl::Status ServingDaemon::StartHttp() {
   return absl::OkStatus();
 }
 
+absl::Status ServingDaemon::StartOpenAi() {
+  if (options_.openai_listen.empty()) return absl::OkStatus();
+  openai::OpenAiApi::Config config{
+      .shared = {scheduler_.get(), tokenizer_.get(), serving_metrics_.get(), model_name_},
+      .parser = parser_.get(),
+      .authenticator = authenticator_.get(),
+      .model_info = BuildModelInfo(),
+      .request_timeout = options_.openai_request_timeout_seconds > 0
+                             ? absl::Seconds(options_.openai_request_timeout_seconds)
+                             : absl::InfiniteDuration(),
+      .model_dir = options_.model_dir};
+  openai_api_ = std::make_unique<openai::OpenAiApi>(std::move(config));
+  http::Routes routes;
+  openai_api_->AddRoutes(routes);
+  metrics::MetricsHttpServer::AddProbeRoutes(routes, serving_metrics_.get(),
+                                             [this] { return ready_.load(); });
+  http::Options http_options;
+  http_options.name = "the OpenAI API";
+  http_options.max_body_bytes = openai_api_->max_body_bytes();
+  http_options.error_answer = &openai::OpenAiApi::AnswerError;
+  absl::StatusOr<http::TlsPem> tls = ReadTlsPem(options_.tls);
+  if (!tls.ok()) return tls.status();
+  http_options.tls = *std::move(tls);
+  absl::StatusOr<std::unique_ptr<http::HttpServer>> server =
+      http::HttpServer::Start(options_.openai_listen, std::move(routes), std::move(http_options));
+  if (!server.ok()) {
+    return absl::Status(server.status().code(),
+                        absl::StrCat("--openai_listen=", options_.openai_listen, ": ",
+                                     server.status().message()));
+  }
+  openai_server_ = *std::move(server);
+  return absl::OkStatus();
+}
+
 absl::Status ServingDaemon::StartGrpc() {
   service_ = std::make_unique<GenerationService>(
       GenerateStream::Shared{scheduler_.get(), tokenizer_.get(), serving_metrics_.get()},
@@ -283,6 +318,11 @@ void ServingDaemon::LogStartup() const {
       options_.reflection ? "on" : "off");
   Log("listening on %s:%d", grpc_address.host, grpc_port_);
   Log("metrics on http://%s:%d/metrics", http_address.host, http_server_->port());
+  if (openai_server_ != nullptr) {
+    const HostPort openai_address = *ParseHostPort(options_.openai_listen, "openai_listen");
+    Log("openai api on %s://%s:%d/v1", options_.tls.cert.empty() ? "http" : "https",
+        openai_address.host, openai_server_->port());
+  }
   Log("ready");
 }
 
@@ -361,6 +401,7 @@ void ServingDaemon::Shutdown() {
     grpc_server_->Wait();
   }
   RefreshMetrics();
+  openai_server_.reset();
   http_server_.reset();
 }
 

@@ -13,6 +13,7 @@
 #include "server/generation_service.h"
 #include "server/metrics/metrics_http_server.h"
 #include "server/metrics/serving_metrics.h"
+#include "server/openai/openai_api.h"
 #include "server/request_parser.h"
 #include "server/scheduler_metrics.h"
 #include "server/server_options.h"
@@ -21,11 +22,12 @@
 namespace catserve::server {
 
 // Start() loads the model, sizes the compressed-KV pool, starts the scheduler, the metrics HTTP
-// endpoint and the gRPC server (catserve.v1.Generation, grpc.health.v1.Health, reflection unless
+// endpoint, the OpenAI-compatible API (server/openai/) and the gRPC server (catserve.v1.Generation, grpc.health.v1.Health, reflection unless
 // --reflection=false; plaintext, TLS or mTLS per --tls_*; bearer tokens per --auth_tokens_file),
 // and logs to stderr, among others, the two lines scripts and tests parse:
 //   catserve: listening on HOST:PORT          (gRPC; the bound port when --listen asks for 0)
 //   catserve: metrics on http://HOST:PORT/metrics
+//   catserve: openai api on http://HOST:PORT/v1  (https with TLS; absent with --openai_listen=)
 // followed by "catserve: ready".
 //
 // Shutting down gracefully is BeginDrain(), waiting until Idle() (or a grace period), then
@@ -42,6 +44,8 @@ class ServingDaemon {
 
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_server_->port(); }
+  // 0 when the OpenAI API is not served (--openai_listen empty).
+  int openai_port() const { return openai_server_ ? openai_server_->port() : 0; }
 
   // Copies the scheduler's state into the gauges (the scheduler updates them itself after each
   // step; this covers changes without a step, e.g. a request cancelled while queued).
@@ -71,6 +75,7 @@ class ServingDaemon {
   void BuildParser();             // parser_: the flags' limits over the model's
   absl::Status LoadSecurity();    // authenticator_, credentials_
   absl::Status StartHttp();       // http_server_: /metrics, /healthz, /readyz
+  absl::Status StartOpenAi();     // openai_api_, openai_server_ (unless --openai_listen is empty)
   absl::Status StartGrpc();       // service_, grpc_server_, grpc_port_, health statuses
   void LogStartup() const;
   v1::ModelInfo BuildModelInfo() const;
@@ -92,6 +97,8 @@ class ServingDaemon {
   std::unique_ptr<GenerationService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<metrics::MetricsHttpServer> http_server_;
+  std::unique_ptr<openai::OpenAiApi> openai_api_;
+  std::unique_ptr<http::HttpServer> openai_server_;
   int grpc_port_ = 0;
   std::atomic<bool> ready_{false};
   std::atomic<bool> shut_down_{false};

@@ -55,7 +55,8 @@ class CatserveDaemon:
             pytest.fail(f"catserve binary {binary} not found; build the catserve target "
                         "(CTest passes it in $CATSERVE_BIN)", pytrace=False)
         cmd = [binary, f"--model_dir={TINY}", "--listen=127.0.0.1:0",
-               "--http_listen=127.0.0.1:0", "--threads=1", "--kv_pool_mb=16", *flags]
+               "--http_listen=127.0.0.1:0", "--openai_listen=127.0.0.1:0", "--threads=1",
+               "--kv_pool_mb=16", *flags]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         self.log = ""
@@ -67,6 +68,10 @@ class CatserveDaemon:
             raise RuntimeError(f"catserve did not start ({how}): {' '.join(cmd)}\n{self.log}")
         self.grpc_port = int(re.search(r"catserve: listening on \S+:(\d+)", self.log).group(1))
         self.http_port = int(re.search(r"catserve: metrics on http://\S+:(\d+)/", self.log).group(1))
+        openai = re.search(r"catserve: openai api on (https?)://\S+:(\d+)/v1", self.log)
+        # The OpenAI API's base URL, as the openai client takes it; None with --openai_listen=.
+        self.openai_port = int(openai.group(2)) if openai else None
+        self.openai_url = f"{openai.group(1)}://127.0.0.1:{self.openai_port}/v1" if openai else None
         self.address = f"127.0.0.1:{self.grpc_port}"
         self.metrics_url = f"http://127.0.0.1:{self.http_port}/metrics"
 

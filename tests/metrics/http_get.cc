@@ -16,8 +16,6 @@
 
 namespace catserve::metrics {
 
-namespace {
-
 // A TCP connection to 127.0.0.1:`port`, or -1 with `error` set.
 int Connect(int port, std::string* error) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -37,8 +35,6 @@ int Connect(int port, std::string* error) {
   return fd;
 }
 
-}  // namespace
-
 absl::StatusOr<HttpResponse> HttpRequest(int port, absl::string_view method,
                                          absl::string_view path) {
   return HttpExchange(port, absl::StrCat(method, " ", path,
@@ -46,11 +42,23 @@ absl::StatusOr<HttpResponse> HttpRequest(int port, absl::string_view method,
                                          "Connection: close\r\n\r\n"));
 }
 
-absl::StatusOr<HttpResponse> HttpExchange(int port, absl::string_view raw_request) {
+absl::StatusOr<HttpResponse> HttpPostJson(int port, absl::string_view path,
+                                          absl::string_view body, absl::string_view extra_headers,
+                                          int silence_seconds) {
+  return HttpExchange(port,
+                      absl::StrCat("POST ", path,
+                                   " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                                   "Content-Type: application/json\r\nContent-Length: ",
+                                   body.size(), "\r\n", extra_headers, "\r\n", body),
+                      /*half_close=*/false, silence_seconds);
+}
+
+absl::StatusOr<HttpResponse> HttpExchange(int port, absl::string_view raw_request, bool half_close,
+                                          int silence_seconds) {
   std::string error;
   const int fd = Connect(port, &error);
   if (fd < 0) return absl::UnavailableError(error);
-  const timeval timeout{.tv_sec = 5, .tv_usec = 0};
+  const timeval timeout{.tv_sec = silence_seconds, .tv_usec = 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
   // A server may answer and close before reading everything (an oversized request): a short
@@ -61,7 +69,7 @@ absl::StatusOr<HttpResponse> HttpExchange(int port, absl::string_view raw_reques
     if (n <= 0) break;
     sent += static_cast<size_t>(n);
   }
-  shutdown(fd, SHUT_WR);
+  if (half_close) shutdown(fd, SHUT_WR);
   std::string raw;
   char buffer[4096];
   ssize_t n;

@@ -21,10 +21,21 @@ struct HttpResponse {
 absl::StatusOr<HttpResponse> HttpRequest(int port, absl::string_view method,
                                          absl::string_view path);
 
-// Sends `raw` as it is to 127.0.0.1:`port`, half-closes the socket and reads the response until
-// the server closes the connection (at most 5 s of silence). DataLossError when no response
-// arrived, e.g. the server dropped the connection.
-absl::StatusOr<HttpResponse> HttpExchange(int port, absl::string_view raw);
+// Sends `raw` as it is to 127.0.0.1:`port`, half-closes the socket (unless `half_close` is
+// false) and reads the response until the server closes the connection (at most `silence` of
+// silence). DataLossError when no response arrived, e.g. the server dropped the connection.
+absl::StatusOr<HttpResponse> HttpExchange(int port, absl::string_view raw, bool half_close = true,
+                                          int silence_seconds = 5);
+
+// POSTs `body` (JSON) to `path` with "Connection: close" and `extra_headers` (whole lines with
+// CRLF), keeping the socket open for writing as real clients do; reads until the server closes.
+absl::StatusOr<HttpResponse> HttpPostJson(int port, absl::string_view path,
+                                          absl::string_view body,
+                                          absl::string_view extra_headers = "",
+                                          int silence_seconds = 30);
+
+// A TCP connection to 127.0.0.1:`port`, or -1 with `error` set.
+int Connect(int port, std::string* error);
 
 // A request an operator's scanner, a misconfigured probe or an attacker might send, and the
 // status the endpoint must answer it with.

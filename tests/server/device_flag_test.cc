@@ -43,7 +43,7 @@ TEST(DeviceFlagTest, CudaServesOnAGpuElseExitsOneWithTheReason) {
   }
   const Exit e = RunToExit(absl::StrCat(CATSERVE_SERVER_BIN,
                                         " --device=cuda --model_dir=", CATSERVE_FIXTURES_DIR,
-                                        "/tiny --listen=127.0.0.1:0 --http_listen=127.0.0.1:0"));
+                                        "/tiny --listen=127.0.0.1:0 --http_listen=127.0.0.1:0 --openai_listen=127.0.0.1:0"));
   EXPECT_EQ(e.code, 1) << e.output;
   const char* reason =
       engine::CudaBackendBuilt() ? "no CUDA device: " : "this build has no CUDA backend";
@@ -54,7 +54,7 @@ TEST(DeviceFlagTest, CudaServesOnAGpuElseExitsOneWithTheReason) {
 TEST(DeviceFlagTest, GpuMemoryFractionOnTheCpuExitsOne) {
   const Exit e = RunToExit(absl::StrCat(
       CATSERVE_SERVER_BIN, " --gpu_memory_fraction=0.5 --model_dir=", CATSERVE_FIXTURES_DIR,
-      "/tiny --listen=127.0.0.1:0 --http_listen=127.0.0.1:0"));
+      "/tiny --listen=127.0.0.1:0 --http_listen=127.0.0.1:0 --openai_listen=127.0.0.1:0"));
   EXPECT_EQ(e.code, 1) << e.output;
   EXPECT_TRUE(absl::StrContains(e.output, "--gpu_memory_fraction=0.5 needs --device=cuda"))
       << e.output;

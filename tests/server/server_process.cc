@@ -38,6 +38,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Spawn(
     const std::vector<std::string>& extra_flags) {
   std::vector<std::string> args = {CATSERVE_SERVER_BIN,    "--model_dir=" + TinyModelDir(),
                                    "--listen=127.0.0.1:0", "--http_listen=127.0.0.1:0",
+                                   "--openai_listen=127.0.0.1:0",
                                    "--threads=1",          "--kv_pool_mb=16"};
   // CATSERVE_TEST_DEVICE=cuda runs the daemon tests on the GPU (tools/gpu/cuda_proof.sh).
   args.push_back("--device=" + TestDevice());
@@ -86,6 +87,10 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   }
   absl::SimpleAtoi(grpc_match[1].str(), &server->grpc_port_);
   absl::SimpleAtoi(http_match[1].str(), &server->http_port_);
+  const std::regex openai("catserve: openai api on https?://[^\\n]*:([0-9]+)/v1\\n");
+  if (std::smatch openai_match; std::regex_search(server->log_, openai_match, openai)) {
+    absl::SimpleAtoi(openai_match[1].str(), &server->openai_port_);
+  }
   return server;
 }
 

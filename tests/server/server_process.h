@@ -18,8 +18,8 @@
 
 namespace catserve::testing {
 
-// Spawns build/server/catserve on the tiny fixture model with --listen and --http_listen on
-// 127.0.0.1 port 0, and learns the ports from its startup lines. stderr is collected (see log())
+// Spawns build/server/catserve on the tiny fixture model with --listen, --http_listen and
+// --openai_listen on 127.0.0.1 port 0, and learns the ports from its startup lines. stderr is collected (see log())
 // so a failing test can show it. The destructor kills the process if it is still running.
 class ServerProcess {
  public:
@@ -35,6 +35,8 @@ class ServerProcess {
 
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_port_; }
+  // The OpenAI API's port; 0 when started with --openai_listen= (empty).
+  int openai_port() const { return openai_port_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   std::unique_ptr<v1::Generation::Stub> NewStub() const;
 
@@ -69,6 +71,7 @@ class ServerProcess {
   std::optional<int> exit_code_;
   int grpc_port_ = 0;
   int http_port_ = 0;
+  int openai_port_ = 0;
   std::thread reader_;
   mutable absl::Mutex mu_;
   std::string log_ ABSL_GUARDED_BY(mu_);

@@ -66,7 +66,7 @@ class Daemon:
 
     def __init__(self, binary: str, model_dir: str, flags: list[str], log_path: str | None = None):
         cmd = [binary, f"--model_dir={model_dir}", "--listen=127.0.0.1:0",
-               "--http_listen=127.0.0.1:0", *flags]
+               "--http_listen=127.0.0.1:0", "--openai_listen=127.0.0.1:0", *flags]
         self.cmd = cmd
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
