@@ -22,6 +22,8 @@ quickstart: serving $model with $build/server/catserve
 quickstart: in another terminal, try:
   $build/server/catserve-cli generate --addr=localhost:50051 --prompt="Once upon a time" --tier=quality --max_tokens=64
   $build/server/catserve-cli info --addr=localhost:50051
+  curl -s localhost:8080/v1/completions -H 'Content-Type: application/json' \
+    -d '{"prompt": "Once upon a time", "max_tokens": 32, "tier": "quality"}'
   curl -s localhost:8000/metrics | grep ^catserve_
 MSG
 exec "$build/server/catserve" --model_dir="$model" "$@"

@@ -83,7 +83,8 @@ def main():
     check(users and users[-1] == f"{uid}:{values['podSecurityContext']['runAsGroup']}",
           f"runs as numeric non-root user {users[-1] if users else None} == chart runAsUser {uid}")
     exposed = {int(p) for k, a in runtime if k == "EXPOSE" for p in a.split()}
-    check(exposed == {values["server"]["grpcPort"], values["server"]["httpPort"]},
+    check(exposed == {values["server"]["grpcPort"], values["server"]["httpPort"],
+                      values["server"]["openaiPort"]},
           f"EXPOSE {sorted(exposed)} == chart ports")
     ep = [a for k, a in runtime if k == "ENTRYPOINT"]
     check(ep and shlex.split(ep[-1].strip("[]").replace(",", " ")) == ["/usr/local/bin/catserve"],
