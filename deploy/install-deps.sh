@@ -25,7 +25,7 @@ debs=(
   libabsl-dev libmicrohttpd-dev libgnutls28-dev nlohmann-json3-dev prometheus-cpp-dev libsentencepiece-dev sentencepiece
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev
-  prometheus openssl python3 python3-pip python3-venv
+  prometheus openssl curl python3 python3-pip python3-venv
 )
 missing=()
 for p in "${debs[@]}"; do
@@ -44,18 +44,25 @@ fi
 # Python packages for the end-to-end tests and tools. A pyenv or venv python is used as found;
 # Debian's system python refuses global pip installs, so fall back to --break-system-packages.
 PY=${PYTHON:-python3}
-pip_pkgs=(numpy safetensors sentencepiece grpcio grpcio-tools protobuf pytest jsonschema kubernetes-validate pyyaml helm-python-sdk)
+pip_pkgs=(numpy safetensors sentencepiece grpcio grpcio-tools protobuf pytest jsonschema kubernetes-validate pyyaml helm-python-sdk
+          openai==1.109.1)
 if [ "$want_torch" -eq 1 ]; then pip_pkgs+=(torch); fi
 if [ "$want_bench" -eq 1 ]; then pip_pkgs+=(matplotlib); fi
 need_pip=()
 for p in "${pip_pkgs[@]}"; do
-  mod="$p"
-  case "$p" in
+  mod="${p%%==*}"
+  case "$mod" in
     grpcio) mod=grpc ;; grpcio-tools) mod=grpc_tools ;; protobuf) mod=google.protobuf ;;
     kubernetes-validate) mod=kubernetes_validate ;; pyyaml) mod=yaml ;;
     helm-python-sdk) mod=helm_python ;; jsonschema) mod=jsonschema ;;
   esac
-  if ! "$PY" -c "import $mod" >/dev/null 2>&1; then need_pip+=("$p"); fi
+  want="${p#*==}"
+  if [ "$want" = "$p" ]; then
+    "$PY" -c "import $mod" >/dev/null 2>&1 || need_pip+=("$p")
+  else  # pinned: the installed version must be that one
+    "$PY" -c "import $mod, sys; sys.exit($mod.__version__ != '$want')" >/dev/null 2>&1 \
+      || need_pip+=("$p")
+  fi
 done
 if [ "${#need_pip[@]}" -gt 0 ]; then
   echo "install-deps: installing Python packages: ${need_pip[*]}"
