@@ -21,16 +21,32 @@ deploy/install-deps.sh --bench).
     python3 tools/bench/loadgen.py --model_dir=models/cat-small-en \\
         --pressure_policies=queue,degrade,preempt --tier=balanced --concurrency=256 \\
         --pool_sequences=32 --pool_chunk_size=2 [--repeat=3] --plot=docs/pressure.png
+
+Transports: with --transports=grpc,openai, the same closed-loop load (same prompts, greedy,
+ignore_eos) runs through gRPC and through the OpenAI API's streamed /v1/completions (server-sent
+events, one keep-alive HTTP/1.1 connection per client, read with raw asyncio sockets) on one
+daemon, after one uncounted run of each, alternated --repeat times (grpc, openai, grpc, openai,
+...). The table gives each run's generated tokens/s, TTFT and TPOT, and the CPU seconds of the
+daemon, of this client, and of the rest of the machine meanwhile (/proc); then the ratio of
+tokens/s to the first transport per alternation, their median over every alternation and over
+the quiet ones (the rest of the machine under --quiet_share of a core), and the daemon's CPU per
+generated token by transport. On a small machine the client's own CPU competes with the daemon:
+the daemon's CPU per token is the transport's cost to the server.
+
+    python3 tools/bench/loadgen.py --model_dir=models/cat-small-en --transports=grpc,openai \\
+        --concurrency=128 --chunk_sizes=8 [--repeat=3] [--requests=512]
 """
 
 import argparse
 import asyncio
 import collections
+import json
 import math
 import os
 import pathlib
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,7 +86,7 @@ class Daemon:
                f"--sampling_threads={args.sampling_threads}",
                f"--kv_pool_mb={kv_pool_mb or args.kv_pool_mb}", "--max_running=256",
                "--max_queued=4096", f"--max_tokens_per_step={args.max_tokens_per_step}",
-               f"--device={args.device}"]
+               f"--device={args.device}", "--openai_listen=127.0.0.1:0"]
         if pressure_policy:
             cmd.append(f"--pressure_policy={pressure_policy}")
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
@@ -91,6 +107,8 @@ class Daemon:
         self.address = "127.0.0.1:" + re.search(r"listening on \S+:(\d+)", self.log).group(1)
         self.metrics = "http://127.0.0.1:" + re.search(
             r"metrics on http://\S+:(\d+)/", self.log).group(1) + "/metrics"
+        openai = re.search(r"openai api on http://\S+:(\d+)/v1", self.log)
+        self.openai_port = int(openai.group(1)) if openai else None
 
     def scrape(self):
         return urllib.request.urlopen(self.metrics, timeout=10).read().decode()
@@ -138,10 +156,62 @@ def percentile(values, q):
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
 
 
-async def run_cell(pb2, pb2_grpc, address, vocab, chunk, concurrency, args, tier=""):
+class OpenAiConnection:
+    """One keep-alive HTTP/1.1 connection to the OpenAI API, sending streamed /v1/completions one
+    after another. Raw asyncio: the client's CPU is shared with the daemon it measures, so each
+    event costs a chunk-size line and a bytes search, and only the usage event is parsed."""
+
+    def __init__(self, port, local_host):
+        self.port, self.local_host = port, local_host
+        self.reader = self.writer = None
+
+    async def stream(self, body):
+        """Sends one completion; returns (arrival time of each content event, usage dict)."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(
+                "127.0.0.1", self.port, local_addr=(self.local_host, 0))
+        payload = json.dumps(body).encode()
+        self.writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                          % len(payload) + payload)
+        reader = self.reader
+        status = int((await reader.readline()).split()[1])
+        headers = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: "
+                               f"{await reader.read(int(headers.get('content-length', 0)))}")
+        closing = headers.get("connection", "").lower() == "close"
+        arrivals, usage = [], None
+        while True:
+            size = int((await reader.readline()).split(b";")[0], 16)
+            if size == 0:
+                await reader.readline()
+                if closing:
+                    self.close()
+                return arrivals, usage
+            data = await reader.readexactly(size + 2)
+            now = time.perf_counter()
+            if b'"text":' in data:
+                arrivals.append(now)
+            if b'"usage":{' in data:  # the last event before [DONE] (include_usage)
+                at = data.index(b'"usage":{')
+                start = data.rindex(b"data: ", 0, at) + 6
+                usage = json.loads(data[start:data.index(b"\n", at)])["usage"]
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
+async def run_cell(pb2, pb2_grpc, address, vocab, chunk, concurrency, args, tier="",
+                   transport="grpc", openai_port=None):
     import grpc
 
-    total = max(2 * concurrency, 8)
+    total = args.requests or max(2 * concurrency, 8)
     rng = random.Random(chunk * 1000 + concurrency)
     finished_at = collections.Counter()  # chunk size each request finished with
     switched = collections.Counter()  # "degraded" / "preempted" from the last messages
@@ -150,11 +220,21 @@ async def run_cell(pb2, pb2_grpc, address, vocab, chunk, concurrency, args, tier
     ttft, tpot, kv_bytes = [], [], []
     tokens = 0
 
+    def account(start, first, last, n, usage_kv, usage_chunk, degraded, preempted):
+        nonlocal tokens
+        kv_bytes.append(usage_kv)
+        finished_at[usage_chunk] += 1
+        switched["degraded"] += degraded
+        switched["preempted"] += preempted
+        tokens += n
+        ttft.append(first - start)
+        if n > 1:
+            tpot.append((last - first) / (n - 1))
+
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb2_grpc.GenerationStub(channel)
 
-        async def worker():
-            nonlocal tokens
+        async def grpc_worker(_):
             while queue:
                 i = queue.pop()
                 req = pb2.GenerateRequest(token_ids=pb2.TokenIds(ids=prompts[i]),
@@ -162,7 +242,7 @@ async def run_cell(pb2, pb2_grpc, address, vocab, chunk, concurrency, args, tier
                                           chunk_size=0 if tier else chunk, tier=tier)
                 req.sampling.temperature = 0.0
                 start = time.perf_counter()
-                first = last = None
+                first = last = usage = None
                 n = 0
                 async for msg in stub.Generate(req):
                     if msg.token_ids:
@@ -170,21 +250,139 @@ async def run_cell(pb2, pb2_grpc, address, vocab, chunk, concurrency, args, tier
                         first = first or last
                         n += len(msg.token_ids)
                     if msg.HasField("usage"):
-                        kv_bytes.append(msg.usage.kv_bytes)
-                        finished_at[msg.usage.chunk_size] += 1
-                        switched["degraded"] += msg.usage.degraded
-                        switched["preempted"] += msg.usage.preempted
-                tokens += n
-                ttft.append(first - start)
-                if n > 1:
-                    tpot.append((last - first) / (n - 1))
+                        usage = msg.usage
+                account(start, first, last, n, usage.kv_bytes, usage.chunk_size, usage.degraded,
+                        usage.preempted)
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
+        async def openai_worker(k):
+            # 100 clients per loopback address: the API port takes at most 128 connections from
+            # one address.
+            connection = OpenAiConnection(openai_port, f"127.0.0.{1 + k // 100}")
+            try:
+                while queue:
+                    i = queue.pop()
+                    body = {"prompt": prompts[i], "max_tokens": args.max_tokens,
+                            "ignore_eos": True, "temperature": 0.0, "stream": True,
+                            "stream_options": {"include_usage": True}}
+                    if tier:
+                        body["tier"] = tier
+                    else:
+                        body["chunk_size"] = chunk
+                    start = time.perf_counter()
+                    arrivals, usage = await connection.stream(body)
+                    account(start, arrivals[0], arrivals[-1], usage["completion_tokens"],
+                            usage["kv_bytes"], usage["chunk_size"], usage["degraded"],
+                            usage["preempted"])
+            finally:
+                connection.close()
+
+        worker = grpc_worker if transport == "grpc" else openai_worker
+        cpu, start = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"tok_s": tokens / wall, "ttft": ttft, "tpot": tpot,
             "kv": sum(kv_bytes) / max(1, len(kv_bytes)), "finished_at": finished_at,
-            "switched": switched, "requests": total}
+            "switched": switched, "requests": total, "tokens": tokens, "wall": wall,
+            "client_cpu": cpu}
+
+
+def busy_cpu_seconds():
+    """CPU seconds the whole machine has been busy (/proc/stat), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid):
+    """utime + stime of a process, all its threads, in seconds (/proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_transports(args, pb2, pb2_grpc):
+    """The same load through each of --transports on one daemon, alternated --repeat times."""
+    import grpc
+
+    transports = args.transports.split(",")
+    unknown = set(transports) - {"grpc", "openai"}
+    if unknown:
+        sys.exit(f"--transports: unknown {', '.join(sorted(unknown))} (grpc, openai)")
+    daemon = Daemon(args)
+    try:
+        if daemon.openai_port is None:
+            sys.exit("the daemon serves no OpenAI API (a catserve without --openai_listen?)")
+        with grpc.insecure_channel(daemon.address) as ch:
+            info = pb2_grpc.GenerationStub(ch).GetModelInfo(pb2.GetModelInfoRequest())
+        print(f"model {info.model} ({args.model_dir}), backend {info.backend}, prompt "
+              f"{args.prompt_tokens} token ids, {args.max_tokens} generated (ignore_eos), greedy; "
+              f"one daemon, {os.cpu_count()} CPUs shared with this client\n")
+        for c in [int(x) for x in args.concurrency.split(",")]:
+            for l in [int(x) for x in args.chunk_sizes.split(",")]:
+                total = args.requests or max(2 * c, 8)
+                print(f"concurrency {c}, chunk size {l}, {total} requests per run, "
+                      f"{args.repeat} alternations\n")
+                # Not counted: one run of each first (the daemon's first touch of its pool, the
+                # clients' first connections).
+                for t in transports:
+                    asyncio.run(run_cell(pb2, pb2_grpc, daemon.address, info.vocab_size, l, c,
+                                         args, transport=t, openai_port=daemon.openai_port))
+                print("| run | transport | gen tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | "
+                      "TPOT p99 ms | daemon CPU s | client CPU s | other CPU s |")
+                print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+                runs = collections.defaultdict(list)
+                for rep in range(args.repeat):
+                    for t in transports:
+                        busy0, daemon0 = busy_cpu_seconds(), process_cpu_seconds(daemon.proc.pid)
+                        r = asyncio.run(run_cell(pb2, pb2_grpc, daemon.address, info.vocab_size,
+                                                 l, c, args, transport=t,
+                                                 openai_port=daemon.openai_port))
+                        busy1, daemon1 = busy_cpu_seconds(), process_cpu_seconds(daemon.proc.pid)
+                        assert r["tokens"] == total * args.max_tokens, r["tokens"]
+                        r["daemon_cpu"] = daemon1 - daemon0
+                        # What the rest of the machine did meanwhile (a build, another test):
+                        # a run with much of it measured a shared machine, not the transport.
+                        r["other_cpu"] = (busy1 - busy0 - r["daemon_cpu"] - r["client_cpu"]
+                                          if busy0 is not None else float("nan"))
+                        runs[t].append(r)
+                        ms = lambda v: 1e3 * v  # noqa: E731
+                        print(f"| {rep + 1} | {t} | {r['tok_s']:.1f} | "
+                              f"{ms(percentile(r['ttft'], 50)):.1f} | "
+                              f"{ms(percentile(r['ttft'], 99)):.1f} | "
+                              f"{ms(percentile(r['tpot'], 50)):.2f} | "
+                              f"{ms(percentile(r['tpot'], 99)):.2f} | {r['daemon_cpu']:.2f} | "
+                              f"{r['client_cpu']:.2f} | {r['other_cpu']:.2f} |", flush=True)
+                base = transports[0]
+                print()
+                for t in transports[1:]:
+                    # Each run against the run of `base` just before it.
+                    pairs = [(b, r) for b, r in zip(runs[base], runs[t])]
+                    ratios = [r["tok_s"] / b["tok_s"] for b, r in pairs]
+                    quiet = [r["tok_s"] / b["tok_s"] for b, r in pairs
+                             if max(b["other_cpu"], r["other_cpu"])
+                             <= args.quiet_share * min(b["wall"], r["wall"])]
+                    med = {k: percentile([r["tok_s"] for r in runs[k]], 50) for k in (base, t)}
+                    print(f"{t}/{base}: median tokens/s {med[t]:.1f} / {med[base]:.1f} = "
+                          f"{med[t] / med[base]:.3f}; per alternation "
+                          f"{', '.join(f'{x:.3f}' for x in ratios)} (median "
+                          f"{statistics.median(ratios):.3f}); alternations on a quiet machine "
+                          f"(other CPU <= {args.quiet_share:.0%} of a core): "
+                          + (f"{len(quiet)}, median {statistics.median(quiet):.3f}" if quiet
+                             else "none"))
+                    d_cpu = {k: sum(r["daemon_cpu"] for r in runs[k])
+                             / sum(r["tokens"] for r in runs[k]) * 1e6 for k in (base, t)}
+                    print(f"daemon CPU per generated token: {t} {d_cpu[t]:.1f} us, {base} "
+                          f"{d_cpu[base]:.1f} us ({d_cpu[t] / d_cpu[base]:.3f}x)")
+                print(flush=True)
+    finally:
+        daemon.stop()
 
 
 def peak_pages(tokens, chunk_size, page_entries):
@@ -310,9 +508,20 @@ def main():
     p.add_argument("--pool_chunk_size", type=int, default=2)
     p.add_argument("--plot", default="", help="PNG of the pressure comparison")
     p.add_argument("--repeat", type=int, default=3,
-                   help="pressure runs: repetitions per policy (the table shows medians)")
+                   help="pressure runs: repetitions per policy (the table shows medians); "
+                        "transport runs: alternations")
+    p.add_argument("--transports", default="",
+                   help="e.g. grpc,openai: the same load through each, alternated on one daemon")
+    p.add_argument("--quiet_share", type=float, default=0.05,
+                   help="transport runs: an alternation counts as quiet when the rest of the "
+                        "machine used at most this share of one core during both runs")
+    p.add_argument("--requests", type=int, default=0,
+                   help="requests per cell (default: twice the concurrency, at least 8)")
     args = p.parse_args()
     pb2, pb2_grpc = load_stubs()
+    if args.transports:
+        run_transports(args, pb2, pb2_grpc)
+        return
     if args.pressure_policies:
         run_pressure(args, pb2, pb2_grpc)
         return
