@@ -66,6 +66,7 @@ struct FinishInfo {
   int chunk_size = 0;      // the chunk size it finished with
   bool degraded = false;   // it ran at a coarser chunk size than asked (admitted or continued)
   bool preempted = false;  // its pages were taken back and its cache recomputed at least once
+  int cached_prompt_tokens = 0;  // prompt tokens taken from the prefix cache, not computed
   // Compressed-KV bytes the sequence held when it finished (before they were freed).
   size_t kv_bytes_at_end = 0;
 };

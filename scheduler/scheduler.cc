@@ -22,6 +22,7 @@ struct Scheduler::Sequence {
   bool admitted_once = false;
   bool degraded = false;
   bool preempted = false;
+  int cached_prompt_tokens = 0;  // prompt tokens its first prefill took from the prefix cache
 
   Sequence(uint64_t id, GenerationRequest req, std::shared_ptr<GenerationSink> sink)
       : id(id), request(std::move(req)), sink(std::move(sink)) {
@@ -81,7 +82,8 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
         "max_queued, max_running and max_tokens_per_step must each be at least 1");
   }
   absl::StatusOr<KvCacheManager> kv =
-      KvCacheManager::Create(*engine, options.kv_pool_pages, options.kv_page_entries);
+      KvCacheManager::Create(*engine, options.kv_pool_pages, options.kv_page_entries,
+                             options.prefix_cache);
   if (!kv.ok()) return kv.status();
   if (policy == nullptr) policy = *MakeAdmissionPolicy("queue");
   return std::unique_ptr<Scheduler>(
@@ -215,6 +217,10 @@ SchedulerSnapshot Scheduler::SnapshotLocked() const {
   for (const auto& q : waiting_) ++s.waiting[q->state.chunk_size];
   s.kv_pages_used = kv_.pages_used;
   s.kv_pages_total = kv_.pages_total;
+  s.kv_pages_cached = kv_.pages_cached;
+  s.kv_pages_free = kv_.pages_free;
+  s.prefix_query_tokens = kv_.prefix_query_tokens;
+  s.prefix_hit_tokens = kv_.prefix_hit_tokens;
   s.kv_bytes_used = kv_.bytes_used;
   s.kv_bytes_total = kv_.bytes_total;
   s.accepting = accepting_;
@@ -230,6 +236,7 @@ void Scheduler::Finish(Sequence& seq, FinishReason reason, absl::Status error, O
   info.chunk_size = seq.state.chunk_size;
   info.degraded = seq.degraded;
   info.preempted = seq.preempted;
+  info.cached_prompt_tokens = seq.cached_prompt_tokens;
   info.kv_bytes_at_end = kv_cache_.BytesOf(kv_cache_.HeldPages(seq.state));
   kv_cache_.Unpromise(seq.id);
   kv_cache_.Release(seq.state);
@@ -370,6 +377,13 @@ bool Scheduler::Schedule(Plan& plan, Outbox& out) {
   std::vector<WaitingRequest> waiting;
   std::vector<RunningSequence> running;
   while (true) {
+    // A sequence about to be prefilled from nothing first takes what the prefix cache holds of
+    // it.
+    for (const auto& q : running_) {
+      if (q->state.cached != 0) continue;
+      const int attached = kv_cache_.AttachPrefix(q->state);
+      if (q->generated == 0) q->cached_prompt_tokens = attached;
+    }
     // Decoding sequences first (one token each keeps every stream's pace), then prefill pieces in
     // admission order within the remaining token budget.
     plan.items.clear();
@@ -419,6 +433,7 @@ void Scheduler::Postprocess(Plan& plan, const absl::Status& status, Outbox& out,
   for (size_t i = 0; i < plan.items.size(); ++i) {
     Sequence& q = *plan.owners[i];
     kv_cache_.Trim(q.state);
+    if (status.ok()) kv_cache_.Publish(q.state);
     if (!status.ok() || !plan.items[i].want_logits) continue;
     engine::SampledToken& sampled = tokens_[i];
     const GeneratedToken token{sampled.token, sampled.logprob, std::move(sampled.top)};

@@ -24,6 +24,8 @@ struct SchedulerOptions {
   int max_tokens_per_step = 2048;  // prompt tokens + decode tokens one step processes at most
   int kv_pool_pages = 0;           // pages of the compressed-KV pool (> 0)
   int kv_page_entries = 16;        // entries a page holds
+  // Automatic prefix caching of full compressed pages (KvCacheManager::AttachPrefix).
+  bool prefix_cache = true;
 };
 
 // A memory-pressure decision the scheduler applied.
@@ -68,8 +70,12 @@ struct StepReport {
 struct SchedulerSnapshot {
   std::map<int, int> running;  // by the chunk size each runs at now
   std::map<int, int> waiting;  // by the chunk size each would run at
-  int kv_pages_used = 0;
+  int kv_pages_used = 0;  // held by live sequences
   int kv_pages_total = 0;
+  int kv_pages_cached = 0;  // held by the prefix cache (some also by sequences)
+  int kv_pages_free = 0;    // neither: on the pool's free list
+  int64_t prefix_query_tokens = 0;  // since start
+  int64_t prefix_hit_tokens = 0;
   size_t kv_bytes_used = 0;
   size_t kv_bytes_total = 0;
   bool accepting = true;

@@ -305,7 +305,10 @@ absl::Status CpuEngine::StepLogits(absl::Span<const StepItem> items, KvPool& poo
   plan_.Build(items);
   RunCompressor(items);
   RunDecoder(items, pool, logits, stats);
-  for (const StepItem& it : items) it.seq->cached += it.num_tokens;
+  for (const StepItem& it : items) {
+    it.seq->cached += it.num_tokens;
+    it.seq->separator_pending = false;
+  }
   if (stats != nullptr) {
     stats->decoder_positions = static_cast<int>(plan_.rows.size());
     stats->compressed_chunks = static_cast<int>(plan_.chunks.size());

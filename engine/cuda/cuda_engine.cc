@@ -468,7 +468,10 @@ absl::Status CudaEngine::StepLogits(absl::Span<const StepItem> items, KvPool& po
   CATSERVE_RETURN_IF_ERROR(ValidateStep(config_, items, pool));
   CATSERVE_RETURN_IF_ERROR(Forward(items, pool, stats));
   CATSERVE_RETURN_IF_ERROR(CopyLogits(items, logits));
-  for (const StepItem& it : items) it.seq->cached += it.num_tokens;
+  for (const StepItem& it : items) {
+    it.seq->cached += it.num_tokens;
+    it.seq->separator_pending = false;
+  }
   if (stats != nullptr) {
     stats->device_to_host_bytes = want_.size() * static_cast<size_t>(config_.vocab_size) * 4;
   }
@@ -529,7 +532,10 @@ absl::Status CudaEngine::Step(absl::Span<const StepItem> items, KvPool& pool,
     out.top = TopLogprobs(row, items[item].logprobs, lse);
     out.logprob = row[out.token] - lse;
   }
-  for (const StepItem& it : items) it.seq->cached += it.num_tokens;
+  for (const StepItem& it : items) {
+    it.seq->cached += it.num_tokens;
+    it.seq->separator_pending = false;
+  }
   if (stats != nullptr) {
     stats->device_to_host_bytes =
         n * sizeof(int32_t) + logprob_rows.size() * static_cast<size_t>(V) * sizeof(float);

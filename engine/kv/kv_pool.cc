@@ -84,7 +84,10 @@ absl::StatusOr<KvPool> KvPool::Create(const KvGeometry& geometry, int num_pages,
 }
 
 KvPool::KvPool(const KvGeometry& geometry, int num_pages, std::unique_ptr<KvArena> arena)
-    : geometry_(geometry), arena_(std::move(arena)), refcount_(num_pages, 0) {
+    : geometry_(geometry),
+      arena_(std::move(arena)),
+      refcount_(num_pages, 0),
+      cached_(num_pages, 0) {
   free_list_.reserve(num_pages);
   for (int32_t p = num_pages - 1; p >= 0; --p) free_list_.push_back(p);
 }
@@ -100,15 +103,26 @@ int32_t KvPool::Allocate() {
 
 void KvPool::AddRef(int32_t page) {
   if (refcount_[page] <= 0) Die("AddRef on a free page", page);
+  if (cached_[page] && refcount_[page] == 1) --evictable_;
   ++refcount_[page];
 }
 
 void KvPool::Release(int32_t page) {
   if (refcount_[page] <= 0) Die("release of a free page", page);
+  if (cached_[page] && refcount_[page] == 1) Die("release of a cached page's last reference", page);
   if (--refcount_[page] == 0) {
     free_list_.push_back(page);
     --used_pages_;
+  } else if (cached_[page] && refcount_[page] == 1) {
+    ++evictable_;
   }
+}
+
+void KvPool::MarkCached(int32_t page, bool cached) {
+  if (refcount_[page] <= 0) Die("MarkCached on a free page", page);
+  if (cached_[page] == static_cast<uint8_t>(cached)) return;
+  cached_[page] = cached;
+  if (refcount_[page] == 1) evictable_ += cached ? 1 : -1;
 }
 
 void KvPool::ReleaseAll(SequencePages& pages) {

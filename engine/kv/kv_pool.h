@@ -55,10 +55,18 @@ class KvPool {
 
   // Takes one free page (refcount 1), or returns -1 when none is free.
   int32_t Allocate();
-  // Adds a reference to a page in use (for shared prefixes).
+  // Adds a reference to a page in use (a sequence sharing a cached prefix page).
   void AddRef(int32_t page);
   // Drops one reference; the page is free again when the last one goes.
   void Release(int32_t page);
+  // Marks (or unmarks) one of the references of a page in use as the prefix cache's own
+  // (scheduler/prefix_cache.h). A marked page held by nothing but that reference is evictable:
+  // the cache may release it whenever the pool needs room.
+  void MarkCached(int32_t page, bool cached);
+  bool cached(int32_t page) const { return cached_[page] != 0; }
+  int refcount(int32_t page) const { return refcount_[page]; }
+  // Pages marked cached whose only reference is the cache's.
+  int evictable_pages() const { return evictable_; }
   // Releases every page of `pages` and clears both lists.
   void ReleaseAll(SequencePages& pages);
 
@@ -88,7 +96,9 @@ class KvPool {
   std::unique_ptr<KvArena> arena_;
   std::vector<int32_t> refcount_;
   std::vector<int32_t> free_list_;
+  std::vector<uint8_t> cached_;
   int used_pages_ = 0;
+  int evictable_ = 0;
 };
 
 }  // namespace catserve::engine

@@ -37,11 +37,17 @@ inline int PeakPages(int tokens, int chunk_size, int page_entries) {
 // The decode state of one sequence. `tokens` holds every token known (prompt, then generated);
 // the first `cached` of them are in the KV cache. The owner appends tokens, makes sure `pages`
 // covers KvEntriesAfter(new cached count) (see ReservePages), and asks the engine to advance.
+//
+// A sequence may also start from compressed pages another sequence computed (a cached prefix,
+// scheduler/prefix_cache.h): then `cached` is a chunk boundary, the compressed region holds F_0..
+// F_{cached / chunk_size} and the local region is empty, with `separator_pending` set: the next
+// step feeds the chunk's S before any token (StepPlan::Build), and the engine clears the flag.
 struct SequenceState {
   int chunk_size = 0;
   std::vector<int32_t> tokens;
   int cached = 0;
   SequencePages pages;
+  bool separator_pending = false;
 };
 
 // Grows the sequence's pages to what `tokens` cached tokens need. Allocates nothing and returns

@@ -92,7 +92,8 @@ void StepPlan::Build(absl::Span<const StepItem> items) {
       compressor_rows += l + 2;
       rows.push_back({i, true, j + 1, 0, j + 2, -1});
     }
-    const bool new_local = fresh || c1 > c0;
+    // A new chunk's S: at the start, after a chunk completes, or resuming from a cached prefix.
+    const bool new_local = fresh || c1 > c0 || s.separator_pending;
     if (new_local) rows.push_back({i, false, 0, 1, all_compressed, -1});
     // Tokens of the current (incomplete) chunk that are not yet in the local cache. The token
     // that completes a chunk is never fed: it reaches the decoder only through fx.
