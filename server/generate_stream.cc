@@ -117,6 +117,7 @@ void GenerateStream::OnFinish(const scheduler::FinishInfo& info) {
       usage->set_kv_bytes(ending.usage.kv_bytes);
       usage->set_degraded(ending.usage.degraded);
       usage->set_preempted(ending.usage.preempted);
+      usage->set_cached_prompt_tokens(ending.usage.cached_prompt_tokens);
       has_pending_ = true;
     }
     done_ = true;

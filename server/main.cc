@@ -35,6 +35,10 @@ ABSL_FLAG(int, kv_pool_mb, 512, "Size of the compressed-KV pool in MiB");
 ABSL_FLAG(double, gpu_memory_fraction, 0,
           "--device=cuda: size the KV pool to this share (0, 1] of the GPU memory free after the "
           "weights load, instead of --kv_pool_mb; leave room for step scratch");
+ABSL_FLAG(std::string, prefix_cache, "on",
+          "Automatic prefix caching: on (a prompt's whole pages of compressed KV are kept and "
+          "reused by later requests that start the same, at the same chunk size; evicted least "
+          "recently used when the pool needs room) or off");
 ABSL_FLAG(std::string, kv_dtype, "bf16",
           "KV cache storage: bf16, fp16 or fp32 (16-bit: twice the sequences per MiB, half the "
           "bytes read per step; the CUDA backend stores bf16 only)");
@@ -101,6 +105,9 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.sampling_threads = absl::GetFlag(FLAGS_sampling_threads);
   o.kv_pool_mb = absl::GetFlag(FLAGS_kv_pool_mb);
   o.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
+  absl::StatusOr<bool> prefix_cache = ParsePrefixCacheFlag(absl::GetFlag(FLAGS_prefix_cache));
+  if (!prefix_cache.ok()) return prefix_cache.status();
+  o.prefix_cache = *prefix_cache;
   absl::StatusOr<engine::KvDtype> kv_dtype = ParseKvDtypeFlag(absl::GetFlag(FLAGS_kv_dtype));
   if (!kv_dtype.ok()) return kv_dtype.status();
   o.kv_dtype = *kv_dtype;

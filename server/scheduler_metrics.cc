@@ -61,6 +61,19 @@ void SchedulerMetrics::Update(const scheduler::SchedulerSnapshot& snapshot) {
   metrics_->kv_pages_total().Set(snapshot.kv_pages_total);
   metrics_->kv_bytes_used().Set(static_cast<double>(snapshot.kv_bytes_used));
   metrics_->kv_bytes_total().Set(static_cast<double>(snapshot.kv_bytes_total));
+  metrics_->prefix_cache_pages().Set(snapshot.kv_pages_cached);
+  absl::MutexLock lock(&mu_);
+  // Snapshots may arrive out of order from two threads: only ever count forward.
+  if (snapshot.prefix_query_tokens > prefix_query_tokens_) {
+    metrics_->prefix_cache_query_tokens().Increment(
+        static_cast<double>(snapshot.prefix_query_tokens - prefix_query_tokens_));
+    prefix_query_tokens_ = snapshot.prefix_query_tokens;
+  }
+  if (snapshot.prefix_hit_tokens > prefix_hit_tokens_) {
+    metrics_->prefix_cache_hit_tokens().Increment(
+        static_cast<double>(snapshot.prefix_hit_tokens - prefix_hit_tokens_));
+    prefix_hit_tokens_ = snapshot.prefix_hit_tokens;
+  }
 }
 
 }  // namespace catserve::server

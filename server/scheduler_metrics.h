@@ -4,6 +4,9 @@
 
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+
 #include "scheduler/scheduler.h"
 #include "server/metrics/serving_metrics.h"
 
@@ -28,6 +31,10 @@ class SchedulerMetrics : public scheduler::SchedulerObserver {
  private:
   metrics::ServingMetrics* metrics_;
   const std::vector<int> chunk_sizes_;
+  // The snapshot's prefix-cache totals already added to the counters.
+  absl::Mutex mu_;
+  int64_t prefix_query_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t prefix_hit_tokens_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace catserve::server

@@ -103,6 +103,13 @@ static std::vector<Range> NumericFlagRanges(const ServerOptions& o) {
   };
 }
 
+absl::StatusOr<bool> ParsePrefixCacheFlag(absl::string_view text) {
+  if (text == "on") return true;
+  if (text == "off") return false;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--prefix_cache=", text, " is invalid: expected on or off"));
+}
+
 absl::Status ValidateServerOptions(const ServerOptions& o) {
   if (o.device == "cuda" && o.kv_dtype != engine::KvDtype::kBf16) {
     return absl::InvalidArgumentError(

@@ -37,6 +37,7 @@ struct ServerOptions {
   std::map<std::string, Tier> tiers = {
       {"quality", {2, 2}}, {"balanced", {8, 16}}, {"throughput", {16, 16}}};
   std::string pressure_policy = "degrade";  // scheduler::AdmissionPolicyNames()
+  bool prefix_cache = true;  // --prefix_cache=on|off: automatic prefix caching
   int max_queued = 1024;
   int max_running = 256;
   int max_tokens_per_step = 2048;
@@ -69,6 +70,9 @@ absl::StatusOr<engine::WeightCheck> ParseWeightCheck(absl::string_view text);
 // (the CUDA backend stores bf16 only), --gpu_memory_fraction in [0, 1] and only with
 // --device=cuda, the addresses' shape. The message names the flag to fix.
 absl::Status ValidateServerOptions(const ServerOptions& options);
+
+// Parses --prefix_cache: "on" or "off"; INVALID_ARGUMENT naming the flag otherwise.
+absl::StatusOr<bool> ParsePrefixCacheFlag(absl::string_view text);
 
 // Parses --kv_dtype (bf16, fp16, fp32); INVALID_ARGUMENT naming the flag otherwise.
 absl::StatusOr<engine::KvDtype> ParseKvDtypeFlag(absl::string_view text);

@@ -160,6 +160,7 @@ absl::Status ServingDaemon::StartScheduler() {
   scheduler_options.max_tokens_per_step = options_.max_tokens_per_step;
   scheduler_options.kv_pool_pages = pool_pages_;
   scheduler_options.kv_page_entries = options_.kv_page_entries;
+  scheduler_options.prefix_cache = options_.prefix_cache;
   absl::StatusOr<std::unique_ptr<scheduler::AdmissionPolicy>> policy =
       scheduler::MakeAdmissionPolicy(options_.pressure_policy);
   if (!policy.ok()) return policy.status();
@@ -306,6 +307,7 @@ void ServingDaemon::LogStartup() const {
         static_cast<double>(device_.free_bytes) / (1 << 20),
         static_cast<double>(device_.total_bytes) / (1 << 20));
   }
+  Log("prefix cache: %s", options_.prefix_cache ? "on (whole compressed pages, LRU-evicted)" : "off");
   Log("limits: prompt %d tokens / %d bytes, new tokens %d, queued %d, running %d, tokens per "
       "step %d",
       limits.max_prompt_tokens, limits.max_prompt_bytes, limits.max_new_tokens, options_.max_queued,

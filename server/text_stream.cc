@@ -106,7 +106,8 @@ TextStream::Ending TextStream::OnFinish(const scheduler::FinishInfo& info, bool 
                          .chunk_size = info.chunk_size,
                          .kv_bytes = static_cast<int64_t>(info.kv_bytes_at_end),
                          .degraded = info.degraded,
-                         .preempted = info.preempted};
+                         .preempted = info.preempted,
+                         .cached_prompt_tokens = info.cached_prompt_tokens};
   }
   metrics_.OnFinish(outcome, info.prompt_tokens, absl::Now());
   transport_->finished(outcome).Increment();

@@ -43,6 +43,7 @@ class TextStream {
     int64_t kv_bytes = 0;
     bool degraded = false;
     bool preempted = false;
+    int cached_prompt_tokens = 0;
   };
   struct Ending {
     std::string text;  // held-back text released at the end

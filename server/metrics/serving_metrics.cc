@@ -159,9 +159,27 @@ ServingMetrics::ServingMetrics(const BuildInfo& build) {
                                .Add({});
   kv_pages_used_ = &BuildGauge()
                         .Name("catserve_kv_pages_used")
-                        .Help("Compressed-KV pool pages owned by live sequences.")
+                        .Help("Compressed-KV pool pages held by live sequences (a shared page "
+                              "counts once).")
                         .Register(registry_)
                         .Add({});
+  prefix_cache_pages_ = &BuildGauge()
+                             .Name("catserve_prefix_cache_pages")
+                             .Help("Compressed-KV pages the prefix cache holds (those no sequence "
+                                   "holds are free for the taking).")
+                             .Register(registry_)
+                             .Add({});
+  prefix_cache_query_tokens_ =
+      &BuildCounter()
+           .Name("catserve_prefix_cache_query_tokens_total")
+           .Help("Tokens looked up in the prefix cache (a sequence's tokens when it starts).")
+           .Register(registry_)
+           .Add({});
+  prefix_cache_hit_tokens_ = &BuildCounter()
+                                  .Name("catserve_prefix_cache_hit_tokens_total")
+                                  .Help("Tokens whose compressed pages came from the prefix cache.")
+                                  .Register(registry_)
+                                  .Add({});
   kv_pages_total_ = &BuildGauge()
                          .Name("catserve_kv_pages_capacity")
                          .Help("Compressed-KV pool pages in the arena.")

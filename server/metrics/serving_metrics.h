@@ -129,6 +129,10 @@ class ServingMetrics final : public prometheus::Collectable {
   Gauge& kv_pages_total() { return *kv_pages_total_; }
   Gauge& kv_bytes_used() { return *kv_bytes_used_; }
   Gauge& kv_bytes_total() { return *kv_bytes_total_; }
+  // Prefix caching: pages the cache holds, and tokens looked up and found in it.
+  Gauge& prefix_cache_pages() { return *prefix_cache_pages_; }
+  Counter& prefix_cache_query_tokens() { return *prefix_cache_query_tokens_; }
+  Counter& prefix_cache_hit_tokens() { return *prefix_cache_hit_tokens_; }
 
   // Memory-pressure decisions: sequences preempted (to be recomputed), and sequences admitted or
   // continued at a coarser chunk size, labelled from="<asked>", to="<served>".
@@ -182,6 +186,9 @@ class ServingMetrics final : public prometheus::Collectable {
   Gauge* kv_pages_total_ = nullptr;
   Gauge* kv_bytes_used_ = nullptr;
   Gauge* kv_bytes_total_ = nullptr;
+  Gauge* prefix_cache_pages_ = nullptr;
+  Counter* prefix_cache_query_tokens_ = nullptr;
+  Counter* prefix_cache_hit_tokens_ = nullptr;
   Counter* preemptions_ = nullptr;
   Histogram* step_duration_ = nullptr;
   Histogram* step_tokens_ = nullptr;

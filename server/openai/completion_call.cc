@@ -134,6 +134,7 @@ Json CompletionCall::Usage(const TextStream::Usage& usage) const {
   return Json{{"prompt_tokens", usage.prompt_tokens},
               {"completion_tokens", usage.generated_tokens},
               {"total_tokens", usage.prompt_tokens + usage.generated_tokens},
+              {"prompt_tokens_details", {{"cached_tokens", usage.cached_prompt_tokens}}},
               // catserve's own, beside OpenAI's.
               {"chunk_size", usage.chunk_size},
               {"kv_bytes", usage.kv_bytes},

@@ -84,6 +84,7 @@ Tuning flags kept in the ConfigMap, as an ordered list of [flag, configmap key, 
 - [kv_pool_mb, kv-pool-mb, {{ int $s.kvPoolMb | quote }}]
 - [kv_dtype, kv-dtype, {{ $s.kvDtype | quote }}]
 - [kv_page_entries, kv-page-entries, {{ int $s.kvPageEntries | quote }}]
+- [prefix_cache, prefix-cache, {{ $s.prefixCache | quote }}]
 - [max_queued, max-queued, {{ int $s.maxQueued | quote }}]
 - [max_running, max-running, {{ int $s.maxRunning | quote }}]
 - [max_tokens_per_step, max-tokens-per-step, {{ int $s.maxTokensPerStep | quote }}]
