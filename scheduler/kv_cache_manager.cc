@@ -21,15 +21,17 @@ int KvCacheManager::PeakPages(int tokens, int chunk_size) const {
   return engine::PeakPages(tokens, chunk_size, pool_.geometry().page_entries);
 }
 
-int KvCacheManager::HeldPages(const engine::SequenceState& seq) const {
+int KvCacheManager::HeldPages(const KvSequence& handle) const {
+  const engine::SequenceState& seq = handle.state_;
   return static_cast<int>(seq.pages.compressed.size() + seq.pages.local.size());
 }
 
-int KvCacheManager::PagesToGrow(const engine::SequenceState& seq, int tokens) const {
+int KvCacheManager::PagesToGrow(const KvSequence& handle, int tokens) const {
+  const engine::SequenceState& seq = handle.state_;
   return engine::PagesToReserve(pool_, seq, tokens);
 }
 
-void KvCacheManager::Promise(uint64_t id, const engine::SequenceState* seq, int peak_pages) {
+void KvCacheManager::Promise(uint64_t id, const KvSequence* seq, int peak_pages) {
   promises_[id] = {seq, peak_pages};
 }
 
@@ -51,12 +53,19 @@ void KvCacheManager::MakeRoom(int pages) {
   }
 }
 
-bool KvCacheManager::Reserve(engine::SequenceState& seq, int tokens) {
-  MakeRoom(PagesToGrow(seq, tokens));
+bool KvCacheManager::Reserve(KvSequence& handle, int tokens) {
+  engine::SequenceState& seq = handle.state_;
+  MakeRoom(PagesToGrow(handle, tokens));
   return engine::ReservePages(pool_, seq, tokens);
 }
 
-int KvCacheManager::AttachPrefix(engine::SequenceState& seq) {
+void KvCacheManager::Rechunk(KvSequence& handle, int chunk_size) {
+  Release(handle);
+  handle.state_.chunk_size = chunk_size;
+}
+
+int KvCacheManager::AttachPrefix(KvSequence& handle) {
+  engine::SequenceState& seq = handle.state_;
   if (prefix_ == nullptr || seq.cached != 0 || !seq.pages.compressed.empty() ||
       !seq.pages.local.empty() || seq.tokens.empty()) {
     return 0;
@@ -74,16 +83,17 @@ int KvCacheManager::AttachPrefix(engine::SequenceState& seq) {
   const int pages = static_cast<int>(seq.pages.compressed.size());
   seq.cached = prefix_->TokensThrough(pages - 1, l);
   seq.separator_pending = true;
-  chains_[&seq] = Chain{pages, match.keys.back()};
+  chains_[&handle] = Chain{pages, match.keys.back()};
   prefix_hit_tokens_ += seq.cached;
   return seq.cached;
 }
 
-void KvCacheManager::Publish(engine::SequenceState& seq) {
+void KvCacheManager::Publish(KvSequence& handle) {
+  engine::SequenceState& seq = handle.state_;
   if (prefix_ == nullptr) return;
   const int l = seq.chunk_size;
   const int full = (1 + seq.cached / l) / pool_.geometry().page_entries;
-  Chain& chain = chains_[&seq];
+  Chain& chain = chains_[&handle];
   for (int i = chain.published; i < full && i < static_cast<int>(seq.pages.compressed.size());
        ++i) {
     const uint64_t key = prefix_->Key(chain.last_key, i, l, seq.tokens);
@@ -97,12 +107,13 @@ void KvCacheManager::Publish(engine::SequenceState& seq) {
   }
 }
 
-void KvCacheManager::Trim(engine::SequenceState& seq) { engine::TrimPages(pool_, seq); }
+void KvCacheManager::Trim(KvSequence& handle) { engine::TrimPages(pool_, handle.state_); }
 
-int KvCacheManager::Release(engine::SequenceState& seq) {
-  const int held = HeldPages(seq);
+int KvCacheManager::Release(KvSequence& handle) {
+  engine::SequenceState& seq = handle.state_;
+  const int held = HeldPages(handle);
   pool_.ReleaseAll(seq.pages);
-  chains_.erase(&seq);
+  chains_.erase(&handle);
   seq.cached = 0;
   seq.separator_pending = false;
   return held;

@@ -11,6 +11,7 @@
 #include "engine/kv/kv_pool.h"
 #include "engine/kv/sequence.h"
 #include "engine/step/engine.h"
+#include "scheduler/kv_sequence.h"
 #include "scheduler/prefix_cache.h"
 
 namespace catserve::scheduler {
@@ -51,13 +52,13 @@ class KvCacheManager {
   // (engine::PeakKvEntries in this pool's pages).
   int PeakPages(int tokens, int chunk_size) const;
   // Pages `seq` holds now.
-  int HeldPages(const engine::SequenceState& seq) const;
+  int HeldPages(const KvSequence& seq) const;
   // Pages `seq` needs beyond those it holds to have `tokens` tokens cached.
-  int PagesToGrow(const engine::SequenceState& seq, int tokens) const;
+  int PagesToGrow(const KvSequence& seq, int tokens) const;
 
   // Promises sequence `id` (whose state `seq` outlives the promise) that it may grow to
   // `peak_pages` pages without waiting: Headroom() keeps them back. Replaces an earlier promise.
-  void Promise(uint64_t id, const engine::SequenceState* seq, int peak_pages);
+  void Promise(uint64_t id, const KvSequence* seq, int peak_pages);
   // Withdraws the promise of `id` (no-op without one).
   void Unpromise(uint64_t id);
   // Free pages that no promise holds back: what admission may hand out.
@@ -68,24 +69,31 @@ class KvCacheManager {
   int free_pages() const { return pool_.free_pages() + pool_.evictable_pages(); }
   int total_pages() const { return pool_.total_pages(); }
 
+  // Switches `seq` to `chunk_size`, releasing its pages first (its tokens are prefilled again at
+  // the new size).
+  void Rechunk(KvSequence& seq, int chunk_size);
+  // The engine's view of `seq`, for an Engine::Step item (the step advances its cached count).
+  engine::SequenceState* StepState(KvSequence& seq) { return &seq.state_; }
+  const engine::SequenceState& StepState(const KvSequence& seq) const { return seq.state_; }
+
   // Prefix caching. A sequence about to be prefilled from nothing (cached == 0, no pages) takes
   // the longest run of cached compressed pages that starts its tokens at its chunk size (one
   // reference each, read-only), leaving at least one token to compute; it starts at that chunk
-  // boundary with its S pending (engine::SequenceState). Returns the tokens it skips (0: none).
-  int AttachPrefix(engine::SequenceState& seq);
+  // boundary with its S pending (KvSequence). Returns the tokens it skips (0: none).
+  int AttachPrefix(KvSequence& seq);
   // Indexes the compressed pages of `seq` that filled up since its last call (a page it took from
   // the cache, or one another sequence published first, stays as it is).
-  void Publish(engine::SequenceState& seq);
+  void Publish(KvSequence& seq);
 
   // Grows `seq`'s pages to cover `tokens` cached tokens, evicting unheld cached pages as needed.
   // Allocates nothing and returns false if the pool cannot supply them.
-  bool Reserve(engine::SequenceState& seq, int tokens);
+  bool Reserve(KvSequence& seq, int tokens);
   // Releases the pages `seq`'s cached tokens no longer need.
-  void Trim(engine::SequenceState& seq);
+  void Trim(KvSequence& seq);
   // Releases every page of `seq` (a shared one loses one reference; a cached one stays cached)
   // and empties its cache (cached = 0: the tokens stay, to be prefilled again); returns the pages
   // released. Call it for every sequence that ends.
-  int Release(engine::SequenceState& seq);
+  int Release(KvSequence& seq);
   // Bytes of `pages` pages.
   size_t BytesOf(int pages) const {
     return static_cast<size_t>(pages) * pool_.geometry().page_bytes();
@@ -99,7 +107,7 @@ class KvCacheManager {
   KvCacheManager(engine::KvPool pool, bool prefix_cache);
 
   struct Promised {
-    const engine::SequenceState* seq;
+    const KvSequence* seq;
     int peak_pages;
   };
   // How far a sequence's compressed pages are published.
@@ -114,7 +122,7 @@ class KvCacheManager {
   engine::KvPool pool_;
   std::map<uint64_t, Promised> promises_;
   std::unique_ptr<PrefixCache> prefix_;  // null with prefix caching off
-  absl::flat_hash_map<const engine::SequenceState*, Chain> chains_;
+  absl::flat_hash_map<const KvSequence*, Chain> chains_;
   int64_t prefix_query_tokens_ = 0;
   int64_t prefix_hit_tokens_ = 0;
 };

@@ -14,7 +14,7 @@ struct Scheduler::Sequence {
   uint64_t id = 0;
   GenerationRequest request;
   std::shared_ptr<GenerationSink> sink;
-  engine::SequenceState state;
+  KvSequence kv;  // its tokens and KV pages, through kv_cache_
   absl::Time arrival;
   std::vector<int> allowed;  // chunk sizes it may run at, ascending from the asked one
   int final_tokens = 0;      // tokens its cache holds at most: all but the last generated one
@@ -25,18 +25,16 @@ struct Scheduler::Sequence {
   int cached_prompt_tokens = 0;  // prompt tokens its first prefill took from the prefix cache
 
   Sequence(uint64_t id, GenerationRequest req, std::shared_ptr<GenerationSink> sink)
-      : id(id), request(std::move(req)), sink(std::move(sink)) {
-    state.chunk_size = request.chunk_size;
-    state.tokens = request.prompt;
+      : id(id), request(std::move(req)), sink(std::move(sink)), kv(request.prompt, request.chunk_size) {
     final_tokens = static_cast<int>(request.prompt.size()) + request.max_new_tokens - 1;
   }
   int prompt_tokens() const { return static_cast<int>(request.prompt.size()); }
   // Tokens known but not yet in the cache: the prompt's rest (or every token after a degrade or
   // preemption), or the last sampled token.
-  int pending() const { return static_cast<int>(state.tokens.size()) - state.cached; }
+  int pending() const { return kv.pending(); }
   // Allowed chunk sizes from the one it runs at now.
   absl::Span<const int> allowed_now() const {
-    auto it = std::find(allowed.begin(), allowed.end(), state.chunk_size);
+    auto it = std::find(allowed.begin(), allowed.end(), kv.chunk_size());
     return absl::MakeConstSpan(&*it, allowed.end() - it);
   }
 };
@@ -213,8 +211,8 @@ SchedulerSnapshot Scheduler::Snapshot() const {
 
 SchedulerSnapshot Scheduler::SnapshotLocked() const {
   SchedulerSnapshot s;
-  for (const auto& q : running_) ++s.running[q->state.chunk_size];
-  for (const auto& q : waiting_) ++s.waiting[q->state.chunk_size];
+  for (const auto& q : running_) ++s.running[q->kv.chunk_size()];
+  for (const auto& q : waiting_) ++s.waiting[q->kv.chunk_size()];
   s.kv_pages_used = kv_.pages_used;
   s.kv_pages_total = kv_.pages_total;
   s.kv_pages_cached = kv_.pages_cached;
@@ -233,13 +231,13 @@ void Scheduler::Finish(Sequence& seq, FinishReason reason, absl::Status error, O
   info.error = std::move(error);
   info.prompt_tokens = seq.prompt_tokens();
   info.generated_tokens = seq.generated;
-  info.chunk_size = seq.state.chunk_size;
+  info.chunk_size = seq.kv.chunk_size();
   info.degraded = seq.degraded;
   info.preempted = seq.preempted;
   info.cached_prompt_tokens = seq.cached_prompt_tokens;
-  info.kv_bytes_at_end = kv_cache_.BytesOf(kv_cache_.HeldPages(seq.state));
+  info.kv_bytes_at_end = kv_cache_.BytesOf(kv_cache_.HeldPages(seq.kv));
   kv_cache_.Unpromise(seq.id);
-  kv_cache_.Release(seq.state);
+  kv_cache_.Release(seq.kv);
   kv_ = kv_cache_.Snapshot();
   out.events.push_back({seq.sink, Outbox::Event::kFinish, {}, std::move(info)});
   for (auto* list : {&running_, &waiting_}) {
@@ -257,13 +255,13 @@ PressureView Scheduler::View(std::vector<WaitingRequest>& waiting,
   waiting.clear();
   running.clear();
   for (const auto& q : waiting_) {
-    waiting.push_back({q->id, q->request.priority, q->arrival, q->state.chunk_size,
+    waiting.push_back({q->id, q->request.priority, q->arrival, q->kv.chunk_size(),
                        q->allowed_now(), q->pending(), q->final_tokens});
   }
   for (const auto& q : running_) {
-    running.push_back({q->id, q->request.priority, q->arrival, q->state.chunk_size,
-                       q->allowed_now(), static_cast<int>(q->state.tokens.size()), q->final_tokens,
-                       kv_cache_.HeldPages(q->state)});
+    running.push_back({q->id, q->request.priority, q->arrival, q->kv.chunk_size(),
+                       q->allowed_now(), q->kv.size(), q->final_tokens,
+                       kv_cache_.HeldPages(q->kv)});
   }
   return {waiting, running, &kv_cache_, static_cast<int>(running_.size()) >= options_.max_running};
 }
@@ -287,14 +285,14 @@ bool Scheduler::Apply(const Decision& d, Outbox& out) {
         return false;
       }
       Sequence& q = **it;
-      if (d.chunk_size != q.state.chunk_size) {
-        pressure_.push_back({PressureEvent::Kind::kDegrade, q.id, q.state.chunk_size, d.chunk_size,
-                             static_cast<int>(q.state.tokens.size())});
-        q.state.chunk_size = d.chunk_size;
+      if (d.chunk_size != q.kv.chunk_size()) {
+        pressure_.push_back({PressureEvent::Kind::kDegrade, q.id, q.kv.chunk_size(), d.chunk_size,
+                             q.kv.size()});
+        kv_cache_.Rechunk(q.kv, d.chunk_size);
         q.degraded = true;
       }
       if (policy_->promises_peak()) {
-        kv_cache_.Promise(q.id, &q.state, kv_cache_.PeakPages(q.final_tokens, d.chunk_size));
+        kv_cache_.Promise(q.id, &q.kv, kv_cache_.PeakPages(q.final_tokens, d.chunk_size));
       }
       if (!q.admitted_once) out.events.push_back({q.sink, Outbox::Event::kAdmitted, {}, {}});
       q.admitted_once = true;
@@ -304,18 +302,17 @@ bool Scheduler::Apply(const Decision& d, Outbox& out) {
     }
     case Decision::Kind::kDegrade: {
       auto it = find(running_);
-      if (it == running_.end() || d.chunk_size <= (*it)->state.chunk_size ||
+      if (it == running_.end() || d.chunk_size <= (*it)->kv.chunk_size() ||
           !allows(**it, d.chunk_size)) {
         return false;
       }
       Sequence& q = **it;
-      pressure_.push_back({PressureEvent::Kind::kDegrade, q.id, q.state.chunk_size, d.chunk_size,
-                           static_cast<int>(q.state.tokens.size())});
-      kv_cache_.Release(q.state);  // its tokens are prefilled again at the coarser size
-      q.state.chunk_size = d.chunk_size;
+      pressure_.push_back({PressureEvent::Kind::kDegrade, q.id, q.kv.chunk_size(), d.chunk_size,
+                           q.kv.size()});
+      kv_cache_.Rechunk(q.kv, d.chunk_size);  // its tokens are prefilled again at that size
       q.degraded = true;
       if (policy_->promises_peak()) {
-        kv_cache_.Promise(q.id, &q.state, kv_cache_.PeakPages(q.final_tokens, d.chunk_size));
+        kv_cache_.Promise(q.id, &q.kv, kv_cache_.PeakPages(q.final_tokens, d.chunk_size));
       }
       return true;
     }
@@ -323,10 +320,10 @@ bool Scheduler::Apply(const Decision& d, Outbox& out) {
       auto it = find(running_);
       if (it == running_.end()) return false;
       Sequence& q = **it;
-      pressure_.push_back({PressureEvent::Kind::kPreempt, q.id, q.state.chunk_size,
-                           q.state.chunk_size, static_cast<int>(q.state.tokens.size())});
+      pressure_.push_back({PressureEvent::Kind::kPreempt, q.id, q.kv.chunk_size(),
+                           q.kv.chunk_size(), q.kv.size()});
       kv_cache_.Unpromise(q.id);
-      kv_cache_.Release(q.state);
+      kv_cache_.Release(q.kv);
       q.preempted = true;
       waiting_.insert(waiting_.begin(), std::move(*it));
       running_.erase(it);
@@ -380,8 +377,8 @@ bool Scheduler::Schedule(Plan& plan, Outbox& out) {
     // A sequence about to be prefilled from nothing first takes what the prefix cache holds of
     // it.
     for (const auto& q : running_) {
-      if (q->state.cached != 0) continue;
-      const int attached = kv_cache_.AttachPrefix(q->state);
+      if (q->kv.cached() != 0) continue;
+      const int attached = kv_cache_.AttachPrefix(q->kv);
       if (q->generated == 0) q->cached_prompt_tokens = attached;
     }
     // Decoding sequences first (one token each keeps every stream's pace), then prefill pieces in
@@ -398,18 +395,18 @@ bool Scheduler::Schedule(Plan& plan, Outbox& out) {
         const int n = std::min(q->pending(), budget);
         budget -= n;
         plan.tokens += n;
-        const bool last_piece = q->state.cached + n == static_cast<int>(q->state.tokens.size());
+        const bool last_piece = q->kv.cached() + n == q->kv.size();
         // A degraded or preempted sequence goes on with draw number `generated` of its stream.
         const GenerationRequest& r = q->request;
         plan.items.push_back(
-            {.seq = &q->state,
+            {.seq = kv_cache_.StepState(q->kv),
              .num_tokens = n,
              .want_logits = last_piece,
              .sampling = &r.sampling,
              .draw = static_cast<uint64_t>(q->generated),
              .logprobs = r.top_logprobs > 0 ? r.top_logprobs : (r.want_logprobs ? 0 : -1)});
         plan.owners.push_back(q.get());
-        pages += kv_cache_.PagesToGrow(q->state, q->state.cached + n);
+        pages += kv_cache_.PagesToGrow(q->kv, q->kv.cached() + n);
       }
     }
     if (plan.items.empty()) return false;
@@ -420,8 +417,9 @@ bool Scheduler::Schedule(Plan& plan, Outbox& out) {
       return false;
     }
   }
-  for (const engine::StepItem& item : plan.items) {
-    kv_cache_.Reserve(*item.seq, item.seq->cached + item.num_tokens);  // fits: counted above
+  for (size_t i = 0; i < plan.items.size(); ++i) {
+    KvSequence& kv = plan.owners[i]->kv;
+    kv_cache_.Reserve(kv, kv.cached() + plan.items[i].num_tokens);  // fits: counted above
   }
   kv_ = kv_cache_.Snapshot();
   return true;
@@ -432,12 +430,12 @@ void Scheduler::Postprocess(Plan& plan, const absl::Status& status, Outbox& out,
   std::vector<std::pair<Sequence*, FinishReason>> finished;
   for (size_t i = 0; i < plan.items.size(); ++i) {
     Sequence& q = *plan.owners[i];
-    kv_cache_.Trim(q.state);
-    if (status.ok()) kv_cache_.Publish(q.state);
+    kv_cache_.Trim(q.kv);
+    if (status.ok()) kv_cache_.Publish(q.kv);
     if (!status.ok() || !plan.items[i].want_logits) continue;
     engine::SampledToken& sampled = tokens_[i];
     const GeneratedToken token{sampled.token, sampled.logprob, std::move(sampled.top)};
-    q.state.tokens.push_back(token.id);
+    q.kv.Append(token.id);
     ++q.generated;
     out.events.push_back({q.sink, Outbox::Event::kToken, token, {}});
     const auto& stops = q.request.stop_token_ids;
@@ -465,7 +463,7 @@ void Scheduler::Postprocess(Plan& plan, const absl::Status& status, Outbox& out,
   kv_ = kv_cache_.Snapshot();
   for (const auto& q : running_) {
     report.sequences.push_back(
-        {q->id, q->state.chunk_size, q->state.cached, kv_cache_.HeldPages(q->state)});
+        {q->id, q->kv.chunk_size(), q->kv.cached(), kv_cache_.HeldPages(q->kv)});
   }
   after = SnapshotLocked();
 }

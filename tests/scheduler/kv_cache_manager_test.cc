@@ -39,8 +39,8 @@ TEST_F(KvCacheManagerTest, PeakPagesIsTheHighestHoldingOfAGrowingSequence) {
   for (int page_entries : {1, 4, 16}) {
     KvCacheManager kv = Make(4096, page_entries);
     for (int l : {1, 2, 4, 8, 16}) {
-      engine::SequenceState seq;
-      seq.chunk_size = l;
+      KvSequence seq(std::vector<int32_t>(100, 5), l);
+      const engine::SequenceState& state = *kv.StepState(seq);
       int highest = 0;                                // the most pages held at once
       int highest_compressed = 0, highest_local = 0;  // each region's most pages
       for (int t = 1; t <= 100; ++t) {
@@ -49,16 +49,16 @@ TEST_F(KvCacheManagerTest, PeakPagesIsTheHighestHoldingOfAGrowingSequence) {
         const engine::KvEntries need = engine::KvEntriesAfter(t, l);
         const int grow_compressed =
             std::max(0, (need.compressed + page_entries - 1) / page_entries -
-                            static_cast<int>(seq.pages.compressed.size()));
+                            static_cast<int>(state.pages.compressed.size()));
         const int grow_local = std::max(0, (need.local + page_entries - 1) / page_entries -
-                                               static_cast<int>(seq.pages.local.size()));
+                                               static_cast<int>(state.pages.local.size()));
         ASSERT_EQ(kv.PagesToGrow(seq, t), grow_compressed + grow_local);
         ASSERT_TRUE(kv.Reserve(seq, t));
         highest = std::max(highest, kv.HeldPages(seq));
         highest_compressed =
-            std::max(highest_compressed, static_cast<int>(seq.pages.compressed.size()));
-        highest_local = std::max(highest_local, static_cast<int>(seq.pages.local.size()));
-        seq.cached = t;
+            std::max(highest_compressed, static_cast<int>(state.pages.compressed.size()));
+        highest_local = std::max(highest_local, static_cast<int>(state.pages.local.size()));
+        kv.StepState(seq)->cached = t;  // what the engine's step does
         kv.Trim(seq);
         ASSERT_EQ(kv.HeldPages(seq), PagesAt(t, l, page_entries)) << "t=" << t << " l=" << l;
         ASSERT_EQ(kv.Snapshot().pages_used, kv.HeldPages(seq));
@@ -68,7 +68,7 @@ TEST_F(KvCacheManagerTest, PeakPagesIsTheHighestHoldingOfAGrowingSequence) {
         ASSERT_GE(kv.PeakPages(t, l), highest);
       }
       EXPECT_EQ(kv.Release(seq), PagesAt(100, l, page_entries));
-      EXPECT_EQ(seq.cached, 0);
+      EXPECT_EQ(seq.cached(), 0);
       EXPECT_EQ(kv.Snapshot().pages_used, 0);
     }
   }
@@ -82,9 +82,7 @@ TEST_F(KvCacheManagerTest, PeakPagesIsTheHighestHoldingOfAGrowingSequence) {
 
 TEST_F(KvCacheManagerTest, PromisesHoldPagesBackFromHeadroom) {
   KvCacheManager kv = Make(20, 4);
-  engine::SequenceState a, b;
-  a.chunk_size = 2;
-  b.chunk_size = 8;
+  KvSequence a({5}, 2), b({5}, 8);
   EXPECT_EQ(kv.Headroom(), 20);
   kv.Promise(1, &a, 6);
   kv.Promise(2, &b, 4);
@@ -107,8 +105,7 @@ TEST_F(KvCacheManagerTest, PromisesHoldPagesBackFromHeadroom) {
 
 TEST_F(KvCacheManagerTest, ReserveTakesNothingWhenThePoolIsShort) {
   KvCacheManager kv = Make(3, 4);
-  engine::SequenceState seq;
-  seq.chunk_size = 1;
+  KvSequence seq({5}, 1);
   EXPECT_FALSE(kv.Reserve(seq, 20));  // 21 compressed entries: 6 pages
   EXPECT_EQ(kv.HeldPages(seq), 0);
   EXPECT_EQ(kv.Snapshot().pages_used, 0);
