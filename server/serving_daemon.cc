@@ -232,6 +232,10 @@ absl::Status ServingDaemon::StartOpenAi() {
   http::Options http_options;
   http_options.name = "the OpenAI API";
   http_options.max_body_bytes = openai_api_->max_body_bytes();
+  // Every request the scheduler may hold (running and queued) plus room for idle keep-alive
+  // connections, from one address alike: behind a gateway every client has the gateway's.
+  http_options.max_connections = options_.max_running + options_.max_queued + 1024;
+  http_options.max_connections_per_address = http_options.max_connections;
   http_options.error_answer = &openai::OpenAiApi::AnswerError;
   absl::StatusOr<http::TlsPem> tls = ReadTlsPem(options_.tls);
   if (!tls.ok()) return tls.status();

@@ -464,8 +464,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(absl::string_view 
       MHD_OPTION_EXTERNAL_LOGGER, &HttpCallbacks::Log, server.get(),    // first, to see every line
       MHD_OPTION_SOCK_ADDR, &*socket_address, MHD_OPTION_THREAD_POOL_SIZE,
       static_cast<unsigned>(kThreads), MHD_OPTION_CONNECTION_LIMIT,
-      static_cast<unsigned>(kMaxConnections), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-      static_cast<unsigned>(kMaxConnectionsPerAddress), MHD_OPTION_NOTIFY_CONNECTION,
+      static_cast<unsigned>(server->options_.max_connections), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      static_cast<unsigned>(server->options_.max_connections_per_address),
+      MHD_OPTION_NOTIFY_CONNECTION,
       &HttpCallbacks::Connection, server.get(), MHD_OPTION_NOTIFY_COMPLETED,
       &HttpCallbacks::Completed, server.get(), MHD_OPTION_CONNECTION_TIMEOUT,
       static_cast<unsigned>(kConnectionTimeoutSeconds), MHD_OPTION_CONNECTION_MEMORY_LIMIT,

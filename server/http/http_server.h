@@ -127,6 +127,11 @@ struct Options {
   std::function<void(Call& call, int status, absl::string_view message)> error_answer;
   // Names the server in Start's errors: "metrics", "OpenAI API".
   std::string name = "http";
+  // Connections served at once, and of them from one client address. An operator port keeps the
+  // second low (a scanner cannot take it over); an API port behind a gateway or load balancer
+  // sees every client at the balancer's address and sets both alike.
+  int max_connections = 1024;
+  int max_connections_per_address = 128;
 };
 
 // The HTTP server both of catserve's HTTP ports run on (server/metrics/metrics_http_server.h
@@ -137,7 +142,8 @@ struct Options {
 //    or 431, an unknown HTTP version 505;
 //  - a connection must deliver a whole request (line, headers and body) within kRequestDeadline
 //    of connecting or of its previous answer, however it trickles, or it is closed;
-//  - at most kMaxConnections connections, kMaxConnectionsPerAddress of them from one address.
+//  - at most Options::max_connections connections, max_connections_per_address of them from one
+//    address (more are closed at accept, without an answer).
 // While an answer is pending (a handler holds the call), the connection is watched: a client that
 // closes it (or shuts down its sending side) is taken as gone within kGoneTick, and the call's
 // OnClientGone callback runs.
@@ -147,8 +153,6 @@ struct Options {
 class HttpServer {
  public:
   static constexpr int kThreads = 2;
-  static constexpr int kMaxConnections = 1024;
-  static constexpr int kMaxConnectionsPerAddress = 128;
   static constexpr int kConnectionTimeoutSeconds = 10;
   static constexpr absl::Duration kRequestDeadline = absl::Seconds(10);
   static constexpr absl::Duration kGoneTick = absl::Milliseconds(100);
