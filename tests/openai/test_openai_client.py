@@ -6,8 +6,10 @@ deterministic noise: greedy decoding and seeded sampling give the same text ever
 """
 
 import asyncio
+import signal
 import pathlib
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -18,6 +20,8 @@ from conftest import CatserveDaemon, metric, stop, transport_counts, wait_for_me
 openai = pytest.importorskip("openai")
 
 PROMPT = "Once upon a time"
+# The shipped model: slow enough (~1.4 ms a token on a CPU core) for timing-dependent tests.
+SHIPPED = pathlib.Path(__file__).resolve().parents[2] / "models" / "cat-small-en"
 
 
 @pytest.fixture(scope="module")
@@ -338,8 +342,7 @@ def test_stream_closed_early_frees_its_pages(server, client):
 def test_a_hang_up_cancels_the_request_at_once():
     # The shipped model takes ~0.7 s for 480 tokens on a CPU core; the client hangs up after two
     # chunks, and the daemon notices within 100 ms.
-    model = pathlib.Path(__file__).resolve().parents[2] / "models" / "cat-small-en"
-    server = CatserveDaemon(f"--model_dir={model}")
+    server = CatserveDaemon(f"--model_dir={SHIPPED}")
     try:
         c = openai.OpenAI(base_url=server.openai_url, api_key="x", max_retries=0, timeout=30)
         stream = c.completions.create(model="cat-small-en", prompt=PROMPT, max_tokens=480,
@@ -439,5 +442,83 @@ def test_a_full_queue_is_a_rate_limit_error():
         assert counts["length"] == 8 - len(limited)
         # Alone, a request passes.
         assert complete(c, max_tokens=2).usage.completion_tokens >= 1
+    finally:
+        stop(server)
+
+
+def test_a_request_needing_more_kv_than_the_pool_is_413():
+    server = CatserveDaemon(f"--model_dir={SHIPPED}", "--kv_pool_mb=1")
+    try:
+        c = openai.OpenAI(base_url=server.openai_url, api_key="x", max_retries=0, timeout=30)
+        with pytest.raises(openai.APIStatusError) as error:
+            c.completions.create(model="cat-small-en", prompt=list(range(5, 400)), max_tokens=100,
+                                 extra_body={"chunk_size": 1})
+        assert error.value.status_code == 413
+        assert "KV pages" in error.value.body["message"]
+    finally:
+        stop(server)
+
+
+def test_request_timeout_is_408_and_a_stream_ends_with_an_error_event():
+    server = CatserveDaemon(f"--model_dir={SHIPPED}", "--openai_request_timeout_seconds=1",
+                            "--max_running=1")
+    try:
+        c = openai.OpenAI(base_url=server.openai_url, api_key="x", max_retries=0, timeout=30)
+        long = dict(model="cat-small-en", prompt=PROMPT, max_tokens=480,
+                    extra_body={"ignore_eos": True})
+
+        def ahead():
+            try:
+                c.completions.create(**long)
+            except openai.APIStatusError:
+                pass  # it may pass its own deadline too
+
+        # Two long requests ahead (~0.7 s each); the third waits past its 1 s deadline.
+        threads = [threading.Thread(target=ahead) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.1)
+        with pytest.raises(openai.APIStatusError) as error:
+            c.completions.create(**long)
+        assert error.value.status_code == 408
+        assert "deadline exceeded" in error.value.body["message"]
+        for t in threads:
+            t.join(30)
+
+        threads = [threading.Thread(target=ahead) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.1)
+        # Streamed, the answer has started (200) when the deadline passes: an error event.
+        with pytest.raises(openai.APIError, match="deadline exceeded"):
+            for _ in c.completions.create(stream=True, **long):
+                pass
+        for t in threads:
+            t.join(30)
+        assert transport_counts(server)["deadline_exceeded"] >= 2
+    finally:
+        stop(server)
+
+
+def test_draining_finishes_streams_and_refuses_new_requests_with_503():
+    server = CatserveDaemon(f"--model_dir={SHIPPED}", "--drain_grace_seconds=20")
+    try:
+        c = openai.OpenAI(base_url=server.openai_url, api_key="x", max_retries=0, timeout=30)
+        stream = iter(c.completions.create(model="cat-small-en", prompt=PROMPT, max_tokens=480,
+                                           temperature=0, stream=True,
+                                           extra_body={"ignore_eos": True}))
+        next(stream)
+        server.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while "draining" not in server.log and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(openai.InternalServerError) as error:
+            c.completions.create(model="cat-small-en", prompt=PROMPT, max_tokens=4)
+        assert error.value.status_code == 503
+        assert error.value.response.headers["retry-after"] == "1"
+        assert "draining" in error.value.body["message"]
+        rest = list(stream)
+        assert rest[-1].choices[0].finish_reason == "length"
+        assert server.proc.wait(30) == 0
     finally:
         stop(server)
