@@ -208,11 +208,14 @@ class OpenAiConnection:
 
 
 async def run_cell(pb2, pb2_grpc, address, vocab, chunk, concurrency, args, tier="",
-                   transport="grpc", openai_port=None):
+                   transport="grpc", openai_port=None, run=0):
     import grpc
 
     total = args.requests or max(2 * concurrency, 8)
-    rng = random.Random(chunk * 1000 + concurrency)
+    # `run` draws other prompts for each run on one daemon, so that none is served from the
+    # prefix cache of an earlier run.
+    rng = random.Random(chunk * 1000 + concurrency if run == 0 else
+                        f"{chunk * 1000 + concurrency}/{run}")
     finished_at = collections.Counter()  # chunk size each request finished with
     switched = collections.Counter()  # "degraded" / "preempted" from the last messages
     prompts = [[rng.randrange(4, vocab) for _ in range(args.prompt_tokens)] for _ in range(total)]
@@ -331,19 +334,23 @@ def run_transports(args, pb2, pb2_grpc):
                       f"{args.repeat} alternations\n")
                 # Not counted: one run of each first (the daemon's first touch of its pool, the
                 # clients' first connections).
+                run = 0
                 for t in transports:
+                    run += 1
                     asyncio.run(run_cell(pb2, pb2_grpc, daemon.address, info.vocab_size, l, c,
-                                         args, transport=t, openai_port=daemon.openai_port))
+                                         args, transport=t, openai_port=daemon.openai_port,
+                                         run=run))
                 print("| run | transport | gen tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | "
                       "TPOT p99 ms | daemon CPU s | client CPU s | other CPU s |")
                 print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
                 runs = collections.defaultdict(list)
                 for rep in range(args.repeat):
                     for t in transports:
+                        run += 1
                         busy0, daemon0 = busy_cpu_seconds(), process_cpu_seconds(daemon.proc.pid)
                         r = asyncio.run(run_cell(pb2, pb2_grpc, daemon.address, info.vocab_size,
                                                  l, c, args, transport=t,
-                                                 openai_port=daemon.openai_port))
+                                                 openai_port=daemon.openai_port, run=run))
                         busy1, daemon1 = busy_cpu_seconds(), process_cpu_seconds(daemon.proc.pid)
                         assert r["tokens"] == total * args.max_tokens, r["tokens"]
                         r["daemon_cpu"] = daemon1 - daemon0
