@@ -276,7 +276,7 @@ TEST(LifecycleTest, StartupErrorsNameTheFlag) {
 }
 
 // gRPC would share a port between two processes (SO_REUSEPORT) and split the calls; a second
-// daemon on a port in use must fail at start, for the gRPC port as for the HTTP one.
+// daemon on a port in use must fail at start, for the gRPC port as for the HTTP ones.
 TEST(LifecycleTest, ASecondDaemonOnAPortInUseFailsAtStart) {
   absl::StatusOr<std::unique_ptr<ServerProcess>> first = ServerProcess::Start();
   ASSERT_TRUE(first.ok()) << first.status();
@@ -295,6 +295,15 @@ TEST(LifecycleTest, ASecondDaemonOnAPortInUseFailsAtStart) {
   ASSERT_FALSE(second.ok());
   EXPECT_TRUE(absl::StrContains(second.status().message(),
                                 "cannot serve metrics on " + http + ": the address is in use"))
+      << second.status();
+
+  const std::string openai = absl::StrCat("127.0.0.1:", (*first)->openai_port());
+  second = ServerProcess::Start({"--openai_listen=" + openai});
+  ASSERT_FALSE(second.ok());
+  EXPECT_TRUE(absl::StrContains(
+      second.status().message(),
+      "--openai_listen=" + openai + ": cannot serve the OpenAI API on " + openai +
+          ": the address is in use"))
       << second.status();
 
   // The first daemon still answers every call.
