@@ -223,7 +223,16 @@ absl::Status ServingDaemon::StartOpenAi() {
       .request_timeout = options_.openai_request_timeout_seconds > 0
                              ? absl::Seconds(options_.openai_request_timeout_seconds)
                              : absl::InfiniteDuration(),
-      .model_dir = options_.model_dir};
+      .chat_template = std::nullopt,
+      .jinja_chat_template = openai::HasJinjaChatTemplate(options_.model_dir)};
+  absl::StatusOr<std::optional<openai::ChatTemplate>> chat_template =
+      openai::ChatTemplate::Load(options_.model_dir);
+  if (!chat_template.ok()) {
+    return absl::Status(chat_template.status().code(),
+                        absl::StrCat("loading the model from '", options_.model_dir,
+                                     "': ", chat_template.status().message()));
+  }
+  config.chat_template = *std::move(chat_template);
   openai_api_ = std::make_unique<openai::OpenAiApi>(std::move(config));
   http::Routes routes;
   openai_api_->AddRoutes(routes);

@@ -22,7 +22,7 @@ std::string Event(const Json& json) { return absl::StrCat("data: ", Dump(json), 
 
 std::string RandomId() {
   absl::BitGen gen;
-  return absl::StrFormat("cmpl-%016x%016x", absl::Uniform<uint64_t>(gen),
+  return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen),
                          absl::Uniform<uint64_t>(gen));
 }
 
@@ -74,13 +74,15 @@ CompletionCall::CompletionCall(const Shared& shared, const ParsedGeneration& par
     : shared_(shared),
       options_(options),
       call_(std::move(call)),
-      id_(RandomId()),
+      id_((options.chat ? "chatcmpl-" : "cmpl-") + RandomId()),
       created_(absl::ToUnixSeconds(arrival)),
       text_(shared.tokenizer, parsed.request.prompt, parsed.stop_strings,
             &shared.metrics->ForChunkSize(parsed.request.chunk_size),
             &shared.metrics->ForTransport(metrics::Transport::kOpenAi), arrival,
             parsed.request.deadline),
-      logprobs_(EmptyLogprobs()) {}
+      logprobs_(nullptr) {
+  logprobs_ = EmptyLogprobs();
+}
 
 void CompletionCall::CancelIfWanted() {
   uint64_t id = 0;
@@ -102,16 +104,38 @@ void CompletionCall::Emit(std::string bytes) {
   call_->Write(bytes);
 }
 
-Json CompletionCall::EmptyLogprobs() {
+Json CompletionCall::EmptyLogprobs() const {
+  if (options_.chat) return Json{{"content", Json::array()}};
   return Json{{"tokens", Json::array()},
               {"token_logprobs", Json::array()},
               {"top_logprobs", Json::array()},
               {"text_offset", Json::array()}};
 }
 
+Json CompletionCall::Choice(const std::string& text, Json logprobs, Json finish_reason) {
+  Json choice = {{"index", 0}};
+  if (!options_.chat) {
+    choice["text"] = text;
+  } else if (options_.stream) {
+    Json delta = Json::object();
+    if (!role_sent_) delta["role"] = "assistant";
+    role_sent_ = true;
+    if (!text.empty() || finish_reason.is_null()) delta["content"] = text;
+    choice["delta"] = std::move(delta);
+  } else {
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  }
+  choice["logprobs"] = std::move(logprobs);
+  choice["finish_reason"] = std::move(finish_reason);
+  return choice;
+}
+
 Json CompletionCall::Envelope(Json choices) const {
+  const char* object = !options_.chat     ? "text_completion"
+                       : options_.stream ? "chat.completion.chunk"
+                                         : "chat.completion";
   return Json{{"id", id_},
-              {"object", "text_completion"},
+              {"object", object},
               {"created", created_},
               {"model", shared_.model_name},
               {"choices", std::move(choices)}};
@@ -119,6 +143,23 @@ Json CompletionCall::Envelope(Json choices) const {
 
 void CompletionCall::AddLogprobs(const TextStream::Piece& piece, const std::string& token_text,
                                  Json* logprobs) {
+  auto bytes = [](const std::string& text) {
+    Json b = Json::array();
+    for (unsigned char c : text) b.push_back(static_cast<int>(c));
+    return b;
+  };
+  if (options_.chat) {
+    Json top = Json::array();
+    for (const engine::TokenLogprob& alternative : piece.top) {
+      const std::string text = text_.TokenText(alternative.token);
+      top.push_back({{"token", text}, {"logprob", alternative.logprob}, {"bytes", bytes(text)}});
+    }
+    (*logprobs)["content"].push_back({{"token", token_text},
+                                      {"logprob", piece.logprob},
+                                      {"bytes", bytes(token_text)},
+                                      {"top_logprobs", std::move(top)}});
+    return;
+  }
   (*logprobs)["tokens"].push_back(token_text);
   (*logprobs)["token_logprobs"].push_back(piece.logprob);
   Json top = Json::object();
@@ -157,10 +198,8 @@ void CompletionCall::OnToken(const scheduler::GeneratedToken& token) {
           logprobs = EmptyLogprobs();
           AddLogprobs(*piece, token_text, &logprobs);
         }
-        Json chunk = Envelope(Json::array({Json{{"index", 0},
-                                                 {"text", piece->text},
-                                                 {"logprobs", std::move(logprobs)},
-                                                 {"finish_reason", nullptr}}}));
+        Json chunk =
+            Envelope(Json::array({Choice(piece->text, std::move(logprobs), nullptr)}));
         if (options_.include_usage) chunk["usage"] = nullptr;
         Emit(Event(chunk));
       }
@@ -189,10 +228,7 @@ void CompletionCall::OnFinish(const scheduler::FinishInfo& info) {
   if (client_gone) return;  // nobody to answer
   if (options_.stream) {
     if (ending.status.ok()) {
-      Json chunk = Envelope(Json::array({Json{{"index", 0},
-                                               {"text", ending.text},
-                                               {"logprobs", nullptr},
-                                               {"finish_reason", ending.finish_reason}}}));
+      Json chunk = Envelope(Json::array({Choice(ending.text, nullptr, ending.finish_reason)}));
       if (options_.include_usage) chunk["usage"] = nullptr;
       Emit(Event(chunk));
       if (options_.include_usage) {
@@ -217,11 +253,8 @@ void CompletionCall::OnFinish(const scheduler::FinishInfo& info) {
     return;
   }
   text_so_far_ += ending.text;
-  Json completion = Envelope(
-      Json::array({Json{{"index", 0},
-                        {"text", text_so_far_},
-                        {"logprobs", options_.logprobs >= 0 ? logprobs_ : Json(nullptr)},
-                        {"finish_reason", ending.finish_reason}}}));
+  Json completion = Envelope(Json::array({Choice(
+      text_so_far_, options_.logprobs >= 0 ? logprobs_ : Json(nullptr), ending.finish_reason)}));
   completion["usage"] = Usage(ending.usage);
   call_->Reply(200, kJson, Dump(completion));
 }

@@ -58,12 +58,19 @@ class CompletionCall : public scheduler::GenerationSink {
   void CancelIfWanted();
   // Sends SSE bytes, or holds them until the stream starts (after a successful Submit).
   void Emit(std::string bytes);
-  // A completion object (or chunk) around `choices`.
+  // A completion object (or chunk) around `choices`: text_completion, chat.completion or
+  // chat.completion.chunk.
   nlohmann::json Envelope(nlohmann::json choices) const;
-  // OpenAI's completion logprobs for one token: its text, logprob and alternatives.
+  // The one choice of an answer or a chunk: `text` (a chunk's piece or the whole text), its
+  // logprobs (null when not asked), its finish reason (null in a chunk before the last).
+  nlohmann::json Choice(const std::string& text, nlohmann::json logprobs,
+                        nlohmann::json finish_reason);
+  // Logprobs of one token, added to `logprobs` in the request's shape: the completion one
+  // (tokens, token_logprobs, top_logprobs, text_offset) or the chat one (content: [{token,
+  // logprob, bytes, top_logprobs}]).
   void AddLogprobs(const TextStream::Piece& piece, const std::string& token_text,
                    nlohmann::json* logprobs);
-  static nlohmann::json EmptyLogprobs();
+  nlohmann::json EmptyLogprobs() const;
   nlohmann::json Usage(const TextStream::Usage& usage) const;
 
   const Shared shared_;
@@ -77,6 +84,7 @@ class CompletionCall : public scheduler::GenerationSink {
   std::string text_so_far_;     // a whole answer's text
   nlohmann::json logprobs_;     // a whole answer's logprobs (when asked for)
   int64_t text_offset_ = 0;     // bytes of text before the next token's
+  bool role_sent_ = false;      // a chat stream's first chunk names the assistant role
 
   absl::Mutex mu_;
   uint64_t request_id_ ABSL_GUARDED_BY(mu_) = 0;  // 0 until Submit succeeds

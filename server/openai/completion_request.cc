@@ -159,7 +159,7 @@ absl::Status OnlyNeutral(const Fields& fields, const char* name, const char* why
                                                : v->get<double>() == 0)) ||
                        (v->is_boolean() && !v->get<bool>()) ||
                        (v->is_string() && v->get<std::string>().empty()) ||
-                       (v->is_object() && v->empty());
+                       (v->is_object() && v->empty()) || (v->is_array() && v->empty());
   if (neutral) return absl::OkStatus();
   return InvalidParam(name, absl::StrCat(name, " is not supported: ", why));
 }
@@ -192,13 +192,15 @@ int JsonDepth(absl::string_view json, int limit) {
   return deepest;
 }
 
-absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
-                                                         absl::string_view model_name) {
+namespace {
+
+// The body as a JSON object, or why it is not one.
+absl::StatusOr<Json> ParseBody(absl::string_view body) {
   if (JsonDepth(body, kMaxJsonDepth) > kMaxJsonDepth) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the body nests lists and objects deeper than ", kMaxJsonDepth, " levels; flatten it"));
   }
-  const Json json = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  Json json = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded()) {
     return absl::InvalidArgumentError(
         "the body is not valid JSON; send a JSON object with Content-Type: application/json");
@@ -207,22 +209,29 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
     return absl::InvalidArgumentError(
         absl::StrCat("the body must be a JSON object, got ", KindOf(json)));
   }
-  const Fields fields(json);
-  CompletionRequest out;
-  v1::GenerateRequest& g = out.generate;
+  return json;
+}
 
+absl::Status CheckModel(const Fields& fields, absl::string_view model_name) {
   CATSERVE_ASSIGN_OR_RETURN(model, fields.String("model"));
   if (model.has_value() && !model->empty() && *model != model_name) {
     return absl::NotFoundError(absl::StrCat("model '", Excerpt(*model),
                                             "' is not served here; this server serves '",
                                             model_name, "' (GET /v1/models)"));
   }
-  const Json* prompt = fields.Find("prompt");
-  if (prompt == nullptr) return InvalidParam("prompt", "prompt is missing: give text or token ids");
-  if (absl::Status s = ReadPrompt(*prompt, &g); !s.ok()) return s;
+  return absl::OkStatus();
+}
 
+// Every field but the prompt (and, for chat, the messages and logprobs).
+absl::Status ReadGenerationFields(const Fields& fields, bool chat, CompletionRequest* out) {
+  v1::GenerateRequest& g = out->generate;
+  // Chat's newer name for max_tokens.
+  CATSERVE_ASSIGN_OR_RETURN(max_completion_tokens,
+                            fields.Int("max_completion_tokens", 1, kInt32Max));
   CATSERVE_ASSIGN_OR_RETURN(max_tokens, fields.Int("max_tokens", 1, kInt32Max));
-  g.set_max_tokens(static_cast<int32_t>(max_tokens.value_or(16)));
+  const int64_t default_tokens = chat ? 256 : 16;
+  g.set_max_tokens(static_cast<int32_t>(
+      max_completion_tokens.value_or(max_tokens.value_or(default_tokens))));
 
   v1::SamplingParams* sampling = g.mutable_sampling();
   CATSERVE_ASSIGN_OR_RETURN(temperature, fields.Number("temperature"));
@@ -255,11 +264,21 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
   CATSERVE_ASSIGN_OR_RETURN(ignore_eos, fields.Bool("ignore_eos"));
   g.set_ignore_eos(ignore_eos.value_or(false));
 
-  CATSERVE_ASSIGN_OR_RETURN(logprobs, fields.Int("logprobs", 0, 20));
-  if (logprobs.has_value()) {
-    out.logprobs = static_cast<int>(*logprobs);
+  if (chat) {
+    // Chat: logprobs is a boolean, top_logprobs the alternatives.
+    CATSERVE_ASSIGN_OR_RETURN(logprobs, fields.Bool("logprobs"));
+    CATSERVE_ASSIGN_OR_RETURN(top, fields.Int("top_logprobs", 0, 20));
+    if (top.has_value() && !logprobs.value_or(false)) {
+      return InvalidParam("top_logprobs", "top_logprobs needs logprobs: true");
+    }
+    if (logprobs.value_or(false)) out->logprobs = static_cast<int>(top.value_or(0));
+  } else {
+    CATSERVE_ASSIGN_OR_RETURN(logprobs, fields.Int("logprobs", 0, 20));
+    if (logprobs.has_value()) out->logprobs = static_cast<int>(*logprobs);
+  }
+  if (out->logprobs >= 0) {
     g.set_logprobs(true);
-    g.set_top_logprobs(out.logprobs);
+    g.set_top_logprobs(out->logprobs);
   }
 
   CATSERVE_ASSIGN_OR_RETURN(chunk_size, fields.Int("chunk_size", 0, kInt32Max));
@@ -273,14 +292,14 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
   g.set_priority(static_cast<int32_t>(-priority.value_or(0)));
 
   CATSERVE_ASSIGN_OR_RETURN(stream, fields.Bool("stream"));
-  out.stream = stream.value_or(false);
+  out->stream = stream.value_or(false);
   if (const Json* options = fields.Find("stream_options"); options != nullptr) {
     if (!options->is_object()) return WrongType("stream_options", "an object", *options);
-    if (!out.stream) {
+    if (!out->stream) {
       return InvalidParam("stream_options", "stream_options is only allowed with stream: true");
     }
     CATSERVE_ASSIGN_OR_RETURN(usage, Fields(*options).Bool("include_usage"));
-    out.include_usage = usage.value_or(false);
+    out->include_usage = usage.value_or(false);
   }
 
   for (auto [name, why] : {
@@ -291,9 +310,45 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
            std::pair{"presence_penalty", "use repetition_penalty"},
            std::pair{"frequency_penalty", "use repetition_penalty"},
            std::pair{"logit_bias", "token biases are not supported"},
+           std::pair{"tools", "this server does not call tools"},
+           std::pair{"functions", "this server does not call functions"},
        }) {
     if (absl::Status s = OnlyNeutral(fields, name, why); !s.ok()) return s;
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
+                                                         absl::string_view model_name) {
+  CATSERVE_ASSIGN_OR_RETURN(json, ParseBody(body));
+  const Fields fields(json);
+  if (absl::Status s = CheckModel(fields, model_name); !s.ok()) return s;
+  CompletionRequest out;
+  const Json* prompt = fields.Find("prompt");
+  if (prompt == nullptr) return InvalidParam("prompt", "prompt is missing: give text or token ids");
+  if (absl::Status s = ReadPrompt(*prompt, &out.generate); !s.ok()) return s;
+  if (absl::Status s = ReadGenerationFields(fields, /*chat=*/false, &out); !s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<CompletionRequest> ParseChatRequest(absl::string_view body,
+                                                   absl::string_view model_name,
+                                                   const ChatTemplate& chat_template) {
+  CATSERVE_ASSIGN_OR_RETURN(json, ParseBody(body));
+  const Fields fields(json);
+  if (absl::Status s = CheckModel(fields, model_name); !s.ok()) return s;
+  CompletionRequest out;
+  out.chat = true;
+  const Json* messages = fields.Find("messages");
+  if (messages == nullptr) {
+    return InvalidParam("messages", "messages is missing: give a list of {role, content}");
+  }
+  CATSERVE_ASSIGN_OR_RETURN(prompt, chat_template.Render(*messages));
+  out.generate.set_text(prompt);
+  if (absl::Status s = ReadGenerationFields(fields, /*chat=*/true, &out); !s.ok()) return s;
+  for (const std::string& stop : chat_template.stop()) out.generate.add_stop(stop);
   return out;
 }
 

@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "catserve/v1/generation.pb.h"
+#include "server/openai/chat_template.h"
 
 namespace catserve::server::openai {
 
@@ -17,6 +18,7 @@ struct CompletionRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   int logprobs = -1;           // -1: none; else alternatives per token, 0..20
+  bool chat = false;           // /v1/chat/completions: answered in the chat shapes
 };
 
 // The deepest nesting of JSON arrays and objects a body may have; deeper is refused before it
@@ -37,6 +39,14 @@ inline constexpr int kMaxJsonDepth = 32;
 // here and for range by RequestParser, whose messages use the same field names.
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
                                                          absl::string_view model_name);
+
+// Reads a /v1/chat/completions body: `messages` rendered by `chat_template` into the prompt (its
+// stop strings added to the request's), `max_completion_tokens` or `max_tokens` (default 256),
+// `logprobs` (true/false) with `top_logprobs` (0..20), `tools`/`functions` refused, and every
+// other field as ParseCompletionRequest.
+absl::StatusOr<CompletionRequest> ParseChatRequest(absl::string_view body,
+                                                   absl::string_view model_name,
+                                                   const ChatTemplate& chat_template);
 
 // The nesting depth of `json`'s arrays and objects (outside strings), stopping once it exceeds
 // `limit`.

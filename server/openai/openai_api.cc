@@ -2,8 +2,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <filesystem>
-#include <fstream>
 #include <utility>
 
 #include "absl/random/random.h"
@@ -41,19 +39,6 @@ std::string ModelsJson(const v1::ModelInfo& info) {
                 {"tiers", std::move(tiers)},
                 {"backend", info.backend()}};
   return Json{{"object", "list"}, {"data", Json::array({std::move(model)})}}.dump();
-}
-
-// Whether the model directory declares a chat template (tokenizer_config.json's chat_template,
-// or chat_template.jinja).
-bool DeclaresChatTemplate(const std::string& model_dir) {
-  namespace fs = std::filesystem;
-  std::error_code error;
-  if (fs::exists(fs::path(model_dir) / "chat_template.jinja", error)) return true;
-  std::ifstream in(fs::path(model_dir) / "tokenizer_config.json");
-  if (!in) return false;
-  const Json config = Json::parse(in, nullptr, /*allow_exceptions=*/false);
-  return config.is_object() && config.contains("chat_template") &&
-         !config["chat_template"].is_null();
 }
 
 }  // namespace
@@ -110,13 +95,45 @@ void OpenAiApi::Models(const http::Request& request, std::shared_ptr<http::Call>
 
 void OpenAiApi::Completions(const http::Request& request, std::shared_ptr<http::Call> call) const {
   const absl::Time arrival = absl::Now();
-  const int default_chunk_size = config_.parser->default_chunk_size();
   if (!Authenticate(request, *call)) {
-    CountRejected(default_chunk_size);
+    CountRejected(config_.parser->default_chunk_size());
     return;
   }
-  absl::StatusOr<CompletionRequest> completion =
-      ParseCompletionRequest(request.body, config_.model_info.model());
+  Submit(ParseCompletionRequest(request.body, config_.model_info.model()), arrival,
+         std::move(call));
+}
+
+void OpenAiApi::ChatCompletions(const http::Request& request,
+                                std::shared_ptr<http::Call> call) const {
+  const absl::Time arrival = absl::Now();
+  if (!Authenticate(request, *call)) {
+    CountRejected(config_.parser->default_chunk_size());
+    return;
+  }
+  if (!config_.chat_template.has_value()) {
+    CountRejected(config_.parser->default_chunk_size());
+    ReplyError(*call,
+               InvalidParam("messages",
+                            config_.jinja_chat_template
+                                ? absl::StrCat("model '", config_.model_info.model(),
+                                               "' has only a Jinja chat template, which this "
+                                               "server does not render; declare it as "
+                                               "chat_template.json (docs/OPENAI_API.md) or apply "
+                                               "it yourself and use /v1/completions")
+                                : absl::StrCat("model '", config_.model_info.model(),
+                                               "' declares no chat template (no "
+                                               "chat_template.json in its directory): it is a "
+                                               "base model; send a prompt to /v1/completions "
+                                               "instead")));
+    return;
+  }
+  Submit(ParseChatRequest(request.body, config_.model_info.model(), *config_.chat_template),
+         arrival, std::move(call));
+}
+
+void OpenAiApi::Submit(absl::StatusOr<CompletionRequest> completion, absl::Time arrival,
+                       std::shared_ptr<http::Call> call) const {
+  const int default_chunk_size = config_.parser->default_chunk_size();
   if (!completion.ok()) {
     CountRejected(default_chunk_size);
     ReplyError(*call, completion.status());
@@ -137,28 +154,6 @@ void OpenAiApi::Completions(const http::Request& request, std::shared_ptr<http::
   }
   CompletionCall::Start(config_.shared, *std::move(parsed), *completion, std::move(call),
                         arrival);
-}
-
-void OpenAiApi::ChatCompletions(const http::Request& request,
-                                std::shared_ptr<http::Call> call) const {
-  if (!Authenticate(request, *call)) {
-    CountRejected(config_.parser->default_chunk_size());
-    return;
-  }
-  CountRejected(config_.parser->default_chunk_size());
-  if (!DeclaresChatTemplate(config_.model_dir)) {
-    ReplyError(*call, InvalidParam("messages",
-                                   absl::StrCat("model '", config_.model_info.model(),
-                                                "' declares no chat template (no chat_template in "
-                                                "its tokenizer_config.json): it is a base model; "
-                                                "send a prompt to /v1/completions instead")));
-    return;
-  }
-  ReplyError(*call,
-             InvalidParam("messages", absl::StrCat("model '", config_.model_info.model(),
-                                                   "' declares a chat template, but this server "
-                                                   "does not render chat templates; apply it "
-                                                   "yourself and use /v1/completions")));
 }
 
 }  // namespace catserve::server::openai

@@ -4,11 +4,13 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/time/time.h"
 #include "catserve/v1/generation.pb.h"
 #include "server/http/http_server.h"
+#include "server/openai/chat_template.h"
 #include "server/openai/completion_call.h"
 #include "server/request_parser.h"
 #include "server/token_authenticator.h"
@@ -28,8 +30,10 @@ class OpenAiApi {
     v1::ModelInfo model_info;
     // A request's deadline: this long after it arrives; InfiniteDuration for none.
     absl::Duration request_timeout = absl::InfiniteDuration();
-    // The directory the model came from: its tokenizer_config.json may declare a chat template.
-    std::string model_dir;
+    // The model directory's chat template (chat_template.json), if it declares one.
+    std::optional<ChatTemplate> chat_template;
+    // The model directory carries a Jinja chat template only (not rendered: chat is refused).
+    bool jinja_chat_template = false;
   };
 
   // Everything in `config` must outlive the HTTP server the routes are added to.
@@ -49,6 +53,9 @@ class OpenAiApi {
   void Completions(const http::Request& request, std::shared_ptr<http::Call> call) const;
   void ChatCompletions(const http::Request& request, std::shared_ptr<http::Call> call) const;
   void CountRejected(int chunk_size) const;
+  // Validates `completion` as a gRPC request and submits it; answers `call` with any error.
+  void Submit(absl::StatusOr<CompletionRequest> completion, absl::Time arrival,
+              std::shared_ptr<http::Call> call) const;
 
   const Config config_;
   const std::string models_json_;

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <thread>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/common/model_dir_copy.h"
 #include "tests/metrics/http_get.h"
 #include "tests/server/server_process.h"
 
@@ -151,7 +153,9 @@ TEST(OpenAiPortTest, BadRequestsGetOpenAiErrorsThatNameTheField) {
     absl::StatusOr<HttpResponse> response = HttpPostJson(port, "/v1/completions", c.body);
     ASSERT_TRUE(response.ok()) << c.body << ": " << response.status();
     EXPECT_EQ(response->status, c.status) << c.body << " -> " << response->body;
-    if (c.status != 200) EXPECT_THAT(response->body, HasSubstr(R"({"error":{)")) << c.body;
+    if (c.status != 200) {
+      EXPECT_THAT(response->body, HasSubstr(R"({"error":{)")) << c.body;
+    }
     EXPECT_THAT(response->body, HasSubstr(c.says)) << c.body;
   }
   absl::StatusOr<HttpResponse> chat =
@@ -306,6 +310,82 @@ TEST(OpenAiPortTest, OversizedBodiesAre413BeforeTheyAreRead) {
   ASSERT_TRUE(response.ok()) << response.status();
   EXPECT_EQ(response->status, 413);
   EXPECT_THAT(response->body, HasSubstr("larger than this server reads"));
+}
+
+// A model directory that declares chat_template.json serves /v1/chat/completions: the answer is
+// the completion of the rendered conversation, whole or streamed in chat chunks.
+TEST(OpenAiPortTest, ChatIsServedWhereTheModelDeclaresATemplate) {
+  ModelDirCopy model(TinyModelDir(), "chat");
+  {
+    std::ofstream out(model.file("chat_template.json"));
+    out << R"({"roles": {"system": {"prefix": "S: ", "suffix": "\n"},
+                          "user": {"prefix": "U: ", "suffix": "\n"},
+                          "assistant": {"prefix": "A: ", "suffix": "\n"}},
+               "generation_prompt": "A:", "stop": ["\n"]})";
+  }
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start({"--model_dir=" + model.path().string()});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->openai_port();
+  const std::string messages =
+      R"("messages": [{"role": "system", "content": "Be brief."},
+                      {"role": "user", "content": [{"type": "text", "text": "Hello"}]}])";
+  absl::StatusOr<HttpResponse> chat = HttpPostJson(
+      port, "/v1/chat/completions",
+      absl::StrCat("{", messages, R"(, "max_tokens": 10, "temperature": 0, "ignore_eos": true,
+                   "logprobs": true, "top_logprobs": 2})"));
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  ASSERT_EQ(chat->status, 200) << chat->body;
+  EXPECT_THAT(chat->body, HasSubstr(R"("object":"chat.completion")"));
+  EXPECT_THAT(chat->body, HasSubstr(R"("message":{"content":)"));
+  EXPECT_THAT(chat->body, HasSubstr(R"("role":"assistant")"));
+  EXPECT_THAT(chat->body, HasSubstr(R"("top_logprobs":[{"bytes":)"));
+  // The same prompt, rendered by hand, through /v1/completions.
+  absl::StatusOr<HttpResponse> plain = HttpPostJson(
+      port, "/v1/completions",
+      R"({"prompt": "S: Be brief.\nU: Hello\nA:", "max_tokens": 10, "temperature": 0,
+          "ignore_eos": true, "stop": ["\n"]})");
+  ASSERT_TRUE(plain.ok());
+  const size_t at = plain->body.find(R"("text":)");
+  ASSERT_NE(at, std::string::npos) << plain->body;
+  const std::string text = plain->body.substr(at + 7, plain->body.find("}", at) - at - 7);
+  EXPECT_THAT(chat->body, HasSubstr(absl::StrCat(R"("content":)", text)));
+
+  absl::StatusOr<HttpResponse> streamed = HttpPostJson(
+      port, "/v1/chat/completions",
+      absl::StrCat("{", messages, R"(, "max_tokens": 10, "temperature": 0, "stream": true,
+                   "stream_options": {"include_usage": true}})"));
+  ASSERT_TRUE(streamed.ok());
+  std::vector<std::string> events = Events(streamed->body);
+  ASSERT_GE(events.size(), 3u) << streamed->body;
+  EXPECT_THAT(events[0], HasSubstr(R"("object":"chat.completion.chunk")"));
+  EXPECT_THAT(events[0], HasSubstr(R"("delta":{"content":)"));
+  EXPECT_THAT(events[0], HasSubstr(R"("role":"assistant")"));
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_THAT(events[events.size() - 2], HasSubstr(R"("completion_tokens":)"));
+
+  absl::StatusOr<HttpResponse> bad_role = HttpPostJson(
+      port, "/v1/chat/completions", R"({"messages": [{"role": "tool", "content": "x"}]})");
+  ASSERT_TRUE(bad_role.ok());
+  EXPECT_EQ(bad_role->status, 400);
+  EXPECT_THAT(bad_role->body, HasSubstr("is not one this model knows: assistant, system, user"));
+}
+
+TEST(OpenAiPortTest, AJinjaOnlyTemplateIsRefusedWithTheReason) {
+  ModelDirCopy model(TinyModelDir(), "jinja");
+  {
+    std::ofstream out(model.file("tokenizer_config.json"));
+    out << R"({"chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"})";
+  }
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start({"--model_dir=" + model.path().string()});
+  ASSERT_TRUE(server.ok()) << server.status();
+  absl::StatusOr<HttpResponse> chat =
+      HttpPostJson((*server)->openai_port(), "/v1/chat/completions",
+                   R"({"messages": [{"role": "user", "content": "hi"}]})");
+  ASSERT_TRUE(chat.ok());
+  EXPECT_EQ(chat->status, 400);
+  EXPECT_THAT(chat->body, HasSubstr("has only a Jinja chat template"));
 }
 
 }  // namespace
