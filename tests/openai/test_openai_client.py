@@ -186,6 +186,51 @@ def test_chat_is_refused_for_a_model_without_a_chat_template(client):
         assert error.value.body["param"] == "messages"
 
 
+CHAT_TEMPLATE = {
+    "roles": {"system": {"prefix": "S: ", "suffix": "\n"},
+              "user": {"prefix": "U: ", "suffix": "\n"},
+              "assistant": {"prefix": "A: ", "suffix": "\n"}},
+    "generation_prompt": "A:",
+}
+
+
+def test_chat_is_served_for_a_model_that_declares_a_template(tmp_path):
+    import json
+    import shutil
+
+    from catserve_daemon import TINY
+
+    model = tmp_path / "tiny-chat"
+    shutil.copytree(TINY, model)
+    (model / "chat_template.json").write_text(json.dumps(CHAT_TEMPLATE))
+    server = CatserveDaemon(f"--model_dir={model}")
+    try:
+        chat = openai.OpenAI(base_url=server.openai_url, api_key="none", max_retries=0)
+        messages = [{"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Hello"}]
+        greedy = dict(model="tiny-chat", messages=messages, max_tokens=8, temperature=0,
+                      extra_body={"ignore_eos": True})
+        whole = chat.chat.completions.create(**greedy, logprobs=True, top_logprobs=2)
+        assert whole.object == "chat.completion"
+        assert whole.choices[0].message.role == "assistant"
+        assert whole.usage.completion_tokens == 8
+        assert len(whole.choices[0].logprobs.content) == 8
+        assert all(len(t.top_logprobs) == 2 for t in whole.choices[0].logprobs.content)
+        # The conversation rendered by hand through /v1/completions: the same text.
+        plain = chat.completions.create(model="tiny-chat", prompt="S: Be brief.\nU: Hello\nA:",
+                                        max_tokens=8, temperature=0,
+                                        extra_body={"ignore_eos": True})
+        assert whole.choices[0].message.content == plain.choices[0].text
+        pieces = []
+        with chat.chat.completions.create(**greedy, stream=True) as stream:
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    pieces.append(chunk.choices[0].delta.content)
+        assert "".join(pieces) == whole.choices[0].message.content
+    finally:
+        assert server.stop() == 0, server.log
+
+
 def test_seeded_sampling_is_reproducible(client):
     sampled = dict(temperature=1.0, max_tokens=24, extra_body={"ignore_eos": True})
     a = complete(client, seed=7, **sampled).choices[0].text
