@@ -79,7 +79,7 @@ case "$part" in
     bin=$(cat "$here/server_bin_path")
     [ -e "$bin" ] || { mkdir -p "$(dirname "$bin")" && cp "$g/bin/catserve" "$bin"; }
     step server_tests_cuda 200 env CATSERVE_TEST_DEVICE=cuda server_tests --gtest_color=no \
-      --gtest_filter='DeviceFlag*:Generate*:Concurrency*:Lifecycle*:SamplingApi*'
+      --gtest_filter='DeviceFlag*:Generate*:Concurrency*:Lifecycle*:SamplingApi*:PrefixCacheDaemon*:OpenAiPort*'
     model=$(mktemp -d)/paper
     step paper_model 120 python3 "$root/tools/bench/make_random_model.py" "$model" \
       --tokenizer_from "$root/models/cat-small-en" --hidden 1536 --layers 12 --heads 24 \
