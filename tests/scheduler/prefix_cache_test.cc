@@ -208,7 +208,9 @@ TEST_F(PrefixCacheTest, EvictionUnderPressureRefusesNothingAndLosesNoPage) {
     const FinishInfo info = sink->Wait();
     EXPECT_EQ(info.reason, FinishReason::kLength) << i;
     EXPECT_EQ(sink->tokens, Alone(r)) << i;
-    if (i % 2 == 1) EXPECT_GT(info.cached_prompt_tokens, 0) << i;
+    if (i % 2 == 1) {
+      EXPECT_GT(info.cached_prompt_tokens, 0) << i;
+    }
     ExpectPagesFreeOrCached(*sched);
   }
   // The cache filled the pool and gave pages back as new prefixes came.
