@@ -3,8 +3,11 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <string>
 
+#include "engine/kernels/row_invariant_gemm.h"
 #include "engine/kernels/thread_pool.h"
 
 namespace catserve::engine {
@@ -25,6 +28,11 @@ int RowsForBlockedPath(int rows, int out) {
 
 // y[rows, out] (leading dimension ldy) = x * W^T with W [out, in].
 void Gemm(const float* x, int rows, int in, const float* w, int out, float* y, int ldy) {
+  static const bool blas = BlasRowsAreBatchInvariant();
+  if (!blas) {
+    RowInvariantGemm(x, rows, in, w, out, y, ldy);
+    return;
+  }
   const int padded = RowsForBlockedPath(rows, out);
   if (padded == rows) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, w, in, 0.0f, y,
@@ -42,6 +50,12 @@ void Gemm(const float* x, int rows, int in, const float* w, int out, float* y, i
 }
 
 }  // namespace
+
+bool BlasRowsAreBatchInvariant() {
+  std::string core = openblas_get_corename();
+  for (char& c : core) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return core == "skylakex" || core == "cooperlake" || core == "sapphirerapids";
+}
 
 void Linear(const float* x, int rows, int in, const float* w, int out, float* y) {
   if (rows == 0) return;

@@ -7,11 +7,16 @@ namespace catserve::engine {
 
 // fp32 building blocks of the CPU backend. Matrices are row-major.
 
-// y[rows, out] = x[rows, in] * W^T with W [out, in] (a linear layer), through BLAS. A row's
-// output does not depend on how many rows the call has where the BLAS allows it (cpu_ops.cc
-// pads the products that OpenBLAS would send to its small-matrix kernels); on cores whose
-// blocked kernels round by row position it can still differ in the last bit.
+// y[rows, out] = x[rows, in] * W^T with W [out, in] (a linear layer). A row's output never
+// depends on how many rows the call has or where the row sits: through OpenBLAS on the cores
+// where its blocked kernels keep rows apart (BlasRowsAreBatchInvariant; cpu_ops.cc pads the
+// products OpenBLAS would send to its small-matrix kernels), through RowInvariantGemm elsewhere.
 void Linear(const float* x, int rows, int in, const float* w, int out, float* y);
+
+// Whether the OpenBLAS core in use computes a row of a product the same wherever it sits in the
+// call (its AVX-512 cores: SkylakeX, CooperLake, SapphireRapids). Elsewhere (Haswell, Zen, ...)
+// its blocked kernels round by row position, and Linear does not use it.
+bool BlasRowsAreBatchInvariant();
 
 class ThreadPool;
 // Linear split over the pool by output columns, each slice a single-threaded BLAS call: the
