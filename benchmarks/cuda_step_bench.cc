@@ -6,6 +6,15 @@
 //
 //   build/benchmarks/cuda_step_bench [--contexts=2048,4096] [--batches=1,2,4,...,256]
 //       [--chunks=1,2,4,8,16] [--pool_gib=16] [--cycles=2] [--prefill=4096]
+//       [--authors=BS:CTX:CHUNK,...] [--authors_only]
+//
+// --authors runs the workload of the authors' generator (benchmark.py of rajesh-lab/
+// cat-transformer, run beside it by tools/gpu/official_compare.sh) through Engine::Step: BS
+// sequences each start from a prompt of CHUNK random tokens and generate greedily until they hold
+// CTX tokens, every sequence in every step; tokens/s = BS * CHUNK * (CTX / CHUNK - 1) / seconds,
+// the authors' formula, with the whole run timed (the prefill step, every decode step, host
+// planning, page bookkeeping and the token copies). One untimed run first. --authors_only skips
+// the other tables.
 //
 // Ceilings are measured here, not taken from a datasheet: memory bandwidth from a large
 // device-to-device cudaMemcpy (bytes read + bytes written over its time) and the matrix rate from
@@ -25,6 +34,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -54,6 +64,11 @@ struct Options {
   double pool_gib = 16;
   int cycles = 2;  // timed chunk cycles per cell (at least 16 steps)
   int prefill = 4096;
+  struct Authors {
+    int batch, context, chunk;
+  };
+  std::vector<Authors> authors;
+  bool authors_only = false;
 };
 
 Options ParseArgs(int argc, char** argv) {
@@ -72,6 +87,21 @@ Options ParseArgs(int argc, char** argv) {
       o.cycles = std::max(1, std::atoi(v));
     } else if (const char* v = value("prefill")) {
       o.prefill = std::atoi(v);
+    } else if (const char* v = value("authors")) {
+      for (const char* cell = v; *cell != '\0';) {
+        Options::Authors a{};
+        int used = 0;
+        if (std::sscanf(cell, "%d:%d:%d%n", &a.batch, &a.context, &a.chunk, &used) != 3 ||
+            a.batch < 1 || a.chunk < 1 || a.context < 2 * a.chunk) {
+          std::fprintf(stderr, "--authors takes BS:CTX:CHUNK,... with CTX >= 2 * CHUNK: %s\n", v);
+          std::exit(2);
+        }
+        o.authors.push_back(a);
+        cell += used;
+        if (*cell == ',') ++cell;
+      }
+    } else if (std::strcmp(argv[i], "--authors_only") == 0) {
+      o.authors_only = true;
     } else {
       std::fprintf(stderr, "unknown argument %s (see the comment at the top of %s)\n", argv[i],
                    __FILE__);
@@ -346,6 +376,49 @@ double RunPrefill(Engine& engine, KvPool& pool, int tokens, int l) {
   return ms[ms.size() / 2];
 }
 
+// The authors' generator's workload (see --authors at the top), timed whole: tokens/s.
+double RunAuthors(Engine& engine, KvPool& pool, int batch, int context, int l) {
+  const SamplingParams greedy{.temperature = 0.0f};
+  double seconds = 0;
+  for (int run = 0; run < 2; ++run) {  // run 0 warms up
+    std::mt19937 rng(batch * 31 + context + l);
+    std::vector<SequenceState> seqs(batch);
+    for (SequenceState& s : seqs) {
+      s.chunk_size = l;
+      for (int t = 0; t < l; ++t) s.tokens.push_back(static_cast<int32_t>(rng() % 1000));
+    }
+    std::vector<SampledToken> tokens(batch);
+    std::vector<StepItem> items(batch);
+    CHECK_CUDA(cudaDeviceSynchronize());
+    const auto start = std::chrono::steady_clock::now();
+    while (static_cast<int>(seqs[0].tokens.size()) < context) {
+      for (int i = 0; i < batch; ++i) {
+        SequenceState& s = seqs[i];
+        const int n = static_cast<int>(s.tokens.size()) - s.cached;
+        if (!ReservePages(pool, s, s.cached + n)) {
+          std::fprintf(stderr, "pool too small for the authors' workload at batch %d\n", batch);
+          std::exit(1);
+        }
+        items[i] = {.seq = &s, .num_tokens = n, .want_logits = true, .sampling = &greedy,
+                    .draw = static_cast<uint64_t>(s.tokens.size())};
+      }
+      const absl::Status st = engine.Step(items, pool, absl::MakeSpan(tokens));
+      if (!st.ok()) {
+        std::fprintf(stderr, "step failed: %s\n", std::string(st.message()).c_str());
+        std::exit(1);
+      }
+      for (int i = 0; i < batch; ++i) {
+        seqs[i].tokens.push_back(tokens[i].token);
+        TrimPages(pool, seqs[i]);
+      }
+    }
+    seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (SequenceState& s : seqs) pool.ReleaseAll(s.pages);
+  }
+  return static_cast<double>(batch) * l * (context / l - 1) / seconds;
+}
+
 int Main(int argc, char** argv) {
   const Options o = ParseArgs(argc, argv);
   int devices = 0;
@@ -357,6 +430,7 @@ int Main(int argc, char** argv) {
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   int max_context = o.prefill;
   for (int c : o.contexts) max_context = std::max(max_context, c);
+  for (const Options::Authors& a : o.authors) max_context = std::max(max_context, a.context);
   const int steps_max = std::max(16, o.cycles * 16);
   const ModelConfig config = PaperConfig(max_context + steps_max + 64);
   std::fprintf(stderr, "building a random model of the paper's shape...\n");
@@ -378,6 +452,21 @@ int Main(int argc, char** argv) {
     return 1;
   }
   FillRandom(*pool);
+
+  if (!o.authors.empty()) {
+    std::printf("## The authors' workload (benchmark.py)\n\n| batch | context | chunk | tokens/s |\n"
+                "|---:|---:|---:|---:|\n");
+    for (const Options::Authors& a : o.authors) {
+      if (!config.serves_chunk_size(a.chunk)) continue;
+      const double tokens_per_s = RunAuthors(**engine, *pool, a.batch, a.context, a.chunk);
+      std::printf("| %d | %d | %d | %.0f |\n", a.batch, a.context, a.chunk, tokens_per_s);
+      std::fprintf(stderr, "RESULT catserve bs=%d chunk=%d ctx=%d tok_per_s=%.0f\n", a.batch,
+                   a.chunk, a.context, tokens_per_s);
+      std::fflush(stdout);
+    }
+    if (o.authors_only) return 0;
+    std::printf("\n");
+  }
 
   std::printf(
       "CUDA engine on %s: bf16 weights and KV, D=1536 L=12 H=24, Dc=768 Lc=3 Hc=12, "

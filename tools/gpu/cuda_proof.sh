@@ -16,13 +16,19 @@
 #       iteration, which must stay below 5% at chunk 8 now that the device draws the tokens), and
 #       cuda_step_bench's numbers for the same batch (its last column: bytes copied to the host
 #       per step).
+#   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT compare
+#       the authors' generator (benchmark.py, through .gpu-bundle/shared/tools/official-bench.sh
+#       and the liger-kernel wheel in .gpu-bundle/wheels) and cuda_step_bench --authors on the
+#       same cells, BS:CTX:CHUNK, in one call: $COMPARE_CELLS, default 256:2048:8 64:2048:8
+#       1:2048:8 (each of the authors' cells compiles for 40-60 s first). Both print
+#       "RESULT ... tok_per_s=" lines.
 #
 # Prints one line per step (exit status, seconds) and the end of its log; every log goes into
 # RESULTS_DIR/cuda_proof_PART.tar.gz. Exits 0 only when every step passed.
 set -uo pipefail
 set -f  # the gtest filters below are patterns for gtest, not for the shell
-out=${1:?usage: cuda_proof.sh RESULTS_DIR tests|quick|serve}
-part=${2:?usage: cuda_proof.sh RESULTS_DIR tests|quick|serve}
+out=${1:?usage: cuda_proof.sh RESULTS_DIR tests|quick|serve|compare}
+part=${2:?usage: cuda_proof.sh RESULTS_DIR tests|quick|serve|compare}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 g=${TMPDIR:-$(dirname "$(mktemp -u)")}/catserve-gpu
@@ -36,7 +42,7 @@ step() {  # step NAME SECONDS COMMAND...
   timeout "$limit" "$@" > "$logs/$name.log" 2>&1
   local rc=$?
   echo "== $name: exit $rc in $((SECONDS - start)) s"
-  grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|ERROR SUMMARY|RACECHECK SUMMARY|^\| ' \
+  grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|ERROR SUMMARY|RACECHECK SUMMARY|^\| |^RESULT' \
     "$logs/$name.log" | head -30
   tail -n 3 "$logs/$name.log"
   [ "$rc" -eq 0 ] || failed=1
@@ -74,6 +80,13 @@ case "$part" in
     [ -e "$bin" ] || { mkdir -p "$(dirname "$bin")" && cp "$g/bin/catserve" "$bin"; }
     step server_tests_cuda 60 env CATSERVE_TEST_DEVICE=cuda server_tests --gtest_color=no \
       --gtest_filter='DeviceFlag*'
+    ;;
+  compare)
+    cells=${COMPARE_CELLS:-"256:2048:8 64:2048:8 1:2048:8"}
+    step catserve_authors 240 cuda_step_bench --authors="$(echo $cells | tr ' ' ',')" \
+      --authors_only --pool_gib=40
+    step official 600 env T_OFF=150 bash "$here/shared/tools/official-bench.sh" "$here/wheels" \
+      "$logs/official" $cells
     ;;
   serve)
     bin=$(cat "$here/server_bin_path")

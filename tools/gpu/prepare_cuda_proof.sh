@@ -13,6 +13,7 @@
 # with OUT a folder for the results:
 #   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT tests
 #   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT serve
+#   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT compare
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 cd "$root"
@@ -44,5 +45,8 @@ for f in (out / "catserve" / "v1").glob("*_pb2_grpc.py"):
     f.write_text(text.replace("if _version_not_supported:", "if False:  # see prepare_cuda_proof.sh"))
 PY
 realpath "$build/server/catserve" > .gpu-bundle/server_bin_path
+# The one package the authors' generator needs beyond the GPU image's PyTorch (cuda_proof.sh
+# compare); pure Python, installed there from this wheel without a network.
+python3 -m pip download -q --no-deps liger-kernel==0.8.5 -d .gpu-bundle/wheels
 cp tools/gpu/cuda_proof.sh .gpu-bundle/
 du -sh .gpu-bundle
