@@ -41,27 +41,21 @@ else
   echo "install-deps: Debian packages already installed"
 fi
 
-# Python packages for the end-to-end tests and tools. A pyenv or venv python is used as found;
-# Debian's system python refuses global pip installs, so fall back to --break-system-packages.
+# Python packages for the end-to-end tests and tools, pinned (the versions the test suite last
+# passed with). A pyenv or venv python is used as found; Debian's system python refuses global pip
+# installs, so fall back to --break-system-packages.
 PY=${PYTHON:-python3}
-pip_pkgs=(numpy safetensors sentencepiece grpcio grpcio-tools protobuf pytest jsonschema kubernetes-validate pyyaml helm-python-sdk
-          openai==1.109.1)
-if [ "$want_torch" -eq 1 ]; then pip_pkgs+=(torch); fi
-if [ "$want_bench" -eq 1 ]; then pip_pkgs+=(matplotlib); fi
+pip_pkgs=(numpy==2.4.6 safetensors==0.8.0 sentencepiece==0.2.3 grpcio==1.85.4 grpcio-tools==1.85.4
+          protobuf==7.36.2 pytest==9.2.0 jsonschema==4.26.0 kubernetes-validate==1.37.0
+          pyyaml==6.0.3 helm-python-sdk==0.2.2 openai==1.109.1)
+if [ "$want_torch" -eq 1 ]; then pip_pkgs+=(torch==2.15.0); fi
+if [ "$want_bench" -eq 1 ]; then pip_pkgs+=(matplotlib==3.11.2); fi
 need_pip=()
 for p in "${pip_pkgs[@]}"; do
-  mod="${p%%==*}"
-  case "$mod" in
-    grpcio) mod=grpc ;; grpcio-tools) mod=grpc_tools ;; protobuf) mod=google.protobuf ;;
-    kubernetes-validate) mod=kubernetes_validate ;; pyyaml) mod=yaml ;;
-    helm-python-sdk) mod=helm_python ;; jsonschema) mod=jsonschema ;;
-  esac
-  want="${p#*==}"
-  if [ "$want" = "$p" ]; then
-    "$PY" -c "import $mod" >/dev/null 2>&1 || need_pip+=("$p")
-  else  # pinned: the installed version must be that one
-    "$PY" -c "import $mod, sys; sys.exit($mod.__version__ != '$want')" >/dev/null 2>&1 \
-      || need_pip+=("$p")
+  # Installed at that version? (by distribution name, whatever the module is called)
+  if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('${p%%==*}').split('+')[0] != '${p#*==}')" \
+      >/dev/null 2>&1; then
+    need_pip+=("$p")
   fi
 done
 if [ "${#need_pip[@]}" -gt 0 ]; then
