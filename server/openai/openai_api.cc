@@ -149,7 +149,7 @@ void OpenAiApi::Submit(absl::StatusOr<CompletionRequest> completion, absl::Time 
     absl::StatusOr<int> chunk_size = config_.parser->ResolveChunkSize(completion->generate);
     const bool served = chunk_size.ok() && config_.parser->serves_chunk_size(*chunk_size);
     CountRejected(served ? *chunk_size : default_chunk_size);
-    ReplyError(*call, parsed.status());
+    ReplyError(*call, InOpenAiTerms(parsed.status()));
     return;
   }
   CompletionCall::Start(config_.shared, *std::move(parsed), *completion, std::move(call),

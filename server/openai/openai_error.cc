@@ -1,5 +1,7 @@
 #include "server/openai/openai_error.h"
 
+#include <cctype>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/cord.h"
@@ -16,9 +18,11 @@ const char* TypeOf(int status) {
     case 400:
     case 404:
     case 405:
-    case 408:
-    case 413:
       return "invalid_request_error";
+    case 408:
+      return "timeout_error";
+    case 413:
+      return "request_too_large";
     case 401:
       return "authentication_error";
     case 429:
@@ -46,6 +50,37 @@ absl::Status InvalidParam(absl::string_view param, absl::string_view message) {
   absl::Status status = absl::InvalidArgumentError(message);
   status.SetPayload(kParamPayload, absl::Cord(param));
   return status;
+}
+
+absl::Status InOpenAiTerms(const absl::Status& status) {
+  if (status.code() != absl::StatusCode::kInvalidArgument || !ParamOf(status).empty()) {
+    return status;
+  }
+  std::string message(status.message());
+  for (size_t at; (at = message.find("sampling.")) != std::string::npos;) message.erase(at, 9);
+  // The request fields the shared rules name, as this API spells them.
+  static constexpr const char* kFields[] = {
+      "coarsest_chunk_size", "repetition_penalty", "stop_token_ids", "top_logprobs", "max_tokens",
+      "chunk_size", "temperature", "priority", "logprobs", "prompt", "top_p", "top_k", "min_p",
+      "seed", "stop", "tier"};
+  auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
+  size_t first = std::string::npos;
+  std::string param;
+  for (const char* field : kFields) {
+    const std::string name(field);
+    for (size_t at = message.find(name); at != std::string::npos;
+         at = message.find(name, at + 1)) {
+      const bool whole = (at == 0 || !is_word(message[at - 1])) &&
+                         (at + name.size() == message.size() || !is_word(message[at + name.size()]));
+      if (!whole) continue;
+      if (at < first) {
+        first = at;
+        param = name;
+      }
+      break;
+    }
+  }
+  return param.empty() ? absl::InvalidArgumentError(message) : InvalidParam(param, message);
 }
 
 std::string ParamOf(const absl::Status& status) {

@@ -15,6 +15,11 @@ absl::Status InvalidParam(absl::string_view param, absl::string_view message);
 // The field a status is about ("" when it names none).
 std::string ParamOf(const absl::Status& status);
 
+// A status from the request rules shared with gRPC (RequestParser, scheduler::ValidateRequest)
+// in this API's terms: "sampling.temperature" becomes "temperature", and the field the message
+// names first becomes its param.
+absl::Status InOpenAiTerms(const absl::Status& status);
+
 // An error as the OpenAI API answers it.
 struct HttpError {
   int status = 500;

@@ -123,6 +123,7 @@ def test_unserved_chunk_size_is_a_400_that_says_why(client):
     assert "chunk_size 3" in message
     assert "served chunk sizes: 1, 2, 4, 8, 16" in message
     assert error.value.body["type"] == "invalid_request_error"
+    assert error.value.body["param"] == "chunk_size"
     # Streamed, the same refusal comes before any event.
     with pytest.raises(openai.BadRequestError, match="chunk_size 3"):
         complete(client, stream=True, extra_body={"chunk_size": 3})

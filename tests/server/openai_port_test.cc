@@ -136,9 +136,13 @@ TEST(OpenAiPortTest, BadRequestsGetOpenAiErrorsThatNameTheField) {
   const std::vector<Case> cases = {
       {Completion(R"("n": 2)"), 400, R"("param":"n")"},
       {Completion(R"("chunk_size": 3)"), 400, "chunk_size 3 is not served"},
+      {Completion(R"("chunk_size": 3)"), 400, R"("param":"chunk_size")"},
       {Completion(R"("max_tokens": 51)"), 400, "max_tokens 51 is more than the limit of 50"},
+      {Completion(R"("max_tokens": 51)"), 400, R"("param":"max_tokens")"},
       {Completion(R"("temperature": "hot")"), 400, "temperature must be a number, got a string"},
-      {Completion(R"("temperature": -1)"), 400, "temperature must be >= 0"},
+      {Completion(R"("temperature": -1)"), 400, R"("message":"temperature must be >= 0)"},
+      {Completion(R"("temperature": -1)"), 400, R"("param":"temperature")"},
+      {Completion(R"("tier": "nope")"), 400, R"("param":"tier")"},
       {Completion(R"("logprobs": 21)"), 400, R"("param":"logprobs")"},
         {R"({"model": "gpt-4", "prompt": "hi"})", 404, "is not served here"},
       {R"({"model": "tiny", "prompt": "hi", "max_tokens": 1})", 200, R"("model":"tiny")"},
@@ -148,6 +152,7 @@ TEST(OpenAiPortTest, BadRequestsGetOpenAiErrorsThatNameTheField) {
       {std::string(100, '[') + std::string(100, ']'), 400, "deeper than"},
       {R"({"prompt": [5, -1]})", 400, "prompt[1] must be in [0,"},
       {R"({"prompt": [5, 999999]})", 400, "vocabulary"},
+      {R"({"prompt": [5, 999999]})", 400, R"("param":"prompt")"},
   };
   for (const Case& c : cases) {
     absl::StatusOr<HttpResponse> response = HttpPostJson(port, "/v1/completions", c.body);
