@@ -399,7 +399,10 @@ double RunAuthors(Engine& engine, KvPool& pool, int batch, int context, int l) {
           std::fprintf(stderr, "pool too small for the authors' workload at batch %d\n", batch);
           std::exit(1);
         }
-        items[i] = {.seq = &s, .num_tokens = n, .want_logits = true, .sampling = &greedy,
+        items[i] = {.seq = &s,
+                    .num_tokens = n,
+                    .want_logits = true,
+                    .sampling = &greedy,
                     .draw = static_cast<uint64_t>(s.tokens.size())};
       }
       const absl::Status st = engine.Step(items, pool, absl::MakeSpan(tokens));
@@ -412,8 +415,7 @@ double RunAuthors(Engine& engine, KvPool& pool, int batch, int context, int l) {
         TrimPages(pool, seqs[i]);
       }
     }
-    seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     for (SequenceState& s : seqs) pool.ReleaseAll(s.pages);
   }
   return static_cast<double>(batch) * l * (context / l - 1) / seconds;
@@ -454,8 +456,9 @@ int Main(int argc, char** argv) {
   FillRandom(*pool);
 
   if (!o.authors.empty()) {
-    std::printf("## The authors' workload (benchmark.py)\n\n| batch | context | chunk | tokens/s |\n"
-                "|---:|---:|---:|---:|\n");
+    std::printf(
+        "## The authors' workload (benchmark.py)\n\n| batch | context | chunk | tokens/s |\n"
+        "|---:|---:|---:|---:|\n");
     for (const Options::Authors& a : o.authors) {
       if (!config.serves_chunk_size(a.chunk)) continue;
       const double tokens_per_s = RunAuthors(**engine, *pool, a.batch, a.context, a.chunk);

@@ -159,7 +159,8 @@ int Main(int argc, char** argv) {
       {"top_p 0.95", {.temperature = 0.8f, .top_p = 0.95f}, false},
   };
   std::printf(
-      "serving cost per decode step (whole iteration, host sampling included; median per row of the "
+      "serving cost per decode step (whole iteration, host sampling included; median per row of "
+      "the "
       "decode-only steps of at least %d sequences), batch %d, vocabulary %d\n\n| setting "
       "| sampling threads | steps | per row, us | ms per step of %d |\n|---|---:|---:|---:|---:|\n",
       (o.batch + 1) / 2, o.batch, o.vocab, o.batch);

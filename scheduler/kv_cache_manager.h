@@ -20,7 +20,7 @@ namespace catserve::scheduler {
 struct KvCacheSnapshot {
   int pages_used = 0;  // pages live sequences hold (a page they share counts once)
   int pages_total = 0;
-  int pages_cached = 0;  // pages the prefix cache holds (some also held by sequences)
+  int pages_cached = 0;     // pages the prefix cache holds (some also held by sequences)
   int pages_evictable = 0;  // cached pages no sequence holds: free for the taking
   int pages_free = 0;       // on the pool's free list (neither held nor cached)
   // Prefix cache lookups since start, in tokens: looked up (a sequence's tokens when it starts

@@ -58,9 +58,8 @@ absl::Status ValidateRequest(const engine::ModelConfig& c, const GenerationReque
         std::max<int64_t>(c.max_position_embeddings - prompt_tokens, 0), " or shorten the prompt"));
   }
   if (r.top_logprobs < 0 || r.top_logprobs > engine::kMaxTopLogprobs) {
-    return absl::InvalidArgumentError(absl::StrCat("top_logprobs must be in [0, ",
-                                                   engine::kMaxTopLogprobs, "], got ",
-                                                   r.top_logprobs));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "top_logprobs must be in [0, ", engine::kMaxTopLogprobs, "], got ", r.top_logprobs));
   }
   if (absl::Status s = engine::ValidateSamplingParams(r.sampling); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("sampling.", s.message()));

@@ -30,7 +30,7 @@ struct GenerationRequest {
   int priority = 0;  // higher is admitted first; FIFO within a priority
   absl::Time deadline = absl::InfiniteFuture();
   bool want_logprobs = false;  // each token's log-probability
-  int top_logprobs = 0;        // and its this many most likely alternatives (0..20; implies logprobs)
+  int top_logprobs = 0;  // and its this many most likely alternatives (0..20; implies logprobs)
 };
 
 // The one statement of what a request may ask of this model, whichever transport it came by:

@@ -25,7 +25,10 @@ struct Scheduler::Sequence {
   int cached_prompt_tokens = 0;  // prompt tokens its first prefill took from the prefix cache
 
   Sequence(uint64_t id, GenerationRequest req, std::shared_ptr<GenerationSink> sink)
-      : id(id), request(std::move(req)), sink(std::move(sink)), kv(request.prompt, request.chunk_size) {
+      : id(id),
+        request(std::move(req)),
+        sink(std::move(sink)),
+        kv(request.prompt, request.chunk_size) {
     final_tokens = static_cast<int>(request.prompt.size()) + request.max_new_tokens - 1;
   }
   int prompt_tokens() const { return static_cast<int>(request.prompt.size()); }
@@ -79,9 +82,8 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
     return absl::InvalidArgumentError(
         "max_queued, max_running and max_tokens_per_step must each be at least 1");
   }
-  absl::StatusOr<KvCacheManager> kv =
-      KvCacheManager::Create(*engine, options.kv_pool_pages, options.kv_page_entries,
-                             options.prefix_cache);
+  absl::StatusOr<KvCacheManager> kv = KvCacheManager::Create(
+      *engine, options.kv_pool_pages, options.kv_page_entries, options.prefix_cache);
   if (!kv.ok()) return kv.status();
   if (policy == nullptr) policy = *MakeAdmissionPolicy("queue");
   return std::unique_ptr<Scheduler>(
@@ -111,9 +113,9 @@ absl::Status Scheduler::Validate(const GenerationRequest& r) const {
   // At the asked size: a request must be servable without pressure ever switching it.
   const int peak = engine::PeakPages(static_cast<int>(total) - 1, r.chunk_size, page_entries_);
   if (peak > pool_pages_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "request needs up to ", peak, " KV pages but the pool has only ", pool_pages_,
-        ": use a larger chunk size, fewer tokens, or a larger pool"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("request needs up to ", peak, " KV pages but the pool has only ", pool_pages_,
+                     ": use a larger chunk size, fewer tokens, or a larger pool"));
   }
   return absl::OkStatus();
 }
@@ -255,13 +257,12 @@ PressureView Scheduler::View(std::vector<WaitingRequest>& waiting,
   waiting.clear();
   running.clear();
   for (const auto& q : waiting_) {
-    waiting.push_back({q->id, q->request.priority, q->arrival, q->kv.chunk_size(),
-                       q->allowed_now(), q->pending(), q->final_tokens});
+    waiting.push_back({q->id, q->request.priority, q->arrival, q->kv.chunk_size(), q->allowed_now(),
+                       q->pending(), q->final_tokens});
   }
   for (const auto& q : running_) {
-    running.push_back({q->id, q->request.priority, q->arrival, q->kv.chunk_size(),
-                       q->allowed_now(), q->kv.size(), q->final_tokens,
-                       kv_cache_.HeldPages(q->kv)});
+    running.push_back({q->id, q->request.priority, q->arrival, q->kv.chunk_size(), q->allowed_now(),
+                       q->kv.size(), q->final_tokens, kv_cache_.HeldPages(q->kv)});
   }
   return {waiting, running, &kv_cache_, static_cast<int>(running_.size()) >= options_.max_running};
 }
@@ -286,8 +287,8 @@ bool Scheduler::Apply(const Decision& d, Outbox& out) {
       }
       Sequence& q = **it;
       if (d.chunk_size != q.kv.chunk_size()) {
-        pressure_.push_back({PressureEvent::Kind::kDegrade, q.id, q.kv.chunk_size(), d.chunk_size,
-                             q.kv.size()});
+        pressure_.push_back(
+            {PressureEvent::Kind::kDegrade, q.id, q.kv.chunk_size(), d.chunk_size, q.kv.size()});
         kv_cache_.Rechunk(q.kv, d.chunk_size);
         q.degraded = true;
       }
@@ -307,8 +308,8 @@ bool Scheduler::Apply(const Decision& d, Outbox& out) {
         return false;
       }
       Sequence& q = **it;
-      pressure_.push_back({PressureEvent::Kind::kDegrade, q.id, q.kv.chunk_size(), d.chunk_size,
-                           q.kv.size()});
+      pressure_.push_back(
+          {PressureEvent::Kind::kDegrade, q.id, q.kv.chunk_size(), d.chunk_size, q.kv.size()});
       kv_cache_.Rechunk(q.kv, d.chunk_size);  // its tokens are prefilled again at that size
       q.degraded = true;
       if (policy_->promises_peak()) {
@@ -320,8 +321,8 @@ bool Scheduler::Apply(const Decision& d, Outbox& out) {
       auto it = find(running_);
       if (it == running_.end()) return false;
       Sequence& q = **it;
-      pressure_.push_back({PressureEvent::Kind::kPreempt, q.id, q.kv.chunk_size(),
-                           q.kv.chunk_size(), q.kv.size()});
+      pressure_.push_back(
+          {PressureEvent::Kind::kPreempt, q.id, q.kv.chunk_size(), q.kv.chunk_size(), q.kv.size()});
       kv_cache_.Unpromise(q.id);
       kv_cache_.Release(q.kv);
       q.preempted = true;

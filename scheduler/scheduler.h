@@ -70,10 +70,10 @@ struct StepReport {
 struct SchedulerSnapshot {
   std::map<int, int> running;  // by the chunk size each runs at now
   std::map<int, int> waiting;  // by the chunk size each would run at
-  int kv_pages_used = 0;  // held by live sequences
+  int kv_pages_used = 0;       // held by live sequences
   int kv_pages_total = 0;
-  int kv_pages_cached = 0;  // held by the prefix cache (some also by sequences)
-  int kv_pages_free = 0;    // neither: on the pool's free list
+  int kv_pages_cached = 0;          // held by the prefix cache (some also by sequences)
+  int kv_pages_free = 0;            // neither: on the pool's free list
   int64_t prefix_query_tokens = 0;  // since start
   int64_t prefix_hit_tokens = 0;
   size_t kv_bytes_used = 0;

@@ -55,9 +55,9 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     // Counted under the chunk size asked for, or the default one when that is what is wrong.
     absl::StatusOr<int> chunk_size = parser_->ResolveChunkSize(*request);
     const bool served = chunk_size.ok() && parser_->serves_chunk_size(*chunk_size);
-    shared_.metrics->CountEndedUnstreamed(
-        metrics::Transport::kGrpc, served ? *chunk_size : parser_->default_chunk_size(),
-        metrics::RequestOutcome::kRejected);
+    shared_.metrics->CountEndedUnstreamed(metrics::Transport::kGrpc,
+                                          served ? *chunk_size : parser_->default_chunk_size(),
+                                          metrics::RequestOutcome::kRejected);
     return GenerateStream::Reject(ToGrpcStatus(parsed.status()));
   }
   return GenerateStream::Start(context, shared_, *std::move(parsed), arrival);

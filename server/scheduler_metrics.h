@@ -6,7 +6,6 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
-
 #include "scheduler/scheduler.h"
 #include "server/metrics/serving_metrics.h"
 

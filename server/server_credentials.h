@@ -6,8 +6,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "server/http/http_server.h"
 #include "grpcpp/security/server_credentials.h"
+#include "server/http/http_server.h"
 
 namespace catserve::server {
 

@@ -25,9 +25,9 @@ struct ServerOptions {
   std::string openai_listen = "0.0.0.0:8080";
   // An OpenAI API request's deadline, from its arrival; 0 = none.
   int openai_request_timeout_seconds = 0;
-  std::string device = "cpu";                // "cpu" or "cuda"
-  int threads = 0;                           // compute threads; 0 = one per core
-  int sampling_threads = 0;  // host threads sampling a step's rows; 0 = one per core
+  std::string device = "cpu";  // "cpu" or "cuda"
+  int threads = 0;             // compute threads; 0 = one per core
+  int sampling_threads = 0;    // host threads sampling a step's rows; 0 = one per core
   engine::KvDtype kv_dtype = engine::KvDtype::kBf16;  // KV storage (--kv_dtype); cuda: bf16 only
   int kv_pool_mb = 512;
   double gpu_memory_fraction =
@@ -37,7 +37,7 @@ struct ServerOptions {
   std::map<std::string, Tier> tiers = {
       {"quality", {2, 2}}, {"balanced", {8, 16}}, {"throughput", {16, 16}}};
   std::string pressure_policy = "degrade";  // scheduler::AdmissionPolicyNames()
-  bool prefix_cache = true;  // --prefix_cache=on|off: automatic prefix caching
+  bool prefix_cache = true;                 // --prefix_cache=on|off: automatic prefix caching
   int max_queued = 1024;
   int max_running = 256;
   int max_tokens_per_step = 2048;

@@ -252,9 +252,9 @@ absl::Status ServingDaemon::StartOpenAi() {
   absl::StatusOr<std::unique_ptr<http::HttpServer>> server =
       http::HttpServer::Start(options_.openai_listen, std::move(routes), std::move(http_options));
   if (!server.ok()) {
-    return absl::Status(server.status().code(),
-                        absl::StrCat("--openai_listen=", options_.openai_listen, ": ",
-                                     server.status().message()));
+    return absl::Status(
+        server.status().code(),
+        absl::StrCat("--openai_listen=", options_.openai_listen, ": ", server.status().message()));
   }
   openai_server_ = *std::move(server);
   return absl::OkStatus();
@@ -320,7 +320,8 @@ void ServingDaemon::LogStartup() const {
         static_cast<double>(device_.free_bytes) / (1 << 20),
         static_cast<double>(device_.total_bytes) / (1 << 20));
   }
-  Log("prefix cache: %s", options_.prefix_cache ? "on (whole compressed pages, LRU-evicted)" : "off");
+  Log("prefix cache: %s",
+      options_.prefix_cache ? "on (whole compressed pages, LRU-evicted)" : "off");
   Log("limits: prompt %d tokens / %d bytes, new tokens %d, queued %d, running %d, tokens per "
       "step %d",
       limits.max_prompt_tokens, limits.max_prompt_bytes, limits.max_new_tokens, options_.max_queued,

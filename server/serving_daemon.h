@@ -22,7 +22,8 @@
 namespace catserve::server {
 
 // Start() loads the model, sizes the compressed-KV pool, starts the scheduler, the metrics HTTP
-// endpoint, the OpenAI-compatible API (server/openai/) and the gRPC server (catserve.v1.Generation, grpc.health.v1.Health, reflection unless
+// endpoint, the OpenAI-compatible API (server/openai/) and the gRPC server (catserve.v1.Generation,
+// grpc.health.v1.Health, reflection unless
 // --reflection=false; plaintext, TLS or mTLS per --tls_*; bearer tokens per --auth_tokens_file),
 // and logs to stderr, among others, the two lines scripts and tests parse:
 //   catserve: listening on HOST:PORT          (gRPC; the bound port when --listen asks for 0)

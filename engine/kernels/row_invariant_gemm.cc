@@ -38,8 +38,8 @@ __attribute__((target("avx2,fma"))) inline float SumLanesAvx(__m256 v) {
 // One block of NR rows by NO outputs, accumulators in registers (NR * NO + NR + 1 of the 16 ymm
 // registers at most). Every accumulator runs the same operations whatever NR and NO are.
 template <int NR, int NO>
-__attribute__((target("avx2,fma"))) void BlockAvx2(const float* x, int in, const float* w,
-                                                    float* y, int ldy) {
+__attribute__((target("avx2,fma"))) void BlockAvx2(const float* x, int in, const float* w, float* y,
+                                                   int ldy) {
   const int body = in / kLanes * kLanes;
   __m256 acc[NR][NO];
   for (int r = 0; r < NR; ++r) {
@@ -66,7 +66,7 @@ using BlockFn = void (*)(const float*, int, const float*, float*, int);
 
 template <int NR>
 constexpr BlockFn BlockFor(int no) {
-  return no == 1 ? &BlockAvx2<NR, 1>
+  return no == 1   ? &BlockAvx2<NR, 1>
          : no == 2 ? &BlockAvx2<NR, 2>
          : no == 3 ? &BlockAvx2<NR, 3>
                    : &BlockAvx2<NR, 4>;
@@ -76,17 +76,18 @@ void GemmAvx2(const float* x, int rows, int in, const float* w, int out, float* 
   // Outputs in slices whose rows of W stay in a 512 KiB share of L2 while every row of x passes
   // over them. (Blocking changes which outputs are computed together, never how one is.)
   constexpr size_t kSliceBytes = 512 << 10;
-  const int slice = std::max<int>(
-      kOutBlock, static_cast<int>(kSliceBytes / (sizeof(float) * std::max(in, 1))) / kOutBlock *
-                     kOutBlock);
+  const int slice =
+      std::max<int>(kOutBlock, static_cast<int>(kSliceBytes / (sizeof(float) * std::max(in, 1))) /
+                                   kOutBlock * kOutBlock);
   for (int s0 = 0; s0 < out; s0 += slice) {
     const int s1 = std::min(out, s0 + slice);
     for (int r0 = 0; r0 < rows; r0 += kRowBlock) {
       const int nr = std::min(kRowBlock, rows - r0);
       for (int o0 = s0; o0 < s1; o0 += kOutBlock) {
         const int no = std::min(kOutBlock, s1 - o0);
-        const BlockFn block =
-            nr == 1 ? BlockFor<1>(no) : nr == 2 ? BlockFor<2>(no) : BlockFor<3>(no);
+        const BlockFn block = nr == 1   ? BlockFor<1>(no)
+                              : nr == 2 ? BlockFor<2>(no)
+                                        : BlockFor<3>(no);
         block(x + static_cast<size_t>(r0) * in, in, w + static_cast<size_t>(o0) * in,
               y + static_cast<size_t>(r0) * ldy + o0, ldy);
       }

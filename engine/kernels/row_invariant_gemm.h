@@ -14,8 +14,7 @@ namespace catserve::engine {
 // Linear uses it where OpenBLAS's blocked kernels round a row by its position in the call
 // (Haswell and Zen cores, among others; cpu_ops.cc); it reaches a fraction of those kernels' speed
 // (docs/BENCHMARKS.md), the price of a request's tokens not depending on its batch.
-void RowInvariantGemm(const float* x, int rows, int in, const float* w, int out, float* y,
-                      int ldy);
+void RowInvariantGemm(const float* x, int rows, int in, const float* w, int out, float* y, int ldy);
 
 // The same computed one lane at a time, whatever the CPU (for tests: it must equal the above).
 void RowInvariantGemmScalar(const float* x, int rows, int in, const float* w, int out, float* y,

@@ -227,9 +227,9 @@ struct HttpCallbacks {
       }
       case Call::Mode::kStream: {
         auto* reader_ref = new std::shared_ptr<Call>(state->call);
-        MHD_Response* response = MHD_create_response_from_callback(
-            MHD_SIZE_UNKNOWN, kStreamBlock, &HttpCallbacks::Read, reader_ref,
-            &HttpCallbacks::FreeReader);
+        MHD_Response* response =
+            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, kStreamBlock, &HttpCallbacks::Read,
+                                              reader_ref, &HttpCallbacks::FreeReader);
         if (response == nullptr) {
           delete reader_ref;
           return MHD_NO;
@@ -299,8 +299,8 @@ struct HttpCallbacks {
         *upload_data_size = 0;
         return MHD_YES;
       }
-      if (state->too_large) return Refuse(server, connection, state, MHD_HTTP_CONTENT_TOO_LARGE,
-                                          TooLarge(server));
+      if (state->too_large)
+        return Refuse(server, connection, state, MHD_HTTP_CONTENT_TOO_LARGE, TooLarge(server));
       return Dispatch(server, connection, state);
     }
     return Continue(server, connection, state);
@@ -456,21 +456,21 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(absl::string_view 
        const_cast<char*>(pem.client_ca.c_str())},
       {MHD_OPTION_END, 0, nullptr}};
   MHD_OptionItem no_options[] = {{MHD_OPTION_END, 0, nullptr}};
-  unsigned flags =
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                   MHD_ALLOW_SUSPEND_RESUME;
   if (tls) flags |= MHD_USE_TLS;
   server->daemon_ = MHD_start_daemon(
       flags, 0, nullptr, nullptr, &HttpCallbacks::Access, server.get(),  //
-      MHD_OPTION_EXTERNAL_LOGGER, &HttpCallbacks::Log, server.get(),    // first, to see every line
+      MHD_OPTION_EXTERNAL_LOGGER, &HttpCallbacks::Log, server.get(),     // first, to see every line
       MHD_OPTION_SOCK_ADDR, &*socket_address, MHD_OPTION_THREAD_POOL_SIZE,
       static_cast<unsigned>(kThreads), MHD_OPTION_CONNECTION_LIMIT,
       static_cast<unsigned>(server->options_.max_connections), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
       static_cast<unsigned>(server->options_.max_connections_per_address),
-      MHD_OPTION_NOTIFY_CONNECTION,
-      &HttpCallbacks::Connection, server.get(), MHD_OPTION_NOTIFY_COMPLETED,
-      &HttpCallbacks::Completed, server.get(), MHD_OPTION_CONNECTION_TIMEOUT,
-      static_cast<unsigned>(kConnectionTimeoutSeconds), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      kRequestMemoryLimit, MHD_OPTION_ARRAY, tls ? tls_options : no_options,  //
+      MHD_OPTION_NOTIFY_CONNECTION, &HttpCallbacks::Connection, server.get(),
+      MHD_OPTION_NOTIFY_COMPLETED, &HttpCallbacks::Completed, server.get(),
+      MHD_OPTION_CONNECTION_TIMEOUT, static_cast<unsigned>(kConnectionTimeoutSeconds),
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, kRequestMemoryLimit, MHD_OPTION_ARRAY,
+      tls ? tls_options : no_options,  //
       MHD_OPTION_END);
   absl::MutexLock lock(&server->log_mu_);
   if (server->daemon_ == nullptr) {
@@ -478,11 +478,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(absl::string_view 
     const std::string why = server->start_log_;
     const bool in_use = absl::StrContains(why, "Address already in use");
     const bool bad_tls = tls && !in_use && !absl::StrContains(why, "bind");
-    const std::string message = absl::StrCat(
-        "cannot serve ", server->options_.name, " on ", address, ": ",
-        in_use        ? "the address is in use (another catserve?)"
-        : why.empty() ? "libmicrohttpd could not start"
-                      : why);
+    const std::string message =
+        absl::StrCat("cannot serve ", server->options_.name, " on ", address, ": ",
+                     in_use        ? "the address is in use (another catserve?)"
+                     : why.empty() ? "libmicrohttpd could not start"
+                                   : why);
     return bad_tls ? absl::InvalidArgumentError(message) : absl::UnavailableError(message);
   }
   server->started_ = true;

@@ -80,9 +80,9 @@ class Call {
   int status_ ABSL_GUARDED_BY(mu_) = 0;
   std::string content_type_ ABSL_GUARDED_BY(mu_);
   Headers headers_ ABSL_GUARDED_BY(mu_);
-  std::string body_ ABSL_GUARDED_BY(mu_);  // the reply, or stream bytes not yet sent
-  bool queued_ ABSL_GUARDED_BY(mu_) = false;  // the library has the response
-  bool ended_ ABSL_GUARDED_BY(mu_) = false;   // End() called
+  std::string body_ ABSL_GUARDED_BY(mu_);       // the reply, or stream bytes not yet sent
+  bool queued_ ABSL_GUARDED_BY(mu_) = false;    // the library has the response
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;     // End() called
   bool complete_ ABSL_GUARDED_BY(mu_) = false;  // the whole answer went out
   bool gone_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void()> on_gone_ ABSL_GUARDED_BY(mu_);
@@ -162,8 +162,8 @@ class HttpServer {
   // port, see port(). InvalidArgumentError for a malformed address or TLS material the library
   // refuses, UnavailableError when the address cannot be bound (e.g. the port is in use), with
   // the library's reason in the message.
-  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(absl::string_view address,
-                                                           Routes routes, Options options);
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(absl::string_view address, Routes routes,
+                                                           Options options);
 
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

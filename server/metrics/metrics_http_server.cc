@@ -12,8 +12,7 @@ constexpr char kExpositionFormat[] = "text/plain; version=0.0.4; charset=utf-8";
 
 }  // namespace
 
-void MetricsHttpServer::AddProbeRoutes(http::Routes& routes,
-                                       const prometheus::Collectable* metrics,
+void MetricsHttpServer::AddProbeRoutes(http::Routes& routes, const prometheus::Collectable* metrics,
                                        std::function<bool()> ready) {
   routes
       .Get("/metrics",
@@ -25,14 +24,14 @@ void MetricsHttpServer::AddProbeRoutes(http::Routes& routes,
            [](const http::Request&, std::shared_ptr<http::Call> call) {
              call->Reply(200, kTextPlain, "ok\n");
            })
-      .Get("/readyz", [ready = std::move(ready)](const http::Request&,
-                                                 std::shared_ptr<http::Call> call) {
-        if (ready && !ready()) {
-          call->Reply(503, kTextPlain, "not ready\n");
-        } else {
-          call->Reply(200, kTextPlain, "ready\n");
-        }
-      });
+      .Get("/readyz",
+           [ready = std::move(ready)](const http::Request&, std::shared_ptr<http::Call> call) {
+             if (ready && !ready()) {
+               call->Reply(503, kTextPlain, "not ready\n");
+             } else {
+               call->Reply(200, kTextPlain, "ready\n");
+             }
+           });
 }
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(

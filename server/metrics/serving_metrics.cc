@@ -137,8 +137,9 @@ ServingMetrics::ServingMetrics(const BuildInfo& build) {
   CounterFamily& by_transport =
       BuildCounter()
           .Name("catserve_requests_by_transport_total")
-          .Help("Requests finished, by the API they came by (grpc, openai) and outcome; "
-                "rejections before the scheduler included.")
+          .Help(
+              "Requests finished, by the API they came by (grpc, openai) and outcome; "
+              "rejections before the scheduler included.")
           .Register(registry_);
   for (int t = 0; t < kNumTransports; ++t) {
     for (int o = 0; o < kNumRequestOutcomes; ++o) {
@@ -159,14 +160,16 @@ ServingMetrics::ServingMetrics(const BuildInfo& build) {
                                .Add({});
   kv_pages_used_ = &BuildGauge()
                         .Name("catserve_kv_pages_used")
-                        .Help("Compressed-KV pool pages held by live sequences (a shared page "
-                              "counts once).")
+                        .Help(
+                            "Compressed-KV pool pages held by live sequences (a shared page "
+                            "counts once).")
                         .Register(registry_)
                         .Add({});
   prefix_cache_pages_ = &BuildGauge()
                              .Name("catserve_prefix_cache_pages")
-                             .Help("Compressed-KV pages the prefix cache holds (those no sequence "
-                                   "holds are free for the taking).")
+                             .Help(
+                                 "Compressed-KV pages the prefix cache holds (those no sequence "
+                                 "holds are free for the taking).")
                              .Register(registry_)
                              .Add({});
   prefix_cache_query_tokens_ =

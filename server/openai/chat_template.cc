@@ -104,9 +104,9 @@ absl::StatusOr<std::string> ChatTemplate::Render(const Json& messages) const {
         auto type = part.is_object() ? part.find("type") : part.end();
         auto text = part.is_object() ? part.find("text") : part.end();
         if (type == part.end() || *type != "text" || text == part.end() || !text->is_string()) {
-          return InvalidParam("messages",
-                              absl::StrCat(where, ".content: only text parts are supported "
-                                                  "({\"type\": \"text\", \"text\": ...})"));
+          return InvalidParam("messages", absl::StrCat(where,
+                                                       ".content: only text parts are supported "
+                                                       "({\"type\": \"text\", \"text\": ...})"));
         }
         content += text->get<std::string>();
       }

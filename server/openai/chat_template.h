@@ -3,11 +3,10 @@
 #define CATSERVE_SERVER_OPENAI_CHAT_TEMPLATE_H_
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
 

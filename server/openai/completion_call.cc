@@ -22,8 +22,7 @@ std::string Event(const Json& json) { return absl::StrCat("data: ", Dump(json), 
 
 std::string RandomId() {
   absl::BitGen gen;
-  return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen),
-                         absl::Uniform<uint64_t>(gen));
+  return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
 }
 
 }  // namespace
@@ -131,7 +130,7 @@ Json CompletionCall::Choice(const std::string& text, Json logprobs, Json finish_
 }
 
 Json CompletionCall::Envelope(Json choices) const {
-  const char* object = !options_.chat     ? "text_completion"
+  const char* object = !options_.chat    ? "text_completion"
                        : options_.stream ? "chat.completion.chunk"
                                          : "chat.completion";
   return Json{{"id", id_},
@@ -198,8 +197,7 @@ void CompletionCall::OnToken(const scheduler::GeneratedToken& token) {
           logprobs = EmptyLogprobs();
           AddLogprobs(*piece, token_text, &logprobs);
         }
-        Json chunk =
-            Envelope(Json::array({Choice(piece->text, std::move(logprobs), nullptr)}));
+        Json chunk = Envelope(Json::array({Choice(piece->text, std::move(logprobs), nullptr)}));
         if (options_.include_usage) chunk["usage"] = nullptr;
         Emit(Event(chunk));
       }

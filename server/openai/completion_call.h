@@ -4,9 +4,8 @@
 
 #include <cstdint>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -40,9 +39,8 @@ class CompletionCall : public scheduler::GenerationSink {
   };
 
   // Submits `parsed` and answers `call` when it ends (or streams it).
-  static void Start(const Shared& shared, ParsedGeneration parsed,
-                    const CompletionRequest& options, std::shared_ptr<http::Call> call,
-                    absl::Time arrival);
+  static void Start(const Shared& shared, ParsedGeneration parsed, const CompletionRequest& options,
+                    std::shared_ptr<http::Call> call, absl::Time arrival);
 
   CompletionCall(const Shared& shared, const ParsedGeneration& parsed,
                  const CompletionRequest& options, std::shared_ptr<http::Call> call,
@@ -81,10 +79,10 @@ class CompletionCall : public scheduler::GenerationSink {
 
   // Delivery thread only.
   TextStream text_;
-  std::string text_so_far_;     // a whole answer's text
-  nlohmann::json logprobs_;     // a whole answer's logprobs (when asked for)
-  int64_t text_offset_ = 0;     // bytes of text before the next token's
-  bool role_sent_ = false;      // a chat stream's first chunk names the assistant role
+  std::string text_so_far_;  // a whole answer's text
+  nlohmann::json logprobs_;  // a whole answer's logprobs (when asked for)
+  int64_t text_offset_ = 0;  // bytes of text before the next token's
+  bool role_sent_ = false;   // a chat stream's first chunk names the assistant role
 
   absl::Mutex mu_;
   uint64_t request_id_ ABSL_GUARDED_BY(mu_) = 0;  // 0 until Submit succeeds
@@ -92,7 +90,7 @@ class CompletionCall : public scheduler::GenerationSink {
   bool cancel_sent_ ABSL_GUARDED_BY(mu_) = false;
   bool client_gone_ ABSL_GUARDED_BY(mu_) = false;
   bool stream_started_ ABSL_GUARDED_BY(mu_) = false;
-  std::string early_bytes_ ABSL_GUARDED_BY(mu_);  // SSE bytes before the stream started
+  std::string early_bytes_ ABSL_GUARDED_BY(mu_);   // SSE bytes before the stream started
   bool ended_early_ ABSL_GUARDED_BY(mu_) = false;  // the stream ended before it started
 };
 

@@ -1,10 +1,9 @@
 #include "server/openai/completion_request.h"
 
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
@@ -84,17 +83,16 @@ class Fields {
       if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(hi)) {
         return InvalidParam(name, absl::StrCat(name, " must be at most ", hi));
       }
-      const int64_t x = v.is_number_unsigned() ? static_cast<int64_t>(v.get<uint64_t>())
-                                                : v.get<int64_t>();
+      const int64_t x =
+          v.is_number_unsigned() ? static_cast<int64_t>(v.get<uint64_t>()) : v.get<int64_t>();
       if (x < lo || x > hi) {
-        return InvalidParam(name,
-                            absl::StrCat(name, " must be in [", lo, ", ", hi, "], got ", x));
+        return InvalidParam(name, absl::StrCat(name, " must be in [", lo, ", ", hi, "], got ", x));
       }
       return x;
     }
     if (v.is_number_float()) {
-      return InvalidParam(name, absl::StrCat(name, " must be a whole number, got ",
-                                             v.get<double>()));
+      return InvalidParam(name,
+                          absl::StrCat(name, " must be a whole number, got ", v.get<double>()));
     }
     return WrongType(name, "an integer", v);
   }
@@ -103,8 +101,8 @@ class Fields {
   const Json& object_;
 };
 
-#define CATSERVE_ASSIGN_OR_RETURN(lhs, expr) \
-  auto lhs##_or = (expr);                    \
+#define CATSERVE_ASSIGN_OR_RETURN(lhs, expr)    \
+  auto lhs##_or = (expr);                       \
   if (!lhs##_or.ok()) return lhs##_or.status(); \
   auto lhs = *std::move(lhs##_or)
 
@@ -154,12 +152,12 @@ absl::Status ReadStop(const Json& stop, v1::GenerateRequest* out) {
 absl::Status OnlyNeutral(const Fields& fields, const char* name, const char* why) {
   const Json* v = fields.Find(name);
   if (v == nullptr) return absl::OkStatus();
-  const bool neutral = (v->is_number() && (std::string(name) == "n" || std::string(name) == "best_of"
-                                               ? v->get<double>() == 1
-                                               : v->get<double>() == 0)) ||
-                       (v->is_boolean() && !v->get<bool>()) ||
-                       (v->is_string() && v->get<std::string>().empty()) ||
-                       (v->is_object() && v->empty()) || (v->is_array() && v->empty());
+  const bool neutral =
+      (v->is_number() &&
+       (std::string(name) == "n" || std::string(name) == "best_of" ? v->get<double>() == 1
+                                                                   : v->get<double>() == 0)) ||
+      (v->is_boolean() && !v->get<bool>()) || (v->is_string() && v->get<std::string>().empty()) ||
+      (v->is_object() && v->empty()) || (v->is_array() && v->empty());
   if (neutral) return absl::OkStatus();
   return InvalidParam(name, absl::StrCat(name, " is not supported: ", why));
 }
@@ -197,8 +195,8 @@ namespace {
 // The body as a JSON object, or why it is not one.
 absl::StatusOr<Json> ParseBody(absl::string_view body) {
   if (JsonDepth(body, kMaxJsonDepth) > kMaxJsonDepth) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the body nests lists and objects deeper than ", kMaxJsonDepth, " levels; flatten it"));
+    return absl::InvalidArgumentError(absl::StrCat("the body nests lists and objects deeper than ",
+                                                   kMaxJsonDepth, " levels; flatten it"));
   }
   Json json = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded()) {
@@ -230,8 +228,8 @@ absl::Status ReadGenerationFields(const Fields& fields, bool chat, CompletionReq
                             fields.Int("max_completion_tokens", 1, kInt32Max));
   CATSERVE_ASSIGN_OR_RETURN(max_tokens, fields.Int("max_tokens", 1, kInt32Max));
   const int64_t default_tokens = chat ? 256 : 16;
-  g.set_max_tokens(static_cast<int32_t>(
-      max_completion_tokens.value_or(max_tokens.value_or(default_tokens))));
+  g.set_max_tokens(
+      static_cast<int32_t>(max_completion_tokens.value_or(max_tokens.value_or(default_tokens))));
 
   v1::SamplingParams* sampling = g.mutable_sampling();
   CATSERVE_ASSIGN_OR_RETURN(temperature, fields.Number("temperature"));
@@ -246,7 +244,7 @@ absl::Status ReadGenerationFields(const Fields& fields, bool chat, CompletionReq
   CATSERVE_ASSIGN_OR_RETURN(top_k, fields.Int("top_k", -1, kInt32Max));
   if (top_k.has_value() && *top_k > 0) sampling->set_top_k(static_cast<int32_t>(*top_k));
   CATSERVE_ASSIGN_OR_RETURN(seed, fields.Int("seed", std::numeric_limits<int64_t>::min(),
-                                              std::numeric_limits<int64_t>::max()));
+                                             std::numeric_limits<int64_t>::max()));
   if (seed.has_value()) sampling->set_seed(static_cast<uint64_t>(*seed));
 
   if (const Json* stop = fields.Find("stop"); stop != nullptr) {

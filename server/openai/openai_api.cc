@@ -1,7 +1,6 @@
 #include "server/openai/openai_api.h"
 
 #include <nlohmann/json.hpp>
-
 #include <utility>
 
 #include "absl/random/random.h"
@@ -20,24 +19,24 @@ std::string ModelsJson(const v1::ModelInfo& info) {
   Json tiers = Json::object();
   for (const auto& [name, chunk_size] : info.tiers()) {
     auto coarsest = info.tier_coarsest_chunk_sizes().find(name);
-    tiers[name] = {{"chunk_size", chunk_size},
-                   {"coarsest_chunk_size",
-                    coarsest == info.tier_coarsest_chunk_sizes().end() ? chunk_size
-                                                                       : coarsest->second}};
+    tiers[name] = {
+        {"chunk_size", chunk_size},
+        {"coarsest_chunk_size",
+         coarsest == info.tier_coarsest_chunk_sizes().end() ? chunk_size : coarsest->second}};
   }
-  Json model = {{"id", info.model()},
-                {"object", "model"},
-                {"created", absl::ToUnixSeconds(absl::Now())},
-                {"owned_by", "catserve"},
-                {"root", info.model()},
-                {"parent", nullptr},
-                {"max_model_len", info.limits().max_context()},
-                // catserve's own, beside OpenAI's.
-                {"chunk_sizes", Json(std::vector<int>(info.chunk_sizes().begin(),
-                                                      info.chunk_sizes().end()))},
-                {"default_chunk_size", info.default_chunk_size()},
-                {"tiers", std::move(tiers)},
-                {"backend", info.backend()}};
+  Json model = {
+      {"id", info.model()},
+      {"object", "model"},
+      {"created", absl::ToUnixSeconds(absl::Now())},
+      {"owned_by", "catserve"},
+      {"root", info.model()},
+      {"parent", nullptr},
+      {"max_model_len", info.limits().max_context()},
+      // catserve's own, beside OpenAI's.
+      {"chunk_sizes", Json(std::vector<int>(info.chunk_sizes().begin(), info.chunk_sizes().end()))},
+      {"default_chunk_size", info.default_chunk_size()},
+      {"tiers", std::move(tiers)},
+      {"backend", info.backend()}};
   return Json{{"object", "list"}, {"data", Json::array({std::move(model)})}}.dump();
 }
 
@@ -65,10 +64,10 @@ void OpenAiApi::AddRoutes(http::Routes& routes) const {
   routes
       .Get("/v1/models", [this](const http::Request& request,
                                 std::shared_ptr<http::Call> call) { Models(request, call); })
-      .Post("/v1/completions", [this](const http::Request& request,
-                                      std::shared_ptr<http::Call> call) {
-        Completions(request, std::move(call));
-      })
+      .Post("/v1/completions",
+            [this](const http::Request& request, std::shared_ptr<http::Call> call) {
+              Completions(request, std::move(call));
+            })
       .Post("/v1/chat/completions",
             [this](const http::Request& request, std::shared_ptr<http::Call> call) {
               ChatCompletions(request, std::move(call));
@@ -152,8 +151,7 @@ void OpenAiApi::Submit(absl::StatusOr<CompletionRequest> completion, absl::Time 
     ReplyError(*call, InOpenAiTerms(parsed.status()));
     return;
   }
-  CompletionCall::Start(config_.shared, *std::move(parsed), *completion, std::move(call),
-                        arrival);
+  CompletionCall::Start(config_.shared, *std::move(parsed), *completion, std::move(call), arrival);
 }
 
 }  // namespace catserve::server::openai

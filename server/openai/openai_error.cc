@@ -1,7 +1,6 @@
 #include "server/openai/openai_error.h"
 
 #include <cctype>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/cord.h"
@@ -36,12 +35,13 @@ const char* TypeOf(int status) {
 
 std::string Body(int status, absl::string_view message, const std::string& param,
                  const char* code) {
-  nlohmann::json error = {{"message", std::string(message)},
-                          {"type", TypeOf(status)},
-                          {"param", param.empty() ? nlohmann::json(nullptr) : nlohmann::json(param)},
-                          {"code", code == nullptr ? nlohmann::json(nullptr) : code}};
-  return nlohmann::json{{"error", std::move(error)}}.dump(
-      -1, ' ', false, nlohmann::json::error_handler_t::replace);
+  nlohmann::json error = {
+      {"message", std::string(message)},
+      {"type", TypeOf(status)},
+      {"param", param.empty() ? nlohmann::json(nullptr) : nlohmann::json(param)},
+      {"code", code == nullptr ? nlohmann::json(nullptr) : code}};
+  return nlohmann::json{{"error", std::move(error)}}.dump(-1, ' ', false,
+                                                          nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace
@@ -59,19 +59,31 @@ absl::Status InOpenAiTerms(const absl::Status& status) {
   std::string message(status.message());
   for (size_t at; (at = message.find("sampling.")) != std::string::npos;) message.erase(at, 9);
   // The request fields the shared rules name, as this API spells them.
-  static constexpr const char* kFields[] = {
-      "coarsest_chunk_size", "repetition_penalty", "stop_token_ids", "top_logprobs", "max_tokens",
-      "chunk_size", "temperature", "priority", "logprobs", "prompt", "top_p", "top_k", "min_p",
-      "seed", "stop", "tier"};
+  static constexpr const char* kFields[] = {"coarsest_chunk_size",
+                                            "repetition_penalty",
+                                            "stop_token_ids",
+                                            "top_logprobs",
+                                            "max_tokens",
+                                            "chunk_size",
+                                            "temperature",
+                                            "priority",
+                                            "logprobs",
+                                            "prompt",
+                                            "top_p",
+                                            "top_k",
+                                            "min_p",
+                                            "seed",
+                                            "stop",
+                                            "tier"};
   auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
   size_t first = std::string::npos;
   std::string param;
   for (const char* field : kFields) {
     const std::string name(field);
-    for (size_t at = message.find(name); at != std::string::npos;
-         at = message.find(name, at + 1)) {
-      const bool whole = (at == 0 || !is_word(message[at - 1])) &&
-                         (at + name.size() == message.size() || !is_word(message[at + name.size()]));
+    for (size_t at = message.find(name); at != std::string::npos; at = message.find(name, at + 1)) {
+      const bool whole =
+          (at == 0 || !is_word(message[at - 1])) &&
+          (at + name.size() == message.size() || !is_word(message[at + name.size()]));
       if (!whole) continue;
       if (at < first) {
         first = at;

@@ -23,8 +23,8 @@ using GemmFn = void (*)(const float* x, int rows, int in, const float* w, int ou
 void ExpectRowsIndependentOfTheirCall(GemmFn gemm) {
   // The shipped model's, the test models' and the paper's layer shapes, slices of them, and
   // widths that are no multiple of 8.
-  const int shapes[][2] = {{64, 64},   {64, 256},   {256, 64},  {192, 192}, {192, 768},
-                           {768, 192}, {96, 96},    {192, 4096}, {32, 32},  {48, 16},
+  const int shapes[][2] = {{64, 64},     {64, 256}, {256, 64},   {192, 192}, {192, 768},
+                           {768, 192},   {96, 96},  {192, 4096}, {32, 32},   {48, 16},
                            {1024, 1024}, {13, 7},   {100, 37}};
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -57,8 +57,10 @@ TEST(LinearTest, ARowsOutputDoesNotDependOnTheRowsBesideIt) {
 }
 
 TEST(RowInvariantGemmTest, ARowsOutputDoesNotDependOnTheRowsBesideIt) {
-  ExpectRowsIndependentOfTheirCall(+[](const float* x, int rows, int in, const float* w, int out,
-                                       float* y) { RowInvariantGemm(x, rows, in, w, out, y, out); });
+  ExpectRowsIndependentOfTheirCall(
+      +[](const float* x, int rows, int in, const float* w, int out, float* y) {
+        RowInvariantGemm(x, rows, in, w, out, y, out);
+      });
 }
 
 // The vector path and the lane-by-lane one are bit-identical, so a machine without AVX2 gives

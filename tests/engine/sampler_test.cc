@@ -1,7 +1,5 @@
 #include "engine/sampling/sampler.h"
 
-#include "engine/sampling/draw.h"
-
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -9,6 +7,7 @@
 #include <set>
 #include <vector>
 
+#include "engine/sampling/draw.h"
 #include "gtest/gtest.h"
 
 namespace catserve::engine {

@@ -42,9 +42,8 @@ absl::StatusOr<HttpResponse> HttpRequest(int port, absl::string_view method,
                                          "Connection: close\r\n\r\n"));
 }
 
-absl::StatusOr<HttpResponse> HttpPostJson(int port, absl::string_view path,
-                                          absl::string_view body, absl::string_view extra_headers,
-                                          int silence_seconds) {
+absl::StatusOr<HttpResponse> HttpPostJson(int port, absl::string_view path, absl::string_view body,
+                                          absl::string_view extra_headers, int silence_seconds) {
   return HttpExchange(port,
                       absl::StrCat("POST ", path,
                                    " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"

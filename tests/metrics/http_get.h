@@ -29,8 +29,7 @@ absl::StatusOr<HttpResponse> HttpExchange(int port, absl::string_view raw, bool 
 
 // POSTs `body` (JSON) to `path` with "Connection: close" and `extra_headers` (whole lines with
 // CRLF), keeping the socket open for writing as real clients do; reads until the server closes.
-absl::StatusOr<HttpResponse> HttpPostJson(int port, absl::string_view path,
-                                          absl::string_view body,
+absl::StatusOr<HttpResponse> HttpPostJson(int port, absl::string_view path, absl::string_view body,
                                           absl::string_view extra_headers = "",
                                           int silence_seconds = 30);
 

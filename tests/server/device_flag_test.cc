@@ -41,9 +41,9 @@ TEST(DeviceFlagTest, CudaServesOnAGpuElseExitsOneWithTheReason) {
     EXPECT_GT((*server)->Metric("catserve_weights_bytes").value_or(0), 0);
     return;
   }
-  const Exit e = RunToExit(absl::StrCat(CATSERVE_SERVER_BIN,
-                                        " --device=cuda --model_dir=", CATSERVE_FIXTURES_DIR,
-                                        "/tiny --listen=127.0.0.1:0 --http_listen=127.0.0.1:0 --openai_listen=127.0.0.1:0"));
+  const Exit e = RunToExit(absl::StrCat(
+      CATSERVE_SERVER_BIN, " --device=cuda --model_dir=", CATSERVE_FIXTURES_DIR,
+      "/tiny --listen=127.0.0.1:0 --http_listen=127.0.0.1:0 --openai_listen=127.0.0.1:0"));
   EXPECT_EQ(e.code, 1) << e.output;
   const char* reason =
       engine::CudaBackendBuilt() ? "no CUDA device: " : "this build has no CUDA backend";

@@ -300,10 +300,9 @@ TEST(LifecycleTest, ASecondDaemonOnAPortInUseFailsAtStart) {
   const std::string openai = absl::StrCat("127.0.0.1:", (*first)->openai_port());
   second = ServerProcess::Start({"--openai_listen=" + openai});
   ASSERT_FALSE(second.ok());
-  EXPECT_TRUE(absl::StrContains(
-      second.status().message(),
-      "--openai_listen=" + openai + ": cannot serve the OpenAI API on " + openai +
-          ": the address is in use"))
+  EXPECT_TRUE(absl::StrContains(second.status().message(), "--openai_listen=" + openai +
+                                                               ": cannot serve the OpenAI API on " +
+                                                               openai + ": the address is in use"))
       << second.status();
 
   // The first daemon still answers every call.

@@ -36,7 +36,8 @@ std::string Completion(absl::string_view extra) {
 // The shipped model: slow enough on one thread (about 2 ms a token at chunk 1) that a
 // 450-token request is still running while a test acts on it.
 std::vector<std::string> SlowModel(std::vector<std::string> flags) {
-  flags.push_back(absl::StrCat("--model_dir=", CATSERVE_FIXTURES_DIR, "/../../models/cat-small-en"));
+  flags.push_back(
+      absl::StrCat("--model_dir=", CATSERVE_FIXTURES_DIR, "/../../models/cat-small-en"));
   return flags;
 }
 constexpr char kLongStream[] =
@@ -58,9 +59,10 @@ int OpenStream(int port, absl::string_view body, size_t bytes) {
   std::string error;
   const int fd = metrics::Connect(port, &error);
   if (fd < 0) return -1;
-  const std::string request =
-      absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                   "Content-Length: ", body.size(), "\r\n\r\n", body);
+  const std::string request = absl::StrCat(
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: ",
+      body.size(), "\r\n\r\n", body);
   send(fd, request.data(), request.size(), MSG_NOSIGNAL);
   const timeval timeout{.tv_sec = 20, .tv_usec = 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
@@ -109,8 +111,7 @@ TEST(OpenAiPortTest, GreedyCompletionEqualsTheGrpcAnswerAndItsStream) {
   }
 
   absl::StatusOr<HttpResponse> streamed = HttpPostJson(
-      port, "/v1/completions",
-      Completion(R"("max_tokens": 12, "temperature": 0, "stream": true,
+      port, "/v1/completions", Completion(R"("max_tokens": 12, "temperature": 0, "stream": true,
                     "stream_options": {"include_usage": true})"));
   ASSERT_TRUE(streamed.ok()) << streamed.status();
   ASSERT_EQ(streamed->status, 200);
@@ -144,7 +145,7 @@ TEST(OpenAiPortTest, BadRequestsGetOpenAiErrorsThatNameTheField) {
       {Completion(R"("temperature": -1)"), 400, R"("param":"temperature")"},
       {Completion(R"("tier": "nope")"), 400, R"("param":"tier")"},
       {Completion(R"("logprobs": 21)"), 400, R"("param":"logprobs")"},
-        {R"({"model": "gpt-4", "prompt": "hi"})", 404, "is not served here"},
+      {R"({"model": "gpt-4", "prompt": "hi"})", 404, "is not served here"},
       {R"({"model": "tiny", "prompt": "hi", "max_tokens": 1})", 200, R"("model":"tiny")"},
       {R"({"prompt": ["a", "b"]})", 400, "one per request"},
       {R"({"max_tokens": 3})", 400, "prompt is missing"},
@@ -190,12 +191,12 @@ TEST(OpenAiPortTest, TokensAreCheckedAsOnGrpc) {
   ASSERT_TRUE(none.ok());
   EXPECT_EQ(none->status, 401);
   EXPECT_THAT(none->body, HasSubstr(R"("code":"invalid_api_key")"));
-  absl::StatusOr<HttpResponse> wrong = HttpPostJson(port, "/v1/completions", Completion(""),
-                                                    "Authorization: Bearer guess\r\n");
+  absl::StatusOr<HttpResponse> wrong =
+      HttpPostJson(port, "/v1/completions", Completion(""), "Authorization: Bearer guess\r\n");
   ASSERT_TRUE(wrong.ok());
   EXPECT_EQ(wrong->status, 401);
-  absl::StatusOr<HttpResponse> right = HttpPostJson(port, "/v1/completions", Completion(""),
-                                                    "Authorization: Bearer s3cret\r\n");
+  absl::StatusOr<HttpResponse> right =
+      HttpPostJson(port, "/v1/completions", Completion(""), "Authorization: Bearer s3cret\r\n");
   ASSERT_TRUE(right.ok());
   EXPECT_EQ(right->status, 200) << right->body;
   absl::StatusOr<HttpResponse> models = metrics::HttpRequest(port, "GET", "/v1/models");
@@ -218,11 +219,11 @@ TEST(OpenAiPortTest, ClientsThatLeaveCancelTheirRequestsAndFreeTheirPages) {
   // Queued behind it (one running at a time): nothing sent yet but the headers.
   const int queued = OpenStream(port, endless, 0);
   ASSERT_GE(queued, 0);
-  EXPECT_EQ((*server)->AwaitMetric("catserve_num_requests_waiting", 1, absl::Seconds(5)).value_or(-1),
-            1);
+  EXPECT_EQ(
+      (*server)->AwaitMetric("catserve_num_requests_waiting", 1, absl::Seconds(5)).value_or(-1), 1);
   close(queued);
-  EXPECT_EQ((*server)->AwaitMetric("catserve_num_requests_waiting", 0, absl::Seconds(2)).value_or(-1),
-            0);
+  EXPECT_EQ(
+      (*server)->AwaitMetric("catserve_num_requests_waiting", 0, absl::Seconds(2)).value_or(-1), 0);
   close(running);
   EXPECT_EQ((*server)->AwaitMetric("catserve_kv_pages_used", 0, absl::Seconds(2)).value_or(-1), 0);
   EXPECT_EQ((*server)->AwaitMetric(OpenAiFinished("cancelled"), 2, absl::Seconds(2)).value_or(-1),
@@ -241,8 +242,8 @@ TEST(OpenAiPortTest, AFullQueueIs429WithRetryAfterAndDrainIs503) {
   const std::string long_stream = Completion(kLongStream);
   const int running = OpenStream(port, long_stream, 300);
   const int queued = OpenStream(port, long_stream, 0);
-  ASSERT_EQ((*server)->AwaitMetric("catserve_num_requests_waiting", 1, absl::Seconds(5)).value_or(-1),
-            1);
+  ASSERT_EQ(
+      (*server)->AwaitMetric("catserve_num_requests_waiting", 1, absl::Seconds(5)).value_or(-1), 1);
   absl::StatusOr<HttpResponse> full =
       HttpPostJson(port, "/v1/completions", Completion(R"("max_tokens": 4)"));
   ASSERT_TRUE(full.ok());
@@ -259,8 +260,8 @@ TEST(OpenAiPortTest, AFullQueueIs429WithRetryAfterAndDrainIs503) {
     absl::StatusOr<HttpResponse> r = HttpPostJson(port, "/v1/completions", Completion(kLongStream));
     if (r.ok()) finished_body = r->body;
   });
-  ASSERT_EQ((*server)->AwaitMetric("catserve_num_requests_running", 1, absl::Seconds(5)).value_or(-1),
-            1);
+  ASSERT_EQ(
+      (*server)->AwaitMetric("catserve_num_requests_running", 1, absl::Seconds(5)).value_or(-1), 1);
   (*server)->Signal(SIGTERM);
   absl::SleepFor(absl::Milliseconds(200));
   absl::StatusOr<HttpResponse> refused =
@@ -346,9 +347,9 @@ TEST(OpenAiPortTest, ChatIsServedWhereTheModelDeclaresATemplate) {
   EXPECT_THAT(chat->body, HasSubstr(R"("role":"assistant")"));
   EXPECT_THAT(chat->body, HasSubstr(R"("top_logprobs":[{"bytes":)"));
   // The same prompt, rendered by hand, through /v1/completions.
-  absl::StatusOr<HttpResponse> plain = HttpPostJson(
-      port, "/v1/completions",
-      R"({"prompt": "S: Be brief.\nU: Hello\nA:", "max_tokens": 10, "temperature": 0,
+  absl::StatusOr<HttpResponse> plain =
+      HttpPostJson(port, "/v1/completions",
+                   R"({"prompt": "S: Be brief.\nU: Hello\nA:", "max_tokens": 10, "temperature": 0,
           "ignore_eos": true, "stop": ["\n"]})");
   ASSERT_TRUE(plain.ok());
   const size_t at = plain->body.find(R"("text":)");

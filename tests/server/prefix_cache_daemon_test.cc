@@ -12,7 +12,8 @@ namespace {
 std::vector<int32_t> SharedPrefixPrompt(int prefix, int suffix_seed) {
   std::vector<int32_t> ids;
   for (int i = 0; i < prefix; ++i) ids.push_back(5 + (i * 37) % 300);
-  for (int i = 0; i < 3 + suffix_seed % 4; ++i) ids.push_back(11 + (suffix_seed * 53 + i * 7) % 250);
+  for (int i = 0; i < 3 + suffix_seed % 4; ++i)
+    ids.push_back(11 + (suffix_seed * 53 + i * 7) % 250);
   return ids;
 }
 

@@ -36,10 +36,13 @@ std::string TestDevice() {
 
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Spawn(
     const std::vector<std::string>& extra_flags) {
-  std::vector<std::string> args = {CATSERVE_SERVER_BIN,    "--model_dir=" + TinyModelDir(),
-                                   "--listen=127.0.0.1:0", "--http_listen=127.0.0.1:0",
+  std::vector<std::string> args = {CATSERVE_SERVER_BIN,
+                                   "--model_dir=" + TinyModelDir(),
+                                   "--listen=127.0.0.1:0",
+                                   "--http_listen=127.0.0.1:0",
                                    "--openai_listen=127.0.0.1:0",
-                                   "--threads=1",          "--kv_pool_mb=16"};
+                                   "--threads=1",
+                                   "--kv_pool_mb=16"};
   // CATSERVE_TEST_DEVICE=cuda runs the daemon tests on the GPU (tools/gpu/cuda_proof.sh).
   args.push_back("--device=" + TestDevice());
   args.insert(args.end(), extra_flags.begin(), extra_flags.end());

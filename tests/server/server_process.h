@@ -19,8 +19,9 @@
 namespace catserve::testing {
 
 // Spawns build/server/catserve on the tiny fixture model with --listen, --http_listen and
-// --openai_listen on 127.0.0.1 port 0, and learns the ports from its startup lines. stderr is collected (see log())
-// so a failing test can show it. The destructor kills the process if it is still running.
+// --openai_listen on 127.0.0.1 port 0, and learns the ports from its startup lines. stderr is
+// collected (see log()) so a failing test can show it. The destructor kills the process if it is
+// still running.
 class ServerProcess {
  public:
   // `extra_flags` are appended to the defaults (the tiny fixture model, loopback ports, one
