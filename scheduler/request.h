@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -42,6 +43,13 @@ struct GenerationRequest {
 // to the scheduler directly. Deeper layers (the engine's ValidateStep) only guard their own
 // preconditions.
 absl::Status ValidateRequest(const engine::ModelConfig& config, const GenerationRequest& request);
+
+// INVALID_ARGUMENT about the request field `field`, as catserve.v1 spells it ("max_tokens",
+// "sampling.temperature", "prompt", "stop", ...): named in the message and, for a transport that
+// spells its fields otherwise, in a payload FieldOf reads. Every request rule names its field so.
+absl::Status InvalidField(absl::string_view field, absl::string_view message);
+// The field an InvalidField status is about; empty for any other status.
+std::string FieldOf(const absl::Status& status);
 
 // RESOURCE_EXHAUSTED that passes with time (the queue is full), as opposed to a request that can
 // never fit this server's pool. Transports tell clients to retry the first (HTTP 429 with

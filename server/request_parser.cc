@@ -10,7 +10,7 @@
 namespace catserve::server {
 namespace {
 
-absl::Status Invalid(absl::string_view message) { return absl::InvalidArgumentError(message); }
+using scheduler::InvalidField;
 
 }  // namespace
 
@@ -25,19 +25,21 @@ RequestParser::RequestParser(const engine::Tokenizer* tokenizer, const engine::M
 
 absl::StatusOr<int> RequestParser::ResolveChunkSize(const v1::GenerateRequest& request) const {
   if (request.chunk_size() != 0 && !request.tier().empty()) {
-    return Invalid(absl::StrCat("set chunk_size or tier, not both (got chunk_size ",
-                                request.chunk_size(), " and tier '", Excerpt(request.tier()),
-                                "')"));
+    return InvalidField(
+        "tier", absl::StrCat("set chunk_size or tier, not both (got chunk_size ",
+                             request.chunk_size(), " and tier '", Excerpt(request.tier()), "')"));
   }
   if (!request.tier().empty()) {
     auto it = tiers_.find(request.tier());
     if (it == tiers_.end()) {
-      return Invalid(absl::StrCat(
-          "unknown tier '", Excerpt(request.tier()), "'; tiers: ",
-          tiers_.empty() ? std::string("none")
-                         : absl::StrJoin(tiers_, ", ", [](std::string* out, const auto& t) {
-                             absl::StrAppend(out, t.first, "=", FormatTier(t.second));
-                           })));
+      return InvalidField(
+          "tier",
+          absl::StrCat("unknown tier '", Excerpt(request.tier()), "'; tiers: ",
+                       tiers_.empty()
+                           ? std::string("none")
+                           : absl::StrJoin(tiers_, ", ", [](std::string* out, const auto& t) {
+                               absl::StrAppend(out, t.first, "=", FormatTier(t.second));
+                             })));
     }
     return it->second.chunk_size;
   }
@@ -50,26 +52,32 @@ absl::StatusOr<std::vector<int32_t>> RequestParser::Prompt(
   std::vector<int32_t> prompt;
   switch (request.prompt_case()) {
     case v1::GenerateRequest::kText: {
-      if (request.text().empty()) return Invalid("prompt is empty: set text or token_ids");
+      if (request.text().empty()) {
+        return InvalidField("text", "prompt is empty: set text or token_ids");
+      }
       if (static_cast<int64_t>(request.text().size()) > limits_.max_prompt_bytes) {
-        return Invalid(absl::StrCat("the prompt text has ", request.text().size(),
-                                    " bytes, more than this server reads (",
-                                    limits_.max_prompt_bytes, "; --max_prompt_bytes); shorten it"));
+        return InvalidField(
+            "text", absl::StrCat("the prompt text has ", request.text().size(),
+                                 " bytes, more than this server reads (", limits_.max_prompt_bytes,
+                                 "; --max_prompt_bytes); shorten it"));
       }
       absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(request.text());
-      if (!ids.ok()) return Invalid(absl::StrCat("cannot tokenize text: ", ids.status().message()));
-      if (ids->empty()) return Invalid("prompt text encodes to no tokens; give some text");
+      if (!ids.ok()) {
+        return InvalidField("text", absl::StrCat("cannot tokenize text: ", ids.status().message()));
+      }
+      if (ids->empty())
+        return InvalidField("text", "prompt text encodes to no tokens; give some text");
       prompt = *std::move(ids);
       break;
     }
     case v1::GenerateRequest::kTokenIds: {
       const auto& ids = request.token_ids().ids();
-      if (ids.empty()) return Invalid("prompt is empty: set text or token_ids");
+      if (ids.empty()) return InvalidField("token_ids", "prompt is empty: set text or token_ids");
       prompt.assign(ids.begin(), ids.end());
       break;
     }
     case v1::GenerateRequest::PROMPT_NOT_SET:
-      return Invalid("prompt is empty: set text or token_ids");
+      return InvalidField("text", "prompt is empty: set text or token_ids");
   }
   return prompt;
 }
@@ -82,8 +90,9 @@ absl::StatusOr<ParsedGeneration> RequestParser::Parse(const v1::GenerateRequest&
 
   // Everything cheap first: the prompt (tokenizing a text) comes last.
   if (request.max_tokens() > limits_.max_new_tokens) {
-    return Invalid(absl::StrCat("max_tokens ", request.max_tokens(), " is more than the limit of ",
-                                limits_.max_new_tokens, "; lower it"));
+    return InvalidField("max_tokens", absl::StrCat("max_tokens ", request.max_tokens(),
+                                                   " is more than the limit of ",
+                                                   limits_.max_new_tokens, "; lower it"));
   }
   out.max_new_tokens = request.max_tokens();
 
@@ -97,7 +106,7 @@ absl::StatusOr<ParsedGeneration> RequestParser::Parse(const v1::GenerateRequest&
 
   for (int i = 0; i < request.stop_size(); ++i) {
     if (request.stop(i).empty()) {
-      return Invalid(absl::StrCat("stop[", i, "] is empty; remove it"));
+      return InvalidField("stop", absl::StrCat("stop[", i, "] is empty; remove it"));
     }
   }
   parsed.stop_strings.assign(request.stop().begin(), request.stop().end());
@@ -121,9 +130,9 @@ absl::StatusOr<ParsedGeneration> RequestParser::Parse(const v1::GenerateRequest&
   out.prompt = *std::move(prompt);
   const int prompt_tokens = static_cast<int>(out.prompt.size());
   if (prompt_tokens > limits_.max_prompt_tokens) {
-    return Invalid(absl::StrCat("the prompt has ", prompt_tokens,
-                                " tokens, more than the limit of ", limits_.max_prompt_tokens,
-                                "; shorten it"));
+    return InvalidField(
+        "prompt", absl::StrCat("the prompt has ", prompt_tokens, " tokens, more than the limit of ",
+                               limits_.max_prompt_tokens, "; shorten it"));
   }
   if (absl::Status st = scheduler::ValidateRequest(config_, out); !st.ok()) return st;
   return parsed;

@@ -10,25 +10,24 @@
 
 namespace catserve::engine {
 
-absl::Status ValidateSamplingParams(const SamplingParams& p) {
+absl::Status ValidateSamplingParams(const SamplingParams& p, std::string* field) {
+  auto invalid = [field](const char* name, std::string message) {
+    if (field != nullptr) *field = name;
+    return absl::InvalidArgumentError(absl::StrCat(name, message));
+  };
   if (!(p.temperature >= 0) || !std::isfinite(p.temperature)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("temperature must be >= 0 (0 = greedy), got ", p.temperature));
+    return invalid("temperature", absl::StrCat(" must be >= 0 (0 = greedy), got ", p.temperature));
   }
-  if (p.top_k < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("top_k must be >= 0 (0 = off), got ", p.top_k));
-  }
+  if (p.top_k < 0) return invalid("top_k", absl::StrCat(" must be >= 0 (0 = off), got ", p.top_k));
   if (!(p.top_p > 0 && p.top_p <= 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("top_p must be in (0, 1] (1 = off), got ", p.top_p));
+    return invalid("top_p", absl::StrCat(" must be in (0, 1] (1 = off), got ", p.top_p));
   }
   if (!(p.min_p >= 0 && p.min_p <= 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("min_p must be in [0, 1] (0 = off), got ", p.min_p));
+    return invalid("min_p", absl::StrCat(" must be in [0, 1] (0 = off), got ", p.min_p));
   }
   if (!(p.repetition_penalty > 0) || !std::isfinite(p.repetition_penalty)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("repetition_penalty must be > 0 (1 = off), got ", p.repetition_penalty));
+    return invalid("repetition_penalty",
+                   absl::StrCat(" must be > 0 (1 = off), got ", p.repetition_penalty));
   }
   return absl::OkStatus();
 }

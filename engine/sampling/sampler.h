@@ -2,6 +2,7 @@
 #define CATSERVE_ENGINE_SAMPLING_SAMPLER_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -19,8 +20,9 @@ struct SamplingParams {
   uint64_t seed = 0;
 };
 
-// Checks the ranges above; the message names the field and its allowed range.
-absl::Status ValidateSamplingParams(const SamplingParams& params);
+// Checks the ranges above; the message names the field and its allowed range, and `field`, when
+// given, is set to that field's name ("temperature", "top_p", ...) on an error.
+absl::Status ValidateSamplingParams(const SamplingParams& params, std::string* field = nullptr);
 
 // Applies the repetition penalty (CTRL style: a positive logit of a token seen in `context` is
 // divided by the penalty, a negative one multiplied) in place.

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "scheduler/request.h"
 
 namespace catserve::server::openai {
@@ -53,46 +54,18 @@ absl::Status InvalidParam(absl::string_view param, absl::string_view message) {
 }
 
 absl::Status InOpenAiTerms(const absl::Status& status) {
-  if (status.code() != absl::StatusCode::kInvalidArgument || !ParamOf(status).empty()) {
-    return status;
-  }
+  const std::string field = scheduler::FieldOf(status);
+  if (field.empty()) return status;
+  // catserve.v1's names for the fields this API names otherwise: the prompt's two forms, and
+  // the sampling settings, which this API has at the top level (the message drops the prefix).
   std::string message(status.message());
-  for (size_t at; (at = message.find("sampling.")) != std::string::npos;) message.erase(at, 9);
-  // The request fields the shared rules name, as this API spells them.
-  static constexpr const char* kFields[] = {"coarsest_chunk_size",
-                                            "repetition_penalty",
-                                            "stop_token_ids",
-                                            "top_logprobs",
-                                            "max_tokens",
-                                            "chunk_size",
-                                            "temperature",
-                                            "priority",
-                                            "logprobs",
-                                            "prompt",
-                                            "top_p",
-                                            "top_k",
-                                            "min_p",
-                                            "seed",
-                                            "stop",
-                                            "tier"};
-  auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
-  size_t first = std::string::npos;
-  std::string param;
-  for (const char* field : kFields) {
-    const std::string name(field);
-    for (size_t at = message.find(name); at != std::string::npos; at = message.find(name, at + 1)) {
-      const bool whole =
-          (at == 0 || !is_word(message[at - 1])) &&
-          (at + name.size() == message.size() || !is_word(message[at + name.size()]));
-      if (!whole) continue;
-      if (at < first) {
-        first = at;
-        param = name;
-      }
-      break;
-    }
+  if (field == "text" || field == "token_ids") return InvalidParam("prompt", message);
+  const std::string kSampling = "sampling.";
+  if (!absl::StartsWith(field, kSampling)) return InvalidParam(field, message);
+  for (size_t at; (at = message.find(kSampling)) != std::string::npos;) {
+    message.erase(at, kSampling.size());
   }
-  return param.empty() ? absl::InvalidArgumentError(message) : InvalidParam(param, message);
+  return InvalidParam(field.substr(kSampling.size()), message);
 }
 
 std::string ParamOf(const absl::Status& status) {

@@ -15,9 +15,10 @@ absl::Status InvalidParam(absl::string_view param, absl::string_view message);
 // The field a status is about ("" when it names none).
 std::string ParamOf(const absl::Status& status);
 
-// A status from the request rules shared with gRPC (RequestParser, scheduler::ValidateRequest)
-// in this API's terms: "sampling.temperature" becomes "temperature", and the field the message
-// names first becomes its param.
+// A status from the request rules shared with gRPC (RequestParser, scheduler::ValidateRequest) in
+// this API's terms: the field it names (scheduler::FieldOf) becomes its param, spelled as this
+// API spells it ("sampling.temperature" is "temperature", "text" and "token_ids" are "prompt"),
+// in the message too.
 absl::Status InOpenAiTerms(const absl::Status& status);
 
 // An error as the OpenAI API answers it.

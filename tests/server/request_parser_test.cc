@@ -3,7 +3,9 @@
 // same requests with exactly its message, and keeps to itself only what the transport knows.
 #include "server/request_parser.h"
 
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -110,6 +112,29 @@ TEST_F(RequestParserTest, TransportRulesStayWithTheParser) {
   r.add_stop("");
   EXPECT_NE(Parse(r).message().find("stop[0] is empty"), std::string::npos);
   EXPECT_TRUE(Parse(Valid()).ok()) << Parse(Valid());
+}
+
+// Every refusal names its field in the status too (scheduler::FieldOf), as catserve.v1 spells it,
+// for the OpenAI API to name it in its own terms.
+TEST_F(RequestParserTest, EveryRefusalNamesItsField) {
+  const std::vector<std::pair<std::function<void(v1::GenerateRequest&)>, std::string>> cases = {
+      {[](v1::GenerateRequest& r) { r.set_tier("slow"); }, "tier"},
+      {[](v1::GenerateRequest& r) { r.set_max_tokens(101); }, "max_tokens"},
+      {[](v1::GenerateRequest& r) { r.add_stop(""); }, "stop"},
+      {[](v1::GenerateRequest& r) { r.set_chunk_size(3); }, "chunk_size"},
+      {[](v1::GenerateRequest& r) { r.mutable_token_ids()->add_ids(-1); }, "prompt"},
+      {[](v1::GenerateRequest& r) { r.mutable_token_ids()->clear_ids(); }, "token_ids"},
+      {[](v1::GenerateRequest& r) { r.mutable_sampling()->set_top_p(2); }, "sampling.top_p"},
+      {[](v1::GenerateRequest& r) { r.mutable_sampling()->set_temperature(-1); },
+       "sampling.temperature"},
+  };
+  for (const auto& [edit, field] : cases) {
+    v1::GenerateRequest r = Valid();
+    edit(r);
+    const absl::Status status = Parse(r);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_EQ(scheduler::FieldOf(status), field) << status;
+  }
 }
 
 TEST_F(RequestParserTest, ATierResolvesToItsChunkSizeAndAnUnservedSizeIsStillReported) {
