@@ -39,14 +39,18 @@ std::optional<TextStream::Piece> TextStream::OnToken(const scheduler::GeneratedT
                .text = std::move(shown.text)};
 }
 
-std::string TextStream::TokenText(int32_t id) const {
+std::string TextStream::TokenText(int32_t id) {
   if (last_id_ >= 0) {
+    if (decoded_id_ != last_id_) {
+      absl::StatusOr<std::string> before = tokenizer_->Decode({&last_id_, 1});
+      decoded_text_ = before.ok() ? *std::move(before) : std::string();
+      decoded_id_ = last_id_;
+    }
     const int32_t pair[2] = {last_id_, id};
-    absl::StatusOr<std::string> before = tokenizer_->Decode({&last_id_, 1});
     absl::StatusOr<std::string> both = tokenizer_->Decode(pair);
-    if (before.ok() && both.ok() && both->size() >= before->size() &&
-        both->compare(0, before->size(), *before) == 0) {
-      return CoerceToUtf8(both->substr(before->size()));
+    if (both.ok() && both->size() >= decoded_text_.size() &&
+        both->compare(0, decoded_text_.size(), decoded_text_) == 0) {
+      return CoerceToUtf8(both->substr(decoded_text_.size()));
     }
   }
   absl::StatusOr<std::string> alone = tokenizer_->Decode({&id, 1});

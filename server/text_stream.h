@@ -66,7 +66,7 @@ class TextStream {
   std::optional<Piece> OnToken(const scheduler::GeneratedToken& token);
   // The text of `id` as the next token after the last one shown (with its word-boundary space):
   // what logprobs name tokens by. Call before OnToken of the token it is for.
-  std::string TokenText(int32_t id) const;
+  std::string TokenText(int32_t id);
   // True once a stop string completed: the transport cancels the request (from its own thread).
   bool stopped() const { return stop_hit_; }
   // Call once, with the scheduler's report; `client_cancelled` when the transport saw the client
@@ -76,6 +76,9 @@ class TextStream {
  private:
   const engine::Tokenizer* tokenizer_;
   int32_t last_id_ = -1;  // the last prompt or generated token; -1 before any
+  // The text of last_id_ alone, decoded once for every TokenText call until the next token.
+  int32_t decoded_id_ = -1;
+  std::string decoded_text_;
   engine::StreamDecoder decoder_;
   StopStringMatcher matcher_;
   RequestMetrics metrics_;

@@ -519,7 +519,6 @@ HttpServer::~HttpServer() {
     {
       absl::MutexLock lock(&call->mu_);
       gone = call->MarkGoneLocked();
-      call->gone_ = true;
       call->WakeLocked();
     }
     if (gone) gone();

@@ -148,16 +148,16 @@ absl::Status ReadStop(const Json& stop, v1::GenerateRequest* out) {
   return absl::OkStatus();
 }
 
-// A field catserve does not implement, accepted only at its neutral value.
-absl::Status OnlyNeutral(const Fields& fields, const char* name, const char* why) {
+// A field catserve does not implement, accepted only at its neutral value (`neutral_number` for
+// a number; false, empty or absent otherwise).
+absl::Status OnlyNeutral(const Fields& fields, const char* name, double neutral_number,
+                         const char* why) {
   const Json* v = fields.Find(name);
   if (v == nullptr) return absl::OkStatus();
-  const bool neutral =
-      (v->is_number() &&
-       (std::string(name) == "n" || std::string(name) == "best_of" ? v->get<double>() == 1
-                                                                   : v->get<double>() == 0)) ||
-      (v->is_boolean() && !v->get<bool>()) || (v->is_string() && v->get<std::string>().empty()) ||
-      (v->is_object() && v->empty()) || (v->is_array() && v->empty());
+  const bool neutral = (v->is_number() && v->get<double>() == neutral_number) ||
+                       (v->is_boolean() && !v->get<bool>()) ||
+                       (v->is_string() && v->get<std::string>().empty()) ||
+                       (v->is_object() && v->empty()) || (v->is_array() && v->empty());
   if (neutral) return absl::OkStatus();
   return InvalidParam(name, absl::StrCat(name, " is not supported: ", why));
 }
@@ -300,18 +300,23 @@ absl::Status ReadGenerationFields(const Fields& fields, bool chat, CompletionReq
     out->include_usage = usage.value_or(false);
   }
 
-  for (auto [name, why] : {
-           std::pair{"n", "one choice per request; send n requests (with different seeds)"},
-           std::pair{"best_of", "one choice per request; send separate requests"},
-           std::pair{"echo", "the prompt is not repeated; prepend it yourself"},
-           std::pair{"suffix", "insertion is not supported by CAT models"},
-           std::pair{"presence_penalty", "use repetition_penalty"},
-           std::pair{"frequency_penalty", "use repetition_penalty"},
-           std::pair{"logit_bias", "token biases are not supported"},
-           std::pair{"tools", "this server does not call tools"},
-           std::pair{"functions", "this server does not call functions"},
+  struct Unsupported {
+    const char* name;
+    double neutral;
+    const char* why;
+  };
+  for (const Unsupported& u : {
+           Unsupported{"n", 1, "one choice per request; send n requests (with different seeds)"},
+           Unsupported{"best_of", 1, "one choice per request; send separate requests"},
+           Unsupported{"echo", 0, "the prompt is not repeated; prepend it yourself"},
+           Unsupported{"suffix", 0, "insertion is not supported by CAT models"},
+           Unsupported{"presence_penalty", 0, "use repetition_penalty"},
+           Unsupported{"frequency_penalty", 0, "use repetition_penalty"},
+           Unsupported{"logit_bias", 0, "token biases are not supported"},
+           Unsupported{"tools", 0, "this server does not call tools"},
+           Unsupported{"functions", 0, "this server does not call functions"},
        }) {
-    if (absl::Status s = OnlyNeutral(fields, name, why); !s.ok()) return s;
+    if (absl::Status s = OnlyNeutral(fields, u.name, u.neutral, u.why); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -351,3 +356,5 @@ absl::StatusOr<CompletionRequest> ParseChatRequest(absl::string_view body,
 }
 
 }  // namespace catserve::server::openai
+
+#undef CATSERVE_ASSIGN_OR_RETURN
