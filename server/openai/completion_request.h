@@ -36,7 +36,8 @@ inline constexpr int kMaxJsonDepth = 32;
 // it is negated). Unknown fields are ignored, as OpenAI-compatible servers do. `model` must be
 // `model_name` when set (NOT_FOUND otherwise). Every other error is INVALID_ARGUMENT naming the
 // field (openai_error.h's ParamOf gives it) and what to change. Values are checked for type
-// here and for range by RequestParser, whose messages use the same field names.
+// here and for range by RequestParser, whose errors name their field as catserve.v1 spells it
+// (openai_error.h's InOpenAiTerms says it in this API's names).
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
                                                          absl::string_view model_name);
 
