@@ -154,11 +154,17 @@ class CudaEngine : public Engine {
   // y[rows, out] (+)= x[rows, in] W^T: bf16 inputs, fp32 output and accumulation.
   absl::Status Gemm(const uint16_t* x, int rows, int in, const uint16_t* w, int out, float* y,
                     bool accumulate);
-  // The attention-free half of a block around `attend`: norm, qkv, `attend` (which reads qkv_
-  // and writes attn_), o-projection into x, then the MLP into x.
+  // y[rows, out] = bf16(x[rows, in] W^T): fp32 accumulation, the output rounded to bf16 (for a
+  // consumer that reads bf16 anyway: the gate/up GEMM's, read only by SiluMul).
+  absl::Status Gemm(const uint16_t* x, int rows, int in, const uint16_t* w, int out, uint16_t* y);
+  absl::Status GemmEx(const uint16_t* x, int rows, int in, const uint16_t* w, int out, void* y,
+                      cudaDataType_t y_type, bool accumulate);
+  // The attention-free half of a block around `attend`: norm, qkv with its post-processing (and,
+  // when kv.slots is set, this step's K/V into the cache in the same pass), `attend` (which reads
+  // qkv_ and writes attn_), o-projection into x, then the MLP into x.
   template <typename Attend>
   absl::Status Block(const DeviceBlock& b, int rows, float* x, const int32_t* positions,
-                     const float* rope_cos, const float* rope_sin, Attend attend);
+                     const float* rope_cos, const float* rope_sin, cuda::KvWrite kv, Attend attend);
   absl::Status RunCompressor();
   absl::Status RunDecoder(KvPool& pool);
   // Runs the step up to the logits of the items that want them, rows of logits_ in want_ order.
@@ -299,13 +305,23 @@ absl::Status CudaEngine::Upload() {
 
 absl::Status CudaEngine::Gemm(const uint16_t* x, int rows, int in, const uint16_t* w, int out,
                               float* y, bool accumulate) {
+  return GemmEx(x, rows, in, w, out, y, CUDA_R_32F, accumulate);
+}
+
+absl::Status CudaEngine::Gemm(const uint16_t* x, int rows, int in, const uint16_t* w, int out,
+                              uint16_t* y) {
+  return GemmEx(x, rows, in, w, out, y, CUDA_R_16BF, false);
+}
+
+absl::Status CudaEngine::GemmEx(const uint16_t* x, int rows, int in, const uint16_t* w, int out,
+                                void* y, cudaDataType_t y_type, bool accumulate) {
   if (rows == 0) return absl::OkStatus();
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   // Row-major y[rows, out] = x[rows, in] W^T is column-major y^T[out, rows] = W[in, out]^T x^T.
   CATSERVE_RETURN_IF_ERROR(CublasStatus(
       *cublas_library_,
       cublas_library_->gemm_ex(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w,
-                               CUDA_R_16BF, in, x, CUDA_R_16BF, in, &beta, y, CUDA_R_32F, out,
+                               CUDA_R_16BF, in, x, CUDA_R_16BF, in, &beta, y, y_type, out,
                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
       "cublasGemmEx"));
   if (gemm_log_ != nullptr) gemm_log_->push_back({rows, in, out});
@@ -314,7 +330,8 @@ absl::Status CudaEngine::Gemm(const uint16_t* x, int rows, int in, const uint16_
 
 template <typename Attend>
 absl::Status CudaEngine::Block(const DeviceBlock& b, int rows, float* x, const int32_t* positions,
-                               const float* rope_cos, const float* rope_sin, Attend attend) {
+                               const float* rope_cos, const float* rope_sin, cuda::KvWrite kv,
+                               Attend attend) {
   const int W = b.width, I = b.intermediate, qkv_rows = b.qkv_rows();
   const float eps = b.norm_eps;
   uint16_t* norm = norm_.as<uint16_t>();
@@ -326,7 +343,7 @@ absl::Status CudaEngine::Block(const DeviceBlock& b, int rows, float* x, const i
   CATSERVE_CUDA_RETURN_IF_ERROR(
       cuda::QkvPostprocess(qkv, rows, b.heads, b.kv_heads, b.head_dim, b.qkv_bias.as<float>(),
                            b.q_norm.as<float>(), b.k_norm.as<float>(), b.qk_norm_eps, positions,
-                           rope_cos, rope_sin, stream_),
+                           rope_cos, rope_sin, kv, stream_),
       "QkvPostprocess");
   CATSERVE_RETURN_IF_ERROR(attend());
   CATSERVE_RETURN_IF_ERROR(
@@ -334,10 +351,11 @@ absl::Status CudaEngine::Block(const DeviceBlock& b, int rows, float* x, const i
   CATSERVE_CUDA_RETURN_IF_ERROR(
       cuda::RmsNormToBf16(x, nullptr, rows, W, b.mlp_norm.as<float>(), eps, norm, stream_),
       "RmsNorm");
+  // gate/up in bf16: SiluMul reads it once, so fp32 would only double its bytes.
   CATSERVE_RETURN_IF_ERROR(
-      Gemm(norm, rows, W, b.gate_up.as<uint16_t>(), 2 * I, gate_up_.as<float>(), false));
+      Gemm(norm, rows, W, b.gate_up.as<uint16_t>(), 2 * I, gate_up_.as<uint16_t>()));
   CATSERVE_CUDA_RETURN_IF_ERROR(
-      cuda::SiluMul(gate_up_.as<float>(), rows, I, act_.as<uint16_t>(), stream_), "SiluMul");
+      cuda::SiluMul(gate_up_.as<uint16_t>(), rows, I, act_.as<uint16_t>(), stream_), "SiluMul");
   return Gemm(act_.as<uint16_t>(), rows, I, b.down.as<uint16_t>(), W, x, true);
 }
 
@@ -355,7 +373,7 @@ absl::Status CudaEngine::RunCompressor() {
   for (const DeviceBlock& b : w_.compressor_layers) {
     CATSERVE_RETURN_IF_ERROR(Block(
         b, rows, cx, MetaAt<int32_t>(c_pos_), compressor_rope_cos_.as<float>(),
-        compressor_rope_sin_.as<float>(), [&]() -> absl::Status {
+        compressor_rope_sin_.as<float>(), cuda::KvWrite{}, [&]() -> absl::Status {
           return cuda::CudaStatus(
               cuda::ChunkAttention(qkv_.as<float>(), MetaAt<int32_t>(c_first_),
                                    MetaAt<int32_t>(c_len_), chunks, config_.max_chunk_size + 2,
@@ -397,13 +415,11 @@ absl::Status CudaEngine::RunDecoder(KvPool& pool) {
     const DeviceBlock& b = w_.layers[layer];
     CATSERVE_RETURN_IF_ERROR(Block(
         b, T, x, MetaAt<int32_t>(d_pos_), decoder_rope_cos_.as<float>(),
-        decoder_rope_sin_.as<float>(), [&]() -> absl::Status {
-          // This step's keys and values go into the cache first; attention reads the cache.
-          CATSERVE_CUDA_RETURN_IF_ERROR(
-              cuda::WriteKv(qkv_.as<float>(), T, b.heads, b.kv_heads, b.head_dim,
-                            MetaAt<KvSlot>(d_slots_), layer, g.page_entries, g.values_per_page(),
-                            arena, stream_),
-              "WriteKv");
+        decoder_rope_sin_.as<float>(),
+        // This step's keys and values go into the cache with the qkv post-processing, before
+        // attention, which reads them from the cache.
+        cuda::KvWrite{MetaAt<KvSlot>(d_slots_), layer, g.page_entries, g.values_per_page(), arena},
+        [&]() -> absl::Status {
           float* partials = partials_.as<float>();
           const cuda::SplitKvPartials p{partials, partials + partial_slots_,
                                         partials + 2 * partial_slots_};

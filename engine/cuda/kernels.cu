@@ -68,45 +68,6 @@ __global__ void RmsNormKernel(const float* x, const int32_t* row_map, int dim, c
   for (int k = threadIdx.x; k < dim; k += blockDim.x) o[k] = ToBf16(xr[k] * inv * w[k]);
 }
 
-// One block per row; warp w takes heads w, w + warps, ... Lane j holds the rotate-half pairs
-// (k, k + half) for k = j, j + 32, ..., so norm and rotation touch only a lane's own values.
-__global__ void QkvPostKernel(float* qkv, int heads, int kv_heads, int head_dim, const float* bias,
-                              const float* q_norm, const float* k_norm, float qk_eps,
-                              const int32_t* positions, const float* rope_cos,
-                              const float* rope_sin) {
-  const int r = blockIdx.x;
-  const int width = (heads + 2 * kv_heads) * head_dim;
-  float* row = qkv + static_cast<size_t>(r) * width;
-  if (bias != nullptr) {
-    for (int i = threadIdx.x; i < width; i += blockDim.x) row[i] += bias[i];
-    __syncthreads();
-  }
-  const int half = head_dim / 2;
-  const int pos = positions[r];
-  const float* c = rope_cos + static_cast<size_t>(pos) * half;
-  const float* s = rope_sin + static_cast<size_t>(pos) * half;
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-  for (int h = warp; h < heads + kv_heads; h += warps) {
-    float* x = row + static_cast<size_t>(h) * head_dim;
-    const float* norm = h < heads ? q_norm : k_norm;
-    if (norm != nullptr) {
-      float ss = 0.0f;
-      for (int k = lane; k < half; k += kWarp) ss += x[k] * x[k] + x[k + half] * x[k + half];
-      ss = WarpSum(ss);
-      const float inv = rsqrtf(ss / head_dim + qk_eps);
-      for (int k = lane; k < half; k += kWarp) {
-        x[k] = x[k] * inv * norm[k];
-        x[k + half] = x[k + half] * inv * norm[k + half];
-      }
-    }
-    for (int k = lane; k < half; k += kWarp) {
-      const float a = x[k], b = x[k + half];
-      x[k] = a * c[k] - b * s[k];
-      x[k + half] = b * c[k] + a * s[k];
-    }
-  }
-}
-
 __device__ __forceinline__ size_t KvOffset(int page, int slot, int layer, int kv, int kv_heads,
                                            int kvh, int page_entries, int head_dim,
                                            size_t values_per_page) {
@@ -114,20 +75,93 @@ __device__ __forceinline__ size_t KvOffset(int page, int slot, int layer, int kv
          PageValueIndex(layer, kv, kvh, slot, kv_heads, page_entries, head_dim);
 }
 
-__global__ void WriteKvKernel(const float* qkv, int heads, int kv_heads, int head_dim,
-                              const KvSlot* slots, int layer, int page_entries,
-                              size_t values_per_page, uint16_t* arena) {
+constexpr int kQkvWarps = 8;                       // heads one block of QkvPostKernel takes
+constexpr int kMaxPairsPerLane = kMaxPerLane / 2;  // rotate-half pairs one lane holds
+
+// Grid (row, head block); warp w of head block y takes head y * kQkvWarps + w of the row (q heads,
+// then k heads, then v heads). Lane j holds the rotate-half pairs (k, k + half) for k = j, j + 32
+// (in registers, loaded once), so bias, norm, rotation and the cache store touch only a lane's own
+// values and each value is read and written once.
+__global__ void __launch_bounds__(kQkvWarps* kWarp)
+    QkvPostKernel(float* qkv, int heads, int kv_heads, int head_dim, const float* bias,
+                  const float* q_norm, const float* k_norm, float qk_eps, const int32_t* positions,
+                  const float* rope_cos, const float* rope_sin, KvWrite kv) {
   const int r = blockIdx.x;
-  const KvSlot at = slots[r];
-  const float* row = qkv + static_cast<size_t>(r) * (heads + 2 * kv_heads) * head_dim;
-  const int n = 2 * kv_heads * head_dim;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    const int kv = i / (kv_heads * head_dim);
-    const int kvh = (i / head_dim) % kv_heads;
-    const int d = i % head_dim;
-    arena[KvOffset(at.page, at.slot, layer, kv, kv_heads, kvh, page_entries, head_dim,
-                   values_per_page) +
-          d] = ToBf16(row[(heads + kv * kv_heads + kvh) * head_dim + d]);
+  const int lane = threadIdx.x % kWarp;
+  const int h = blockIdx.y * kQkvWarps + threadIdx.x / kWarp;
+  const int all_heads = heads + 2 * kv_heads;
+  if (h >= all_heads) return;
+  const bool is_q = h < heads, is_k = !is_q && h < heads + kv_heads, is_v = h >= heads + kv_heads;
+  // A v head changes only by its bias and is stored only into the cache.
+  if (is_v && bias == nullptr && kv.slots == nullptr) return;
+  const int half = head_dim / 2;
+  const size_t col = static_cast<size_t>(h) * head_dim;
+  float* x = qkv + static_cast<size_t>(r) * all_heads * head_dim + col;
+  float a[kMaxPairsPerLane], b[kMaxPairsPerLane];
+#pragma unroll
+  for (int i = 0; i < kMaxPairsPerLane; ++i) {
+    const int k = lane + i * kWarp;
+    a[i] = k < half ? x[k] : 0.0f;
+    b[i] = k < half ? x[k + half] : 0.0f;
+    if (bias != nullptr && k < half) {
+      a[i] += bias[col + k];
+      b[i] += bias[col + k + half];
+    }
+  }
+  if (!is_v) {
+    const float* norm = is_q ? q_norm : k_norm;
+    if (norm != nullptr) {
+      float ss = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kMaxPairsPerLane; ++i) ss += a[i] * a[i] + b[i] * b[i];
+      ss = WarpSum(ss);
+      const float inv = rsqrtf(ss / head_dim + qk_eps);
+#pragma unroll
+      for (int i = 0; i < kMaxPairsPerLane; ++i) {
+        const int k = lane + i * kWarp;
+        if (k < half) {
+          a[i] = a[i] * inv * norm[k];
+          b[i] = b[i] * inv * norm[k + half];
+        }
+      }
+    }
+    const int pos = positions[r];
+    const float* c = rope_cos + static_cast<size_t>(pos) * half;
+    const float* s = rope_sin + static_cast<size_t>(pos) * half;
+#pragma unroll
+    for (int i = 0; i < kMaxPairsPerLane; ++i) {
+      const int k = lane + i * kWarp;
+      if (k < half) {
+        const float u = a[i], v = b[i];
+        a[i] = u * c[k] - v * s[k];
+        b[i] = v * c[k] + u * s[k];
+      }
+    }
+  }
+  if (!is_v || bias != nullptr) {
+#pragma unroll
+    for (int i = 0; i < kMaxPairsPerLane; ++i) {
+      const int k = lane + i * kWarp;
+      if (k < half) {
+        x[k] = a[i];
+        x[k + half] = b[i];
+      }
+    }
+  }
+  if (kv.slots != nullptr && !is_q) {
+    const KvSlot at = kv.slots[r];
+    const int which = is_k ? 0 : 1;
+    const int kvh = h - heads - which * kv_heads;
+    uint16_t* dst = kv.arena + KvOffset(at.page, at.slot, kv.layer, which, kv_heads, kvh,
+                                        kv.page_entries, head_dim, kv.values_per_page);
+#pragma unroll
+    for (int i = 0; i < kMaxPairsPerLane; ++i) {
+      const int k = lane + i * kWarp;
+      if (k < half) {
+        dst[k] = ToBf16(a[i]);
+        dst[k + half] = ToBf16(b[i]);
+      }
+    }
   }
 }
 
@@ -322,13 +356,13 @@ __global__ void SplitKvMergeKernel(int heads, int kv_heads, int head_dim, const 
   }
 }
 
-__global__ void SiluMulKernel(const float* gate_up, int inter, uint16_t* out) {
+__global__ void SiluMulKernel(const uint16_t* gate_up, int inter, uint16_t* out) {
   const int r = blockIdx.x;
-  const float* g = gate_up + static_cast<size_t>(r) * 2 * inter;
+  const uint16_t* g = gate_up + static_cast<size_t>(r) * 2 * inter;
   uint16_t* o = out + static_cast<size_t>(r) * inter;
   for (int i = threadIdx.x; i < inter; i += blockDim.x) {
-    const float x = g[i];
-    o[i] = ToBf16(x / (1.0f + __expf(-x)) * g[inter + i]);
+    const float x = ToFloat(g[i]);
+    o[i] = ToBf16(x / (1.0f + __expf(-x)) * ToFloat(g[inter + i]));
   }
 }
 
@@ -366,20 +400,15 @@ cudaError_t RmsNormToBf16(const float* x, const int32_t* row_map, int rows, int 
 cudaError_t QkvPostprocess(float* qkv, int rows, int heads, int kv_heads, int head_dim,
                            const float* bias, const float* q_norm, const float* k_norm,
                            float qk_eps, const int32_t* positions, const float* rope_cos,
-                           const float* rope_sin, cudaStream_t stream) {
+                           const float* rope_sin, KvWrite kv, cudaStream_t stream) {
+  if (head_dim % 2 != 0 || head_dim > kMaxHeadDim) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  const int warps = heads + kv_heads < 8 ? heads + kv_heads : 8;
-  QkvPostKernel<<<rows, warps * kWarp, 0, stream>>>(qkv, heads, kv_heads, head_dim, bias, q_norm,
-                                                    k_norm, qk_eps, positions, rope_cos, rope_sin);
-  return cudaGetLastError();
-}
-
-cudaError_t WriteKv(const float* qkv, int rows, int heads, int kv_heads, int head_dim,
-                    const KvSlot* slots, int layer, int page_entries, size_t values_per_page,
-                    uint16_t* arena, cudaStream_t stream) {
-  if (rows == 0) return cudaSuccess;
-  WriteKvKernel<<<rows, ThreadsFor(2 * kv_heads * head_dim), 0, stream>>>(
-      qkv, heads, kv_heads, head_dim, slots, layer, page_entries, values_per_page, arena);
+  const int all_heads = heads + 2 * kv_heads;
+  const int warps = std::min(all_heads, kQkvWarps);
+  const dim3 grid(rows, (all_heads + kQkvWarps - 1) / kQkvWarps);
+  QkvPostKernel<<<grid, warps * kWarp, 0, stream>>>(qkv, heads, kv_heads, head_dim, bias, q_norm,
+                                                    k_norm, qk_eps, positions, rope_cos, rope_sin,
+                                                    kv);
   return cudaGetLastError();
 }
 
@@ -418,7 +447,8 @@ cudaError_t SplitKvAttention(const float* qkv, int heads, int kv_heads, int head
   return cudaGetLastError();
 }
 
-cudaError_t SiluMul(const float* gate_up, int rows, int inter, uint16_t* out, cudaStream_t stream) {
+cudaError_t SiluMul(const uint16_t* gate_up, int rows, int inter, uint16_t* out,
+                    cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   SiluMulKernel<<<rows, ThreadsFor(inter), 0, stream>>>(gate_up, inter, out);
   return cudaGetLastError();

@@ -2,7 +2,8 @@
 // so that nvcc never sees Abseil). bf16 values cross this boundary as their 16 bits (uint16_t);
 // every launcher enqueues on `stream` and returns the launch's error (cudaGetLastError).
 //
-// Conventions: activations in the residual stream and GEMM outputs are fp32, GEMM inputs bf16.
+// Conventions: activations in the residual stream and GEMM outputs are fp32, GEMM inputs bf16,
+// except the gate/up GEMM's output, which only SiluMul reads: bf16.
 // A "qkv" buffer is [rows, (heads + 2 * kv_heads) * head_dim] fp32 (q heads, k heads, v heads).
 // KV pages are [layer][k|v][kv_head][slot][head_dim] bf16, `values_per_page` values a page.
 #ifndef CATSERVE_ENGINE_CUDA_KERNELS_H_
@@ -34,23 +35,33 @@ cudaError_t GatherRows(const RowSource* sources, int rows, int width, const uint
 cudaError_t RmsNormToBf16(const float* x, const int32_t* row_map, int rows, int dim, const float* w,
                           float eps, uint16_t* out, cudaStream_t stream);
 
-// In place on qkv: + bias (if not null) over every column; per-head RMSNorm of q and k heads with
-// q_norm / k_norm (if not null, epsilon qk_eps); rotate-half RoPE of q and k heads at
-// positions[row] with tables cos/sin [*, head_dim / 2].
-cudaError_t QkvPostprocess(float* qkv, int rows, int heads, int kv_heads, int head_dim,
-                           const float* bias, const float* q_norm, const float* k_norm,
-                           float qk_eps, const int32_t* positions, const float* rope_cos,
-                           const float* rope_sin, cudaStream_t stream);
-
 // Per decoder row: the page and slot its K/V entry goes to.
 struct KvSlot {
   int32_t page;
   int32_t slot;
 };
-// Writes every row's k and v heads (bf16) into the arena at layer `layer`.
-cudaError_t WriteKv(const float* qkv, int rows, int heads, int kv_heads, int head_dim,
-                    const KvSlot* slots, int layer, int page_entries, size_t values_per_page,
-                    uint16_t* arena, cudaStream_t stream);
+// Where QkvPostprocess stores each row's k and v heads as bf16: row r's entry at slots[r] of
+// layer `layer` in `arena` (pages of `page_entries` entries, `values_per_page` values). Null
+// slots (the default): no store, as for the compressor, whose keys stay in qkv.
+struct KvWrite {
+  const KvSlot* slots = nullptr;
+  int layer = 0;
+  int page_entries = 0;
+  size_t values_per_page = 0;
+  uint16_t* arena = nullptr;
+};
+
+// One pass over each row of qkv, in place: + bias (if not null) over every column; per-head
+// RMSNorm of q and k heads with q_norm / k_norm (if not null, epsilon qk_eps); rotate-half RoPE of
+// q and k heads at positions[row] with tables cos/sin [*, head_dim / 2]; then, when kv.slots is
+// not null, the row's final k heads and v heads rounded to bf16 into the arena (the decoder's
+// cache write: attention then reads this step's keys from the cache like every earlier one).
+// qkv keeps every post-processed value in fp32 either way. head_dim even and at most
+// kMaxHeadDim, else cudaErrorInvalidValue.
+cudaError_t QkvPostprocess(float* qkv, int rows, int heads, int kv_heads, int head_dim,
+                           const float* bias, const float* q_norm, const float* k_norm,
+                           float qk_eps, const int32_t* positions, const float* rope_cos,
+                           const float* rope_sin, KvWrite kv, cudaStream_t stream);
 
 // Bidirectional attention of the compressor within each chunk: chunk c is rows
 // [first_row[c], first_row[c] + length[c]) of qkv (MHA). out [rows, heads * head_dim] bf16.
@@ -107,8 +118,10 @@ cudaError_t SplitKvAttention(const float* qkv, int heads, int kv_heads, int head
                              size_t values_per_page, const uint16_t* arena,
                              SplitKvPartials partials, uint16_t* out, cudaStream_t stream);
 
-// out[r, i] = bf16(silu(gate_up[r, i]) * gate_up[r, inter + i]).
-cudaError_t SiluMul(const float* gate_up, int rows, int inter, uint16_t* out, cudaStream_t stream);
+// out[r, i] = bf16(silu(g) * u) with g = gate_up[r, i], u = gate_up[r, inter + i]: gate_up is the
+// bf16 output of the gate/up GEMM [rows, 2 * inter]; silu and the product are computed in fp32.
+cudaError_t SiluMul(const uint16_t* gate_up, int rows, int inter, uint16_t* out,
+                    cudaStream_t stream);
 
 // dst row i (width values) = src[first_row[i] * src_stride ...]: gathers each chunk's l token
 // states (contiguous rows) into one row of the proj_fx GEMM's input.
