@@ -81,7 +81,8 @@ constexpr int kMaxPairsPerLane = kMaxPerLane / 2;  // rotate-half pairs one lane
 // Grid (row, head block); warp w of head block y takes head y * kQkvWarps + w of the row (q heads,
 // then k heads, then v heads). Lane j holds the rotate-half pairs (k, k + half) for k = j, j + 32
 // (in registers, loaded once), so bias, norm, rotation and the cache store touch only a lane's own
-// values and each value is read and written once.
+// values and each value is read once and stored once (to qkv, or for k and v with a cache store,
+// to the cache only).
 __global__ void __launch_bounds__(kQkvWarps* kWarp)
     QkvPostKernel(float* qkv, int heads, int kv_heads, int head_dim, const float* bias,
                   const float* q_norm, const float* k_norm, float qk_eps, const int32_t* positions,
@@ -138,7 +139,8 @@ __global__ void __launch_bounds__(kQkvWarps* kWarp)
       }
     }
   }
-  if (!is_v || bias != nullptr) {
+  // With the cache store, k and v are read from the cache only: qkv keeps just the q heads.
+  if (kv.slots == nullptr ? !is_v || bias != nullptr : is_q) {
 #pragma unroll
     for (int i = 0; i < kMaxPairsPerLane; ++i) {
       const int k = lane + i * kWarp;

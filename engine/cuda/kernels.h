@@ -51,12 +51,13 @@ struct KvWrite {
   uint16_t* arena = nullptr;
 };
 
-// One pass over each row of qkv, in place: + bias (if not null) over every column; per-head
-// RMSNorm of q and k heads with q_norm / k_norm (if not null, epsilon qk_eps); rotate-half RoPE of
-// q and k heads at positions[row] with tables cos/sin [*, head_dim / 2]; then, when kv.slots is
-// not null, the row's final k heads and v heads rounded to bf16 into the arena (the decoder's
-// cache write: attention then reads this step's keys from the cache like every earlier one).
-// qkv keeps every post-processed value in fp32 either way. head_dim even and at most
+// One pass over each row of qkv: + bias (if not null) over every column; per-head RMSNorm of q
+// and k heads with q_norm / k_norm (if not null, epsilon qk_eps); rotate-half RoPE of q and k
+// heads at positions[row] with tables cos/sin [*, head_dim / 2]. Without a cache store (kv.slots
+// null) every result goes back into qkv in place (fp32). With one (the decoder) the row's final k
+// and v heads go, rounded to bf16, only to its cache entry, and only the q heads back into qkv:
+// the decoder's attention reads q from qkv and every key and value, this step's included, from
+// the cache, so qkv's k and v columns are left as the GEMM wrote them. head_dim even and at most
 // kMaxHeadDim, else cudaErrorInvalidValue.
 cudaError_t QkvPostprocess(float* qkv, int rows, int heads, int kv_heads, int head_dim,
                            const float* bias, const float* q_norm, const float* k_norm,

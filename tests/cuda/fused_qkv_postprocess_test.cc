@@ -1,9 +1,10 @@
 // cuda::QkvPostprocess, the one pass that finishes a qkv row and stores its K/V in the cache,
 // against the CPU engine's own steps (bias, RmsNorm of q and k heads, RopeTable::Apply, Bf16Bits)
 // on random non-zero inputs: GQA and MHA heads shapes (more than one head block of the kernel),
-// head sizes 16 to 128, with and without bias and qk-norm, with the cache store (the decoder) and
-// without (the compressor). The arena starts as NaN everywhere: every value of every row's entry
-// must be written, and nothing else. Skips without a device.
+// head sizes 16 to 128, with and without bias and qk-norm, with the cache store (the decoder: k
+// and v go to the cache only, q back into qkv) and without (the compressor: everything back into
+// qkv). The arena starts as NaN everywhere: every value of every row's entry must be written, and
+// nothing else. Skips without a device.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -147,9 +148,10 @@ class FusedQkvPostprocessTest : public ::testing::TestWithParam<Variant> {
 
   // qkv after the kernel against the reference: fp32 within rsqrtf's, fused multiply-adds' and
   // the summation order's rounding (a few ulps of values up to about 10, cancellation in RoPE
-  // included).
-  void ExpectQkvMatches(const std::vector<float>& want) const {
+  // included). Only the first `columns` columns of each row when columns >= 0.
+  void ExpectQkvMatches(const std::vector<float>& want, int columns = -1) const {
     for (size_t i = 0; i < want.size(); ++i) {
+      if (columns >= 0 && static_cast<int>(i % width_) >= columns) continue;
       ASSERT_TRUE(std::isfinite(got_[i])) << "qkv value " << i;
       ASSERT_NEAR(got_[i], want[i], 2e-5f * std::abs(want[i]) + 2e-5f)
           << "row " << i / width_ << " column " << i % width_;
@@ -168,9 +170,20 @@ class FusedQkvPostprocessTest : public ::testing::TestWithParam<Variant> {
 };
 
 TEST_P(FusedQkvPostprocessTest, PostprocessesAndWritesTheCache) {
+  // The kernel's fp32 k and v, from the call without a cache store (checked below and by
+  // WithoutSlotsLeavesTheArenaAlone): what the cache must hold, rounded.
+  ASSERT_NO_FATAL_FAILURE(Run(/*write_kv=*/false));
+  const std::vector<float> fp32 = got_;
   ASSERT_NO_FATAL_FAILURE(Run(/*write_kv=*/true));
   const std::vector<float> want = Reference();
-  ASSERT_NO_FATAL_FAILURE(ExpectQkvMatches(want));
+  const int q_columns = heads_ * head_dim_;
+  ASSERT_NO_FATAL_FAILURE(ExpectQkvMatches(want, q_columns));
+  // q heads post-processed in qkv as without the store; k and v columns left as they were.
+  for (size_t i = 0; i < qkv_.size(); ++i) {
+    const int column = static_cast<int>(i % width_);
+    ASSERT_EQ(got_[i], column < q_columns ? fp32[i] : qkv_[i])
+        << "row " << i / width_ << " column " << column;
+  }
 
   // Every row's k and v heads in its cache entry: the bf16 of the kernel's own fp32 value,
   // exactly, and within one bf16 rounding of the reference.
@@ -187,7 +200,7 @@ TEST_P(FusedQkvPostprocessTest, PostprocessesAndWritesTheCache) {
           const size_t q = static_cast<size_t>(r) * width_ + col + d;
           const uint16_t bits = arena_[base + d];
           written[base + d] = true;
-          ASSERT_EQ(bits, Bf16Bits(got_[q]))
+          ASSERT_EQ(bits, Bf16Bits(fp32[q]))
               << "row " << r << (kv == 0 ? " k" : " v") << " head " << kvh << " value " << d;
           ASSERT_NEAR(Bf16ToFloat(bits), want[q], std::abs(want[q]) / 256 + 2e-5f)
               << "row " << r << (kv == 0 ? " k" : " v") << " head " << kvh << " value " << d;
@@ -203,7 +216,7 @@ TEST_P(FusedQkvPostprocessTest, PostprocessesAndWritesTheCache) {
 }
 
 TEST_P(FusedQkvPostprocessTest, WithoutSlotsLeavesTheArenaAlone) {
-  // The compressor's call: the same qkv, no cache store.
+  // The compressor's call: every column post-processed in qkv, no cache store.
   ASSERT_NO_FATAL_FAILURE(Run(/*write_kv=*/false));
   ASSERT_NO_FATAL_FAILURE(ExpectQkvMatches(Reference()));
   for (size_t i = 0; i < arena_.size(); ++i) ASSERT_EQ(arena_[i], kBf16Nan) << "arena value " << i;
