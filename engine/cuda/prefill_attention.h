@@ -1,9 +1,105 @@
-// The decoder's paged attention for items with many rows (prefill), on tensor cores.
+// The decoder's paged attention for items with many rows (prefill), on tensor cores. The same
+// function as SplitKvAttention (kernels.h) for every row, computed flash-attention-2 style: a
+// block per (item, tile of 64 queries, kv head) holds its queries in bf16, streams the item's
+// keys through shared memory 64 at a time and multiplies with mma.sync m16n8k16 (bf16 operands,
+// fp32 accumulation), the softmax online in registers. Plain pointers and ints, as kernels.h.
+//
+// Work of a 4096-token prompt at chunk 1 (4097 rows, row i sees compressed entries 0..i: a causal
+// square), paper shape (24 heads of 64, MHA), per layer:
+//   FLOPs: 2 products x 2 x 64 x 24 heads x 4097^2 / 2 keys = 51.6 GFLOP (x 12 layers = 0.62
+//   TFLOP);
+//     the kernel runs whole 64x64 tiles, the diagonal ones half masked: +1.6%, 52.4 GFLOP.
+//   exp2: 24 x 4097^2 / 2 = 0.20 G (whole tiles: 0.21 G) on the SFU's 16 a clock per SM.
+//   Device memory, each byte once: q fp32 4097 x 1536 x 4 = 25 MB, K and V bf16 4097 x 24 x 64 x 2
+//     x 2 = 25 MB, out bf16 12.6 MB: 63 MB. K/V are re-read by each of the 65 q tiles that see
+//     them: about 0.85 GB a layer from L2 (KV of one layer, 25 MB, fits the H100's 50 MB L2).
+//   Floors (H100 SXM, 132 SMs at ~1.75 GHz): mma.sync bf16 at ~660 TFLOP/s (2/3 of the wgmma
+//     peak; FA2 on H100 reaches ~350 in practice): 80 us; exp2 at 3.7 G/s: 56 us; HBM 63 MB at
+//     3.3 TB/s: 19 us; L2 0.85 GB at ~10 TB/s: 85 us. So ~0.1 ms a layer, 1-1.2 ms for 12 layers at
+//     the floor; at FA2's realised ~35-50% of it, 2-4 ms for the 12 layers (against 887 ms today).
+//   None of these numbers is measured: the kernel has not run on a GPU yet.
 #ifndef CATSERVE_ENGINE_CUDA_PREFILL_ATTENTION_H_
 #define CATSERVE_ENGINE_CUDA_PREFILL_ATTENTION_H_
 
 #include <cuda_runtime_api.h>
 
-namespace catserve::engine::cuda {}  // namespace catserve::engine::cuda
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "engine/cuda/kernels.h"
+
+namespace catserve::engine::cuda {
+
+// One item (a sequence of the step) of PrefillAttention: decoder rows [first_row, first_row +
+// rows), whose AttentionRows (rows_meta[first_row ...]) say what each row sees; its keys are its
+// compressed entries [0, compressed_keys) (pages at page_lists[compressed_pages ...]) and its
+// local entries [0, local_keys) (pages at page_lists[local_pages ...]). A row sees compressed
+// entry e iff e < min(visible_compressed, compressed_keys) and local entry e iff
+// e < min(visible_local, local_keys): with compressed_keys and local_keys the most any row of the
+// item sees, exactly what SplitKvAttention's item sees. Every row of an item shares its page lists
+// (as BuildSplitKvMeta makes them); the rows' own compressed_pages / local_pages are not read.
+struct PrefillItem {
+  int32_t first_row;
+  int32_t rows;
+  int32_t compressed_keys;
+  int32_t local_keys;
+  int32_t compressed_pages;
+  int32_t local_pages;
+};
+
+// The PrefillItems of a step's SplitKvMeta (split_kv_meta.h): `items` and `rows` are its items and
+// rows. Host code only.
+inline std::vector<PrefillItem> PrefillItemsFor(const std::vector<SplitKvItem>& items,
+                                                const std::vector<AttentionRow>& rows) {
+  std::vector<PrefillItem> out;
+  out.reserve(items.size());
+  for (const SplitKvItem& it : items) {
+    PrefillItem p{it.first_row, it.rows, it.compressed_keys, 0, 0, 0};
+    if (it.rows > 0) {
+      p.compressed_pages = rows[it.first_row].compressed_pages;
+      p.local_pages = rows[it.first_row].local_pages;
+    }
+    for (int r = it.first_row; r < it.first_row + it.rows; ++r) {
+      p.local_keys = std::max(p.local_keys, rows[r].visible_local);
+    }
+    out.push_back(p);
+  }
+  return out;
+}
+
+// The tile of queries one block takes (rows x q heads of a kv head's group, row major), and the
+// keys it moves through shared memory at a time.
+inline constexpr int kPrefillTileQueries = 64;
+inline constexpr int kPrefillTileKeys = 64;
+
+// Varlen paged attention of the decoder at layer `layer`, as SplitKvAttention computes it for every
+// row (softmax over every key the row sees, scale 1/sqrt(head_dim); out [rows, heads * head_dim]
+// bf16, written for every row of every item and nothing else) with q rounded to bf16 and the
+// probabilities rounded to bf16 before they weight V (fp32 scores, sums and accumulators): within
+// ~1e-2 relative L2 of the fp32 result. A row that sees no key gets zeros. An item's results do not
+// depend on the other items of the step (no work is split across blocks).
+//
+// Grid: (kv_heads, ceil(max_item_rows * group / 64), num_items), 128 threads (4 warps of 16
+// queries); the q tiles of an item are taken last first, so that the tiles seeing most keys start
+// first. `max_item_rows`: the most rows of one item (an item's tiles beyond its rows return).
+//
+// Takes head_dim a multiple of 16 up to kMaxHeadDim, groups (heads / kv_heads) 1..kMaxGroup,
+// values_per_page a multiple of 8 and 16-byte aligned qkv and arena; returns cudaErrorInvalidValue
+// for anything else (callers fall back to SplitKvAttention), enqueuing nothing.
+cudaError_t PrefillAttention(const float* qkv, int heads, int kv_heads, int head_dim,
+                             const AttentionRow* rows_meta, const PrefillItem* items, int num_items,
+                             int max_item_rows, const int32_t* page_lists, int layer,
+                             int page_entries, size_t values_per_page, const uint16_t* arena,
+                             uint16_t* out, cudaStream_t stream);
+
+// Whether PrefillAttention takes this shape (the launch-independent part of its checks).
+inline bool PrefillAttentionSupports(int heads, int kv_heads, int head_dim) {
+  return heads > 0 && kv_heads > 0 && heads % kv_heads == 0 && heads / kv_heads <= kMaxGroup &&
+         head_dim > 0 && head_dim % 16 == 0 && head_dim <= kMaxHeadDim;
+}
+
+}  // namespace catserve::engine::cuda
 
 #endif  // CATSERVE_ENGINE_CUDA_PREFILL_ATTENTION_H_
