@@ -4,6 +4,9 @@
 #   deploy/install-deps.sh            build + test dependencies (Debian packages, small PyPI set)
 #   deploy/install-deps.sh --torch    also PyTorch, for tools/ (fixtures, training); not needed by tests
 #   deploy/install-deps.sh --bench    also matplotlib, for tools/bench/loadgen.py --plot; not needed by tests
+# Where the CUDA Toolkit is found (nvcc on PATH or in /usr/local/cuda), it also unpacks FlashInfer's
+# CUDA headers from the pinned flashinfer-python wheel for the CUDA backend's decode attention
+# (engine/cuda/CMakeLists.txt finds them there); nothing is downloaded at build time.
 set -euo pipefail
 
 want_torch=0
@@ -65,4 +68,43 @@ if [ "${#need_pip[@]}" -gt 0 ]; then
   fi
 else
   echo "install-deps: Python packages already installed"
+fi
+
+# FlashInfer's header templates (Apache-2.0) for CUDA builds: the wheel's include/ and the CCCL it
+# was written against, unpacked once into $CATSERVE_DEPS_DIR (the folder CMake's
+# CATSERVE_FLASHINFER_DIR defaults to). The wheel is checked against its pinned sha256.
+flashinfer_version=0.7.4
+flashinfer_sha256=a051a62e09a2738e8b0de47a1944fd2f0f3eff01b728b662141ea660cb09dd32
+deps_dir=${CATSERVE_DEPS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/catserve}
+flashinfer_dir="$deps_dir/flashinfer"
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  if [ "$(cat "$flashinfer_dir/VERSION" 2>/dev/null)" = "$flashinfer_version" ]; then
+    echo "install-deps: FlashInfer $flashinfer_version headers already unpacked"
+  else
+    echo "install-deps: unpacking FlashInfer $flashinfer_version headers into $flashinfer_dir"
+    wheels=$(mktemp -d)
+    "$PY" -m pip download -q --no-deps "flashinfer-python==$flashinfer_version" -d "$wheels"
+    wheel=$(ls "$wheels"/flashinfer_python-"$flashinfer_version"-*.whl)
+    echo "$flashinfer_sha256  $wheel" | sha256sum -c --quiet -
+    rm -rf "$flashinfer_dir"
+    mkdir -p "$flashinfer_dir"
+    "$PY" - "$wheel" "$flashinfer_dir" <<'PY'
+import pathlib, sys, zipfile
+wheel, dest = sys.argv[1], pathlib.Path(sys.argv[2])
+prefixes = ("flashinfer/data/include/", "flashinfer/data/cccl/")
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        for prefix in prefixes:
+            if name.startswith(prefix) and not name.endswith("/"):
+                target = dest / prefix.split("/")[2] / name[len(prefix):]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(z.read(name))
+    # The licence travels with the headers.
+    licence = "flashinfer_python-" + wheel.split("flashinfer_python-")[1].split("-")[0] + \
+        ".dist-info/licenses/LICENSE"
+    (dest / "LICENSE").write_bytes(z.read(licence))
+PY
+    rm -rf "$wheels"
+    echo "$flashinfer_version" > "$flashinfer_dir/VERSION"
+  fi
 fi

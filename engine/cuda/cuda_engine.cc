@@ -9,11 +9,14 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/cuda/attention_routes.h"
 #include "engine/cuda/cublas_library.h"
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/device_sampler.h"
 #include "engine/cuda/device_weights.h"
+#include "engine/cuda/flashinfer_decode.h"
 #include "engine/cuda/kernels.h"
+#include "engine/cuda/prefill_attention.h"
 #include "engine/cuda/split_kv_meta.h"
 #include "engine/kernels/cpu_ops.h"
 #include "engine/step/split_kv_plan.h"
@@ -87,7 +90,7 @@ class CudaEngine : public Engine {
              const cuda::CublasLibrary* cublas_library, cublasHandle_t cublas,
              cuda::DeviceWeights weights, DeviceBuffer decoder_rope_cos,
              DeviceBuffer decoder_rope_sin, DeviceBuffer compressor_rope_cos,
-             DeviceBuffer compressor_rope_sin, int multiprocessors)
+             DeviceBuffer compressor_rope_sin, int multiprocessors, CudaAttention attention)
       : config_(std::move(config)),
         device_(device),
         multiprocessors_(multiprocessors),
@@ -98,7 +101,14 @@ class CudaEngine : public Engine {
         decoder_rope_cos_(std::move(decoder_rope_cos)),
         decoder_rope_sin_(std::move(decoder_rope_sin)),
         compressor_rope_cos_(std::move(compressor_rope_cos)),
-        compressor_rope_sin_(std::move(compressor_rope_sin)) {}
+        compressor_rope_sin_(std::move(compressor_rope_sin)) {
+    const int group = config_.num_heads / config_.num_kv_heads;
+    const bool auto_attention = attention == CudaAttention::kAuto;
+    use_flashinfer_ = auto_attention && cuda::FlashInferDecodeSupports(config_.head_dim(), group);
+    use_prefill_ =
+        auto_attention &&
+        cuda::PrefillAttentionSupports(config_.num_heads, config_.num_kv_heads, config_.head_dim());
+  }
 
   ~CudaEngine() override {
     cudaSetDevice(device_);
@@ -167,6 +177,9 @@ class CudaEngine : public Engine {
                      const float* rope_cos, const float* rope_sin, cuda::KvWrite kv, Attend attend);
   absl::Status RunCompressor();
   absl::Status RunDecoder(KvPool& pool);
+  // The decoder's attention at `layer` (qkv_ to attn_), each item on its route (routes_).
+  absl::Status DecoderAttention(const cuda::DeviceBlock& b, int layer, const KvGeometry& g,
+                                const uint16_t* arena);
   // Runs the step up to the logits of the items that want them, rows of logits_ in want_ order.
   absl::Status Forward(absl::Span<const StepItem> items, KvPool& pool, StepStats* stats);
   // logits_ (want_.size() rows) on the device.
@@ -203,12 +216,23 @@ class CudaEngine : public Engine {
   size_t d_src_ = 0, d_pos_ = 0, d_slots_ = 0, d_attn_ = 0, d_pages_ = 0, logit_rows_ = 0;
   size_t d_split_items_ = 0, d_splits_ = 0, partial_slots_ = 0;
   int max_item_rows_ = 0;
+  // Which kernel attends each item (attention_routes.h), and the routes' metadata in meta_.
+  bool use_flashinfer_ = false, use_prefill_ = false;
+  cuda::AttentionRoutes routes_;
+  size_t d_prefill_items_ = 0;
+  int prefill_max_rows_ = 0;
+  struct FlashInferOffsets {
+    size_t compressed_indptr, compressed_pages, compressed_last_len;
+    size_t local_indptr, local_pages, local_last_len;
+    size_t tile_request, tile_index, local_request, tile_keys, rows;
+  } fi_{};
   int compressor_rows_ = 0;
   std::vector<GemmShape>* gemm_log_ = nullptr;
 
   // Device scratch, grown as steps need.
   DeviceBuffer meta_, x_, cx_, norm_, qkv_, attn_, gate_up_, act_, fx_in_, fx_, logits_;
   DeviceBuffer partials_;  // split-KV partials: max[slots], sum[slots], acc[slots * head_dim]
+  DeviceBuffer flashinfer_scratch_;  // FlashInferScratch: outputs and log2-sum-exps per block
   std::vector<float> host_logits_;
   cuda::PinnedBuffer logprob_rows_;  // Step's rows of the items that ask for log-probabilities
   cuda::DeviceSampler sampler_;
@@ -419,20 +443,65 @@ absl::Status CudaEngine::RunDecoder(KvPool& pool) {
         // This step's keys and values go into the cache with the qkv post-processing, before
         // attention, which reads them from the cache.
         cuda::KvWrite{MetaAt<KvSlot>(d_slots_), layer, g.page_entries, g.values_per_page(), arena},
-        [&]() -> absl::Status {
-          float* partials = partials_.as<float>();
-          const cuda::SplitKvPartials p{partials, partials + partial_slots_,
-                                        partials + 2 * partial_slots_};
-          return cuda::CudaStatus(
-              cuda::SplitKvAttention(
-                  qkv_.as<float>(), b.heads, b.kv_heads, b.head_dim, MetaAt<AttentionRow>(d_attn_),
-                  MetaAt<cuda::SplitKvItem>(d_split_items_),
-                  static_cast<int>(splits_.compressed_keys.size()), max_item_rows_,
-                  MetaAt<cuda::SplitKvSplit>(d_splits_), static_cast<int>(splits_.splits.size()),
-                  MetaAt<int32_t>(d_pages_), layer, g.page_entries, g.values_per_page(), arena, p,
-                  attn_.as<uint16_t>(), stream_),
-              "SplitKvAttention");
-        }));
+        [&]() { return DecoderAttention(b, layer, g, arena); }));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaEngine::DecoderAttention(const DeviceBlock& b, int layer, const KvGeometry& g,
+                                          const uint16_t* arena) {
+  const float* qkv = qkv_.as<float>();
+  uint16_t* out = attn_.as<uint16_t>();
+  if (!routes_.split_items.empty()) {
+    float* partials = partials_.as<float>();
+    const cuda::SplitKvPartials p{partials, partials + partial_slots_,
+                                  partials + 2 * partial_slots_};
+    CATSERVE_CUDA_RETURN_IF_ERROR(
+        cuda::SplitKvAttention(qkv, b.heads, b.kv_heads, b.head_dim, MetaAt<AttentionRow>(d_attn_),
+                               MetaAt<cuda::SplitKvItem>(d_split_items_),
+                               static_cast<int>(routes_.split_items.size()), max_item_rows_,
+                               MetaAt<cuda::SplitKvSplit>(d_splits_),
+                               static_cast<int>(routes_.splits.size()), MetaAt<int32_t>(d_pages_),
+                               layer, g.page_entries, g.values_per_page(), arena, p, out, stream_),
+        "SplitKvAttention");
+  }
+  if (!routes_.prefill_items.empty()) {
+    CATSERVE_CUDA_RETURN_IF_ERROR(
+        cuda::PrefillAttention(qkv, b.heads, b.kv_heads, b.head_dim, MetaAt<AttentionRow>(d_attn_),
+                               MetaAt<cuda::PrefillItem>(d_prefill_items_),
+                               static_cast<int>(routes_.prefill_items.size()), prefill_max_rows_,
+                               MetaAt<int32_t>(d_pages_), layer, g.page_entries,
+                               g.values_per_page(), arena, out, stream_),
+        "PrefillAttention");
+  }
+  if (!routes_.flashinfer_rows.empty()) {
+    const cuda::FlashInferDecodeMeta meta{
+        .decoder_rows = static_cast<int>(plan_.rows.size()),
+        .compressed_indptr = MetaAt<int32_t>(fi_.compressed_indptr),
+        .compressed_pages = MetaAt<int32_t>(fi_.compressed_pages),
+        .compressed_last_len = MetaAt<int32_t>(fi_.compressed_last_len),
+        .local_indptr = MetaAt<int32_t>(fi_.local_indptr),
+        .local_pages = MetaAt<int32_t>(fi_.local_pages),
+        .local_last_len = MetaAt<int32_t>(fi_.local_last_len),
+        .tile_request = MetaAt<int32_t>(fi_.tile_request),
+        .tile_index = MetaAt<int32_t>(fi_.tile_index),
+        .tiles = static_cast<int>(routes_.tile_request.size()),
+        .local_request = MetaAt<int32_t>(fi_.local_request),
+        .locals = static_cast<int>(routes_.local_request.size()),
+        .tile_keys = MetaAt<int32_t>(fi_.tile_keys),
+        .rows = MetaAt<cuda::FlashInferRow>(fi_.rows),
+        .num_rows = static_cast<int>(routes_.flashinfer_rows.size())};
+    const size_t H = b.heads, tiles = meta.tiles;
+    float* scratch = flashinfer_scratch_.as<float>();
+    const cuda::FlashInferScratch s{
+        .tile_out = scratch,
+        .tile_lse = scratch + tiles * H * b.head_dim,
+        .local_out = scratch + tiles * H * (b.head_dim + 1),
+        .local_lse = scratch + tiles * H * (b.head_dim + 1) + meta.locals * H * b.head_dim};
+    CATSERVE_CUDA_RETURN_IF_ERROR(
+        cuda::FlashInferDecode(qkv, b.heads, b.kv_heads, b.head_dim, meta, layer, g.page_entries,
+                               g.values_per_page(), arena, s, out, stream_),
+        "FlashInferDecode");
   }
   return absl::OkStatus();
 }
@@ -582,10 +651,32 @@ absl::Status CudaEngine::Forward(absl::Span<const StepItem> items, KvPool& pool,
   d_slots_ = host_meta_.Append(slots);
   d_attn_ = host_meta_.Append(attention.rows);
   d_pages_ = host_meta_.Append(attention.page_lists);
-  d_split_items_ = host_meta_.Append(attention.items);
-  d_splits_ = host_meta_.Append(attention.splits);
   partial_slots_ = attention.partial_slots;
-  max_item_rows_ = attention.max_item_rows;
+  routes_ = cuda::RouteAttention(
+      plan_, attention,
+      {.flashinfer = use_flashinfer_, .prefill = use_prefill_, .page_entries = B});
+  d_split_items_ = host_meta_.Append(routes_.split_items);
+  d_splits_ = host_meta_.Append(routes_.splits);
+  max_item_rows_ = routes_.split_max_item_rows;
+  std::vector<cuda::SplitKvItem> prefill_split_items;
+  for (int32_t i : routes_.prefill_items) prefill_split_items.push_back(attention.items[i]);
+  const std::vector<cuda::PrefillItem> prefill =
+      cuda::PrefillItemsFor(prefill_split_items, attention.rows);
+  prefill_max_rows_ = 0;
+  for (const cuda::PrefillItem& p : prefill)
+    prefill_max_rows_ = std::max(prefill_max_rows_, p.rows);
+  d_prefill_items_ = host_meta_.Append(prefill);
+  fi_ = {.compressed_indptr = host_meta_.Append(routes_.compressed_indptr),
+         .compressed_pages = host_meta_.Append(routes_.compressed_pages),
+         .compressed_last_len = host_meta_.Append(routes_.compressed_last_len),
+         .local_indptr = host_meta_.Append(routes_.local_indptr),
+         .local_pages = host_meta_.Append(routes_.local_pages),
+         .local_last_len = host_meta_.Append(routes_.local_last_len),
+         .tile_request = host_meta_.Append(routes_.tile_request),
+         .tile_index = host_meta_.Append(routes_.tile_index),
+         .local_request = host_meta_.Append(routes_.local_request),
+         .tile_keys = host_meta_.Append(std::vector<int32_t>{cuda::kFlashInferTileKeys}),
+         .rows = host_meta_.Append(routes_.flashinfer_rows)};
 
   // Scratch for the widest of compressor and decoder.
   const ModelConfig& c = config_;
@@ -611,6 +702,9 @@ absl::Status CudaEngine::Forward(absl::Span<const StepItem> items, KvPool& pool,
       logits_.Reserve(std::max<size_t>(want, 1) * c.vocab_size * sizeof(float)));
   CATSERVE_RETURN_IF_ERROR(
       partials_.Reserve(std::max<size_t>(partial_slots_, 1) * (2 + c.head_dim()) * sizeof(float)));
+  const size_t flashinfer_blocks = routes_.tile_request.size() + routes_.local_request.size();
+  CATSERVE_RETURN_IF_ERROR(flashinfer_scratch_.Reserve(
+      std::max<size_t>(flashinfer_blocks, 1) * c.num_heads * (1 + c.head_dim()) * sizeof(float)));
 
   CATSERVE_RETURN_IF_ERROR(Upload());
   CATSERVE_RETURN_IF_ERROR(RunCompressor());
@@ -691,9 +785,9 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(const ModelConfig& conf
     cudaStreamDestroy(stream);
     return s;
   }
-  return std::unique_ptr<Engine>(new CudaEngine(config, device, stream, *library, cublas,
-                                                *std::move(w), std::move(dcos), std::move(dsin),
-                                                std::move(ccos), std::move(csin), multiprocessors));
+  return std::unique_ptr<Engine>(new CudaEngine(
+      config, device, stream, *library, cublas, *std::move(w), std::move(dcos), std::move(dsin),
+      std::move(ccos), std::move(csin), multiprocessors, options.cuda_attention));
 }
 
 }  // namespace catserve::engine

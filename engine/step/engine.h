@@ -18,11 +18,18 @@ namespace catserve::engine {
 
 enum class Device { kCpu, kCuda };
 
+// CUDA only: which kernels run the decoder's attention (engine/cuda/attention_routes.h). kAuto:
+// FlashInfer's decode for decode rows and the tensor-core prefill for long items where they take
+// the model's heads, catserve's split-KV kernel for the rest; kSplitKv: the split-KV kernel for
+// every item (the kernel the oracle tests first proved).
+enum class CudaAttention { kAuto, kSplitKv };
+
 struct EngineOptions {
   int threads = 0;  // CPU compute threads; <= 0: one per hardware thread
   // CPU only: host threads Step draws a batch's tokens on; <= 1: the step's own thread.
   int sampling_threads = 1;
   Device device = Device::kCpu;
+  CudaAttention cuda_attention = CudaAttention::kAuto;
   // CPU only, for testing the CUDA backend: round weights, every GEMM input and every cached K/V
   // to bf16 where the CUDA backend stores bf16, so the CPU computes what the GPU should (it implies
   // kv_dtype bf16).

@@ -56,8 +56,10 @@ struct PagedAttentionCase {
   engine::StepPlan plan;
   std::vector<float> qkv;  // plan.rows x (heads + 2 kv heads) x head_dim
 
-  // Fills every member; ASSERTs inside (call through ASSERT_NO_FATAL_FAILURE).
-  void Build(engine::KvDtype dtype, uint32_t seed, Shape heads_shape = {}) {
+  // Fills every member; ASSERTs inside (call through ASSERT_NO_FATAL_FAILURE). `longest` is the
+  // cached length of the chunk-1 decode (kLongest at most, so that its keys fit the pool).
+  static constexpr int kLongest = 700;
+  void Build(engine::KvDtype dtype, uint32_t seed, Shape heads_shape = {}, int longest = 49) {
     shape = heads_shape;
     const engine::KvGeometry g{.layers = kLayers,
                                .kv_heads = shape.kv_heads,
@@ -67,7 +69,8 @@ struct PagedAttentionCase {
     absl::StatusOr<engine::KvPool> created = engine::KvPool::Create(g, kPages);
     ASSERT_TRUE(created.ok()) << created.status();
     pool.emplace(*std::move(created));
-    const int chunk[] = {4, 2, 4, 1}, cached[] = {37, 41, 0, 49}, fed[] = {1, 1, 23, 1};
+    ASSERT_LE(longest, kLongest);
+    const int chunk[] = {4, 2, 4, 1}, cached[] = {37, 41, 0, longest}, fed[] = {1, 1, 23, 1};
     seqs.resize(4);
     std::mt19937 rng(seed);
     std::normal_distribution<float> normal(0.0f, 1.5f);
