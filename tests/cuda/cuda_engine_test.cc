@@ -15,6 +15,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -216,6 +217,51 @@ TEST_P(CudaIncrementalTest, MatchesCpuUnderRaggedBatchesOfMixedChunkSizes) {
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaIncrementalTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "Gqa" : "Mha"; });
+
+// FlashInfer's decode (head_dim 64 or 128) and the tensor-core prefill (items of 16 rows or more)
+// on the same models with heads of 64 (MHA, and GQA groups of 2), under both attention settings,
+// with sequences long enough at chunk 1 and 2 (600 tokens) that a row's compressed keys span three
+// of FlashInfer's tiles and a prompt's prefill is one item of 300 rows.
+class CudaWideHeadsTest : public ::testing::TestWithParam<std::tuple<bool, CudaAttention>> {
+ protected:
+  void SetUp() override { SKIP_WITHOUT_CUDA_DEVICE(); }
+};
+
+TEST_P(CudaWideHeadsTest, MatchesCpuUnderRaggedBatchesOfMixedChunkSizes) {
+  const auto [gqa, attention] = GetParam();
+  ModelConfig c = ::catserve::testing::TinyConfig(gqa);
+  c.hidden_size = 256;  // 4 heads of 64
+  c.max_position_embeddings = 640;
+  const ModelWeights weights = RandomModelWeights(c, 13);
+  auto gpu = CreateCudaEngine(c, weights, {.device = Device::kCuda, .cuda_attention = attention});
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  CpuEngine emulated(c, weights, {.threads = 2, .emulate_bf16 = true});
+  CpuEngine fp32(c, weights, {.threads = 2});
+  auto logits = [](const std::vector<::catserve::testing::LogitsRow>& rows) {
+    Rows out;
+    for (const auto& r : rows) out.push_back(r.logits);
+    return out;
+  };
+  std::vector<::catserve::testing::InterleavedCase> cases = ::catserve::testing::MixedCases();
+  cases.push_back({1, 300, 600, 0, 300});
+  cases.push_back({2, 560, 600, 2, 600});
+  cases.push_back({4, 17, 400, 1, 17});
+  const Rows want = logits(::catserve::testing::RunInterleaved(fp32, cases, 17));
+  const Rows emu = logits(::catserve::testing::RunInterleaved(emulated, cases, 17));
+  const Rows got = logits(::catserve::testing::RunInterleaved(**gpu, cases, 17));
+  ASSERT_EQ(want.size(), static_cast<size_t>(::catserve::testing::ExpectedRows(cases)));
+  EXPECT_TRUE(MatchesFp32LikeBf16(want, emu, got));
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, CudaWideHeadsTest,
+                         ::testing::Combine(::testing::Bool(),
+                                            ::testing::Values(CudaAttention::kAuto,
+                                                              CudaAttention::kSplitKv)),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param) ? "Gqa" : "Mha") +
+                                  (std::get<1>(info.param) == CudaAttention::kAuto ? "Auto"
+                                                                                   : "SplitKv");
+                         });
 
 class CudaPoolTest : public ::testing::Test {
  protected:
