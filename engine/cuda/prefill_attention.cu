@@ -1,17 +1,18 @@
 // PrefillAttention (prefill_attention.h): flash-attention-2 on mma.sync m16n8k16 bf16 -> fp32.
 //
-// A block of 4 warps takes 64 queries of one item and one kv head: query f of the item is its row
-// f / group, q head kvh * group + f % group (so a GQA group shares every K/V tile it loads), and
-// warp w owns queries 16w..16w+15 of the tile. Shared memory (bf16, rows padded by 16 bytes so that
-// ldmatrix's eight 16-byte rows fall in distinct banks): Q [64][D], K and V [2][64][D] (double
-// buffered: cp.async fetches tile j + 1 while the warps multiply tile j). The item's keys run as
-// the compressed region's tiles, then the local region's, each up to the most any query of the
-// block sees; a warp skips the products of a tile none of its queries sees.
+// A block of kWarps = 4 or 8 warps takes 16 kWarps queries of one item and one kv head: query f of
+// the item is its row f / group, q head kvh * group + f % group (so a GQA group shares every K/V
+// tile it loads), and warp w owns queries 16w..16w+15 of the tile. Shared memory (bf16, rows
+// padded by 16 bytes so that ldmatrix's eight 16-byte rows fall in distinct banks): Q [16 kWarps]
+// [D], K and V [2][64][D] (double buffered: cp.async fetches tile j + 1 while the warps multiply
+// tile j). The item's keys run as the compressed region's tiles, then the local region's, each up
+// to the most any query of the block sees; a warp skips the products of a tile none of its queries
+// sees.
 //
-// Per key tile, warp w: S[16][64] = Q K^T (D/16 k-steps x 8 n-tiles of mma; Q's fragments stay in
-// registers, K's come by ldmatrix), mask by each query's limits, scale by log2(e)/sqrt(D), online
-// softmax (row max over the 4 lanes that share a row; exp2), then O[16][D] += P V with P taken
-// straight from S's accumulators as bf16 A fragments and V's B fragments by ldmatrix.trans.
+// Per key tile, warp w: S[16][64] = Q K^T (D/16 k-steps x 8 n-tiles of mma; Q's and K's fragments
+// by ldmatrix), mask by each query's limits, scale by log2(e)/sqrt(D), online softmax (row max
+// over the 4 lanes that share a row; ex2.approx), then O[16][D] += P V with P taken straight from
+// S's accumulators as bf16 A fragments and V's B fragments by ldmatrix.trans.
 #include <cuda_bf16.h>
 
 #include <cmath>

@@ -1,22 +1,23 @@
 // The decoder's paged attention for items with many rows (prefill), on tensor cores. The same
 // function as SplitKvAttention (kernels.h) for every row, computed flash-attention-2 style: a
-// block per (item, tile of 64 queries, kv head) holds its queries in bf16, streams the item's
-// keys through shared memory 64 at a time and multiplies with mma.sync m16n8k16 (bf16 operands,
-// fp32 accumulation), the softmax online in registers. Plain pointers and ints, as kernels.h.
+// block per (item, tile of 64 or 128 queries, kv head) holds its queries in bf16, streams the
+// item's keys through shared memory 64 at a time and multiplies with mma.sync m16n8k16 (bf16
+// operands, fp32 accumulation), the softmax online in registers. Plain pointers and ints, as
+// kernels.h.
 //
 // Work of a 4096-token prompt at chunk 1 (4097 rows, row i sees compressed entries 0..i: a causal
 // square), paper shape (24 heads of 64, MHA), per layer:
-//   FLOPs: 2 products x 2 x 64 x 24 heads x 4097^2 / 2 keys = 51.6 GFLOP (x 12 layers = 0.62
-//   TFLOP);
-//     the kernel runs whole 64x64 tiles, the diagonal ones half masked: +1.6%, 52.4 GFLOP.
-//   exp2: 24 x 4097^2 / 2 = 0.20 G (whole tiles: 0.21 G) on the SFU's 16 a clock per SM.
-//   Device memory, each byte once: q fp32 4097 x 1536 x 4 = 25 MB, K and V bf16 4097 x 24 x 64 x 2
-//     x 2 = 25 MB, out bf16 12.6 MB: 63 MB. K/V are re-read by each of the 65 q tiles that see
-//     them: about 0.85 GB a layer from L2 (KV of one layer, 25 MB, fits the H100's 50 MB L2).
+//   FLOPs: 2 products x 2 x 64 x 24 heads x 4097^2 / 2 = 51.6 GFLOP (12 layers: 0.62 TFLOP); whole
+//     64-key tiles with the diagonal ones part masked add ~1.6% (128-query tiles ~3%).
+//   exp2: 24 x 4097^2 / 2 = 0.20 G a layer, on the SFU's 16 a clock per SM.
+//   Device memory, each byte once: q fp32 4097 x 1536 x 4 = 25 MB, K and V bf16 4097 x 24 x 64 x
+//     2 x 2 = 25 MB, out bf16 12.6 MB: 63 MB. K/V are re-read by every q tile that sees them:
+//     ~0.85 GB a layer from L2 with 64-query tiles, ~0.43 GB with 128 (one layer's K/V, 25 MB,
+//     fits the H100's 50 MB L2).
 //   Floors (H100 SXM, 132 SMs at ~1.75 GHz): mma.sync bf16 at ~660 TFLOP/s (2/3 of the wgmma
-//     peak; FA2 on H100 reaches ~350 in practice): 80 us; exp2 at 3.7 G/s: 56 us; HBM 63 MB at
-//     3.3 TB/s: 19 us; L2 0.85 GB at ~10 TB/s: 85 us. So ~0.1 ms a layer, 1-1.2 ms for 12 layers at
-//     the floor; at FA2's realised ~35-50% of it, 2-4 ms for the 12 layers (against 887 ms today).
+//     peak; FA2 reaches ~350 on H100 in practice): 80 us; exp2 at 3.7 G/s: 56 us; HBM 63 MB at
+//     3.3 TB/s: 19 us; L2 0.43 GB at ~7 TB/s: 60 us. So ~0.1 ms a layer, ~1.2 ms for 12 layers at
+//     the floor; at FA2's realised 35-50% of it, 2-4 ms for 12 layers (against 887 ms today).
 //   None of these numbers is measured: the kernel has not run on a GPU yet.
 #ifndef CATSERVE_ENGINE_CUDA_PREFILL_ATTENTION_H_
 #define CATSERVE_ENGINE_CUDA_PREFILL_ATTENTION_H_
