@@ -27,6 +27,10 @@ ABSL_FLAG(int, openai_request_timeout_seconds, 0,
           "Deadline of an OpenAI API request, from its arrival (408 or an error event when "
           "passed); 0 = none");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
+ABSL_FLAG(std::string, cuda_attention, "auto",
+          "--device=cuda: the decoder attention's kernels: auto (FlashInfer's paged decode and "
+          "the tensor-core prefill where they take the model's heads, catserve's split-KV kernel "
+          "otherwise) or split_kv (catserve's split-KV kernel for every sequence)");
 ABSL_FLAG(int, threads, 0, "Compute threads; 0 = one per core");
 ABSL_FLAG(int, sampling_threads, 0,
           "Host threads the CPU engine draws each step's tokens on (--device=cuda draws on the "
@@ -101,6 +105,10 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.openai_listen = absl::GetFlag(FLAGS_openai_listen);
   o.openai_request_timeout_seconds = absl::GetFlag(FLAGS_openai_request_timeout_seconds);
   o.device = absl::GetFlag(FLAGS_device);
+  absl::StatusOr<engine::CudaAttention> cuda_attention =
+      ParseCudaAttentionFlag(absl::GetFlag(FLAGS_cuda_attention));
+  if (!cuda_attention.ok()) return cuda_attention.status();
+  o.cuda_attention = *cuda_attention;
   o.threads = absl::GetFlag(FLAGS_threads);
   o.sampling_threads = absl::GetFlag(FLAGS_sampling_threads);
   o.kv_pool_mb = absl::GetFlag(FLAGS_kv_pool_mb);

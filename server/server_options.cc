@@ -110,6 +110,13 @@ absl::StatusOr<bool> ParsePrefixCacheFlag(absl::string_view text) {
       absl::StrCat("--prefix_cache=", text, " is invalid: expected on or off"));
 }
 
+absl::StatusOr<engine::CudaAttention> ParseCudaAttentionFlag(absl::string_view text) {
+  if (text == "auto") return engine::CudaAttention::kAuto;
+  if (text == "split_kv") return engine::CudaAttention::kSplitKv;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--cuda_attention=", text, " is invalid: expected auto or split_kv"));
+}
+
 absl::Status ValidateServerOptions(const ServerOptions& o) {
   if (o.device == "cuda" && o.kv_dtype != engine::KvDtype::kBf16) {
     return absl::InvalidArgumentError(

@@ -12,6 +12,7 @@
 #include "engine/kv/kv_dtype.h"
 #include "engine/model/config.h"
 #include "engine/model/weights.h"
+#include "engine/step/engine.h"
 #include "server/server_credentials.h"
 #include "server/tiers.h"
 
@@ -29,6 +30,8 @@ struct ServerOptions {
   int threads = 0;             // compute threads; 0 = one per core
   int sampling_threads = 0;    // host threads sampling a step's rows; 0 = one per core
   engine::KvDtype kv_dtype = engine::KvDtype::kBf16;  // KV storage (--kv_dtype); cuda: bf16 only
+  // --cuda_attention: the decoder attention's kernels on the GPU (EngineOptions::cuda_attention)
+  engine::CudaAttention cuda_attention = engine::CudaAttention::kAuto;
   int kv_pool_mb = 512;
   double gpu_memory_fraction =
       0;  // --device=cuda: pool = this share of free memory; 0 = kv_pool_mb
@@ -73,6 +76,9 @@ absl::Status ValidateServerOptions(const ServerOptions& options);
 
 // Parses --prefix_cache: "on" or "off"; INVALID_ARGUMENT naming the flag otherwise.
 absl::StatusOr<bool> ParsePrefixCacheFlag(absl::string_view text);
+
+// Parses --cuda_attention: "auto" or "split_kv"; INVALID_ARGUMENT naming the flag otherwise.
+absl::StatusOr<engine::CudaAttention> ParseCudaAttentionFlag(absl::string_view text);
 
 // Parses --kv_dtype (bf16, fp16, fp32); INVALID_ARGUMENT naming the flag otherwise.
 absl::StatusOr<engine::KvDtype> ParseKvDtypeFlag(absl::string_view text);

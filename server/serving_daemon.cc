@@ -102,6 +102,7 @@ absl::Status ServingDaemon::LoadModel() {
                                        .sampling_threads = sampling_threads_,
                                        .device = options_.device == "cuda" ? engine::Device::kCuda
                                                                            : engine::Device::kCpu,
+                                       .cuda_attention = options_.cuda_attention,
                                        .check_weights = options_.check_weights,
                                        .kv_dtype = options_.kv_dtype});
   if (!engine.ok()) {

@@ -66,6 +66,15 @@ TEST(ServerOptionsTest, GpuMemoryFractionNeedsCudaAndAShare) {
                                                  : absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(ServerOptionsTest, ParsesCudaAttention) {
+  EXPECT_EQ(ServerOptions().cuda_attention, engine::CudaAttention::kAuto);
+  EXPECT_EQ(*ParseCudaAttentionFlag("auto"), engine::CudaAttention::kAuto);
+  EXPECT_EQ(*ParseCudaAttentionFlag("split_kv"), engine::CudaAttention::kSplitKv);
+  const absl::Status bad = ParseCudaAttentionFlag("flashinfer").status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.message(), "--cuda_attention=flashinfer is invalid: expected auto or split_kv");
+}
+
 TEST(ServerOptionsTest, ParsesKvDtype) {
   EXPECT_EQ(ServerOptions().kv_dtype, engine::KvDtype::kBf16);
   EXPECT_EQ(*ParseKvDtypeFlag("fp32"), engine::KvDtype::kFp32);
