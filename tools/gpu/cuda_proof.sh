@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU proof of the CUDA backend (docs/CUDA.md), run on a GPU machine from the bundle that
-# tools/gpu/prepare_cuda_proof.sh made, in two parts that each fit one device call:
+# tools/gpu/prepare_cuda_proof.sh made, in parts that each fit one device call:
 #
 #   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT tests
 #       cuda_tests (every test must PASS; a skip fails the proof), then compute-sanitizer
@@ -21,14 +21,21 @@
 #       and the liger-kernel wheel in .gpu-bundle/wheels) and cuda_step_bench --authors on the
 #       same cells, BS:CTX:CHUNK, in one call: $COMPARE_CELLS, default 256:2048:8 64:2048:8
 #       1:2048:8 (each of the authors' cells compiles for 40-60 s first). Both print
-#       "RESULT ... tok_per_s=" lines.
+#       "RESULT ... tok_per_s=" lines; catserve's run twice, --attention=auto and split_kv.
+#   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT pressure
+#       the pressure trade on the GPU: loadgen --pressure_policies=queue,degrade with ~3,500-token
+#       prompts on a 4K-context random model of the paper's shape, the pool holding a third of
+#       the offered sequences at chunk 8 (tokens/s and p99 TTFT of each policy).
+#   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT decode
+#       cuda_step_bench's decode grid (context 1024-4096, batch 1-256, chunk 4-16) and 4K prefill,
+#       --attention=auto and split_kv alternated twice: each cell's step time against its floor.
 #
 # Prints one line per step (exit status, seconds) and the end of its log; every log goes into
 # RESULTS_DIR/cuda_proof_PART.tar.gz. Exits 0 only when every step passed.
 set -uo pipefail
 set -f  # the gtest filters below are patterns for gtest, not for the shell
-out=${1:?usage: cuda_proof.sh RESULTS_DIR tests|quick|serve|compare}
-part=${2:?usage: cuda_proof.sh RESULTS_DIR tests|quick|serve|compare}
+out=${1:?usage: cuda_proof.sh RESULTS_DIR tests|quick|serve|compare|pressure|decode}
+part=${2:?usage: cuda_proof.sh RESULTS_DIR tests|quick|serve|compare|pressure|decode}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 g=${TMPDIR:-$(dirname "$(mktemp -u)")}/catserve-gpu
@@ -61,7 +68,13 @@ case "$part" in
     grep -q '^\[  SKIPPED \]' "$logs/cuda_tests.log" && { echo "cuda_tests skipped tests"; failed=1; }
     step memcheck 150 $(cs memcheck \
       '*Incremental*:*Pool*:*LoadsThroughEngineLoad*:*DeviceSampler*Greedy*:*DeviceSampler*Seeded*:*SplitKv*')
+    # The attention routes' kernels (FlashInfer's decode, the tensor-core prefill) and the fused
+    # qkv post-processing with its cache store.
+    step memcheck_routes 150 $(cs memcheck \
+      '*FlashInferDecode*:*PrefillAttentionCase*:*PrefillAttentionLarge*:*FusedQkv*:*FusedSilu*:*WideHeads*Auto*')
     step racecheck 120 $(cs racecheck '*Incremental*Gqa*:*DeviceSampler*Seeded*:*SplitKv*')
+    step racecheck_routes 150 $(cs racecheck \
+      '*FlashInferDecode*:*PrefillAttentionCase*:*PrefillAttentionLarge*:*FusedQkv*')
     # initcheck only where cuBLAS writes nothing: on an H200 it reports every read of a buffer a
     # cublasGemmEx wrote (tools/gpu/initcheck_cublas_probe.cu shows it on one GEMM), so the
     # engine tests drown in such reports (102541 on *Incremental*Mha*, all of them reads of GEMM
@@ -72,10 +85,12 @@ case "$part" in
   quick)
     step cuda_tests 170 cuda_tests --gtest_color=no
     grep -q '^\[  SKIPPED \]' "$logs/cuda_tests.log" && { echo "cuda_tests skipped tests"; failed=1; }
-    step memcheck 90 $(cs memcheck '*SplitKv*:*Incremental*Mha*')
-    step racecheck 90 $(cs racecheck '*SplitKv*')
-    step cuda_step_bench 60 cuda_step_bench --contexts=4096 --batches=1,64,256 --chunks=1,16 \
-      --prefill=4096 --cycles=1
+    step memcheck 90 $(cs memcheck '*SplitKv*:*Incremental*Mha*:*FlashInferDecode*:*PrefillAttentionCase*')
+    step racecheck 90 $(cs racecheck '*SplitKv*:*FlashInferDecode*:*PrefillAttentionCase*')
+    for attention in auto split_kv; do
+      step "cuda_step_bench_$attention" 60 cuda_step_bench --attention=$attention --contexts=4096 \
+        --batches=1,64,256 --chunks=1,16 --prefill=4096 --cycles=1
+    done
     bin=$(cat "$here/server_bin_path")
     [ -e "$bin" ] || { mkdir -p "$(dirname "$bin")" && cp "$g/bin/catserve" "$bin"; }
     step server_tests_cuda 60 env CATSERVE_TEST_DEVICE=cuda server_tests --gtest_color=no \
@@ -83,8 +98,10 @@ case "$part" in
     ;;
   compare)
     cells=${COMPARE_CELLS:-"256:2048:8 64:2048:8 1:2048:8"}
-    step catserve_authors 240 cuda_step_bench --authors="$(echo $cells | tr ' ' ',')" \
-      --authors_only --pool_gib=40
+    for attention in auto split_kv; do
+      step "catserve_authors_$attention" 240 cuda_step_bench --attention=$attention \
+        --authors="$(echo $cells | tr ' ' ',')" --authors_only --pool_gib=40
+    done
     step official 600 env T_OFF=150 bash "$here/shared/tools/official-bench.sh" "$here/wheels" \
       "$logs/official" $cells
     ;;
@@ -105,8 +122,28 @@ case "$part" in
     step cuda_step_bench 120 cuda_step_bench --contexts=160 --batches=256 --chunks=2,8,16 \
       --prefill=256 --cycles=1
     ;;
+  pressure)
+    # The pressure trade on the GPU (docs/SCHEDULER.md): ~3,500-token prompts on the paper's shape,
+    # 96 clients on the balanced tier (chunk 8, coarsest 16) against a pool that holds 32 of them
+    # at chunk 8; queue against degrade, one daemon each, in this one call.
+    model=$(mktemp -d)/paper4k
+    step paper_model_4k 120 python3 "$root/tools/bench/make_random_model.py" "$model" \
+      --tokenizer_from "$root/models/cat-small-en" --hidden 1536 --layers 12 --heads 24 \
+      --compressor_hidden 768 --compressor_layers 3 --context 4096
+    step loadgen_pressure 420 env CATSERVE_PY_STUBS="$here/stubs" PYTHONUNBUFFERED=1 \
+      python3 "$root/tools/bench/loadgen.py" --model_dir="$model" --catserve="$g/bin/catserve" \
+      --device=cuda --pressure_policies=queue,degrade --tier=balanced --concurrency=96 \
+      --pool_sequences=32 --pool_chunk_size=8 --prompt_tokens=3500 --max_tokens=64 --repeat=1
+    ;;
+  decode)
+    # Every decode cell of the target grid, both attention settings alternated in one call.
+    for attention in auto split_kv auto split_kv; do
+      step "cuda_step_bench_decode_$attention" 150 cuda_step_bench --attention=$attention \
+        --contexts=1024,2048,4096 --batches=1,16,64,256 --chunks=4,8,16 --prefill=4096 --cycles=1
+    done
+    ;;
   *)
-    echo "unknown part '$part': tests, quick or serve" >&2
+    echo "unknown part '$part': tests, quick, serve, compare, pressure or decode" >&2
     exit 2
     ;;
 esac
