@@ -7,10 +7,13 @@
 //   build/benchmarks/cuda_step_bench [--contexts=2048,4096] [--batches=1,2,4,...,256]
 //       [--chunks=1,2,4,8,16] [--pool_gib=16] [--cycles=2] [--prefill=4096]
 //       [--authors=BS:CTX:CHUNK,...] [--authors_only] [--attention=auto|split_kv]
+//       [--graphs=on|off]
 //
 // --attention picks the decoder attention's kernels (EngineOptions::cuda_attention): auto (the
 // default: FlashInfer's decode and the tensor-core prefill where they take the heads) or split_kv
-// (catserve's split-KV kernel for every item), so that one call can time both.
+// (catserve's split-KV kernel for every item), so that one call can time both; --graphs=off runs
+// decode steps launch by launch instead of replaying them from CUDA graphs
+// (EngineOptions::cuda_graphs).
 //
 // --authors runs the workload of the authors' generator (benchmark.py of rajesh-lab/
 // cat-transformer, run beside it by tools/gpu/official_compare.sh) through Engine::Step: BS
@@ -74,6 +77,7 @@ struct Options {
   std::vector<Authors> authors;
   bool authors_only = false;
   CudaAttention attention = CudaAttention::kAuto;
+  bool graphs = true;
 };
 
 Options ParseArgs(int argc, char** argv) {
@@ -113,6 +117,12 @@ Options ParseArgs(int argc, char** argv) {
         std::exit(2);
       }
       o.attention = std::strcmp(v, "auto") == 0 ? CudaAttention::kAuto : CudaAttention::kSplitKv;
+    } else if (const char* v = value("graphs")) {
+      if (std::strcmp(v, "on") != 0 && std::strcmp(v, "off") != 0) {
+        std::fprintf(stderr, "--graphs takes on or off, not %s\n", v);
+        std::exit(2);
+      }
+      o.graphs = std::strcmp(v, "on") == 0;
     } else {
       std::fprintf(stderr, "unknown argument %s (see the comment at the top of %s)\n", argv[i],
                    __FILE__);
@@ -450,8 +460,9 @@ int Main(int argc, char** argv) {
   std::fprintf(stderr, "building a random model of the paper's shape...\n");
   const ModelWeights weights = RandomModelWeights(config, 1);
   const Model model = Describe(config, weights);
-  auto engine =
-      CreateCudaEngine(config, weights, {.device = Device::kCuda, .cuda_attention = o.attention});
+  auto engine = CreateCudaEngine(
+      config, weights,
+      {.device = Device::kCuda, .cuda_attention = o.attention, .cuda_graphs = o.graphs});
   if (!engine.ok()) {
     std::fprintf(stderr, "%s\n", std::string(engine.status().message()).c_str());
     return 1;
@@ -476,8 +487,9 @@ int Main(int argc, char** argv) {
       if (!config.serves_chunk_size(a.chunk)) continue;
       const double tokens_per_s = RunAuthors(**engine, *pool, a.batch, a.context, a.chunk);
       std::printf("| %d | %d | %d | %.0f |\n", a.batch, a.context, a.chunk, tokens_per_s);
-      std::fprintf(stderr, "RESULT catserve attention=%s bs=%d chunk=%d ctx=%d tok_per_s=%.0f\n",
-                   attention, a.batch, a.chunk, a.context, tokens_per_s);
+      std::fprintf(stderr,
+                   "RESULT catserve attention=%s graphs=%s bs=%d chunk=%d ctx=%d tok_per_s=%.0f\n",
+                   attention, o.graphs ? "on" : "off", a.batch, a.chunk, a.context, tokens_per_s);
       std::fflush(stdout);
     }
     if (o.authors_only) return 0;
@@ -485,9 +497,9 @@ int Main(int argc, char** argv) {
   }
 
   std::printf(
-      "CUDA engine on %s (attention %s): bf16 weights and KV, D=1536 L=12 H=24, Dc=768 Lc=3 "
-      "Hc=12, V=32000\n",
-      prop.name, attention);
+      "CUDA engine on %s (attention %s, graphs %s): bf16 weights and KV, D=1536 L=12 H=24, "
+      "Dc=768 Lc=3 Hc=12, V=32000\n",
+      prop.name, attention, o.graphs ? "on" : "off");
   std::printf(
       "measured ceilings: copy bandwidth %.2f TB/s (read + write), bf16 GEMM %.0f "
       "TFLOP/s; weights %.0f MB decoder+lm_head, %.0f MB compressor; KV pool %.1f GiB "

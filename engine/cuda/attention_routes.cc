@@ -84,4 +84,23 @@ AttentionRoutes RouteAttention(const StepPlan& plan, const SplitKvMeta& meta,
   return r;
 }
 
+void PadForGraph(AttentionRoutes& r, int rows, int tile_blocks, int local_pages) {
+  const int step_rows = static_cast<int>(r.compressed_last_len.size());
+  for (int t = step_rows; t < rows; ++t) {
+    r.compressed_indptr.push_back(r.compressed_indptr.back());
+    r.compressed_last_len.push_back(0);
+    r.local_indptr.push_back(r.local_indptr.back());
+    r.local_last_len.push_back(0);
+    r.flashinfer_rows.push_back({.row = t, .first_tile = 0, .tiles = 0, .local = -1});
+  }
+  r.tile_valid.assign(r.tile_request.size(), 1);
+  r.tile_valid.resize(tile_blocks, 0);
+  r.tile_request.resize(tile_blocks, 0);
+  r.tile_index.resize(tile_blocks, 0);
+  r.local_valid.assign(r.local_request.size(), 1);
+  r.local_valid.resize(rows, 0);
+  r.local_request.resize(rows, 0);
+  r.local_pages.resize(local_pages, 0);
+}
+
 }  // namespace catserve::engine::cuda

@@ -52,11 +52,21 @@ struct AttentionRoutes {
   std::vector<int32_t> tile_request, tile_index;  // per compressed block
   std::vector<int32_t> local_request;             // per local block
   std::vector<FlashInferRow> flashinfer_rows;
+  // Empty, or (after PadForGraph) per block whether it runs: 1 or 0.
+  std::vector<uint8_t> tile_valid, local_valid;
 };
 
 // `meta` is BuildSplitKvMeta's over `plan` and all of the step's items.
 AttentionRoutes RouteAttention(const StepPlan& plan, const SplitKvMeta& meta,
                                const AttentionRouteOptions& options);
+
+// The FlashInfer metadata of a step padded to the fixed shape of a CUDA graph: `rows` decoder
+// rows (at least the step's; the rows added have no pages, no blocks, and a FlashInferRow that
+// merges nothing, so their output is zeros), `tile_blocks` compressed blocks (at least the
+// step's; the blocks added, and the local blocks up to `rows`, are marked not to run), and the
+// local page list `local_pages` long (at least the step's), so that every list but the
+// compressed pages has one length for every step of that shape.
+void PadForGraph(AttentionRoutes& routes, int rows, int tile_blocks, int local_pages);
 
 }  // namespace catserve::engine::cuda
 

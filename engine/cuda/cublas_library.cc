@@ -31,6 +31,9 @@ absl::StatusOr<CublasLibrary> Open() {
   if (!Resolve(library, "cublasCreate_v2", l.create)) missing = "cublasCreate_v2";
   if (!Resolve(library, "cublasDestroy_v2", l.destroy)) missing = "cublasDestroy_v2";
   if (!Resolve(library, "cublasSetStream_v2", l.set_stream)) missing = "cublasSetStream_v2";
+  if (!Resolve(library, "cublasSetWorkspace_v2", l.set_workspace)) {
+    missing = "cublasSetWorkspace_v2";
+  }
   if (!Resolve(library, "cublasGemmEx", l.gemm_ex)) missing = "cublasGemmEx";
   if (!Resolve(library, "cublasGetStatusString", l.status_string)) {
     missing = "cublasGetStatusString";

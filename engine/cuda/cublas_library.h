@@ -17,6 +17,8 @@ struct CublasLibrary {
   cublasStatus_t (*create)(cublasHandle_t* handle);
   cublasStatus_t (*destroy)(cublasHandle_t handle);
   cublasStatus_t (*set_stream)(cublasHandle_t handle, cudaStream_t stream);
+  // A workspace of the caller's, so that GEMMs captured into a CUDA graph allocate nothing.
+  cublasStatus_t (*set_workspace)(cublasHandle_t handle, void* workspace, size_t bytes);
   cublasStatus_t (*gemm_ex)(cublasHandle_t handle, cublasOperation_t transa,
                             cublasOperation_t transb, int m, int n, int k, const void* alpha,
                             const void* a, cudaDataType a_type, int lda, const void* b,

@@ -3,7 +3,9 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -32,6 +34,9 @@ using cuda::KvSlot;
 using cuda::RowSource;
 
 constexpr int kBf16Bytes = 2;
+// The most rows a decode step replayed from a CUDA graph has (a power of two).
+constexpr unsigned kMaxGraphRows = 512;
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 
 #define CATSERVE_CUDA_RETURN_IF_ERROR(expr, what)                                           \
   do {                                                                                      \
@@ -78,6 +83,13 @@ class MetaBuilder {
     if (!values.empty()) std::memcpy(words_.data() + at, values.data(), values.size() * sizeof(T));
     return at;
   }
+  // Appends bytes, padded to a whole word, and returns their offset in words.
+  size_t AppendBytes(const std::vector<uint8_t>& bytes) {
+    const size_t at = words_.size();
+    words_.resize(at + (bytes.size() + sizeof(int32_t) - 1) / sizeof(int32_t));
+    if (!bytes.empty()) std::memcpy(words_.data() + at, bytes.data(), bytes.size());
+    return at;
+  }
   const std::vector<int32_t>& words() const { return words_; }
 
  private:
@@ -90,7 +102,8 @@ class CudaEngine : public Engine {
              const cuda::CublasLibrary* cublas_library, cublasHandle_t cublas,
              cuda::DeviceWeights weights, DeviceBuffer decoder_rope_cos,
              DeviceBuffer decoder_rope_sin, DeviceBuffer compressor_rope_cos,
-             DeviceBuffer compressor_rope_sin, int multiprocessors, CudaAttention attention)
+             DeviceBuffer compressor_rope_sin, int multiprocessors, CudaAttention attention,
+             bool graphs, DeviceBuffer cublas_workspace)
       : config_(std::move(config)),
         device_(device),
         multiprocessors_(multiprocessors),
@@ -101,17 +114,21 @@ class CudaEngine : public Engine {
         decoder_rope_cos_(std::move(decoder_rope_cos)),
         decoder_rope_sin_(std::move(decoder_rope_sin)),
         compressor_rope_cos_(std::move(compressor_rope_cos)),
-        compressor_rope_sin_(std::move(compressor_rope_sin)) {
+        compressor_rope_sin_(std::move(compressor_rope_sin)),
+        cublas_workspace_(std::move(cublas_workspace)) {
     const int group = config_.num_heads / config_.num_kv_heads;
     const bool auto_attention = attention == CudaAttention::kAuto;
     use_flashinfer_ = auto_attention && cuda::FlashInferDecodeSupports(config_.head_dim(), group);
     use_prefill_ =
         auto_attention &&
         cuda::PrefillAttentionSupports(config_.num_heads, config_.num_kv_heads, config_.head_dim());
+    // A graph step's attention is FlashInfer's alone (GraphRows).
+    use_graphs_ = graphs && use_flashinfer_;
   }
 
   ~CudaEngine() override {
     cudaSetDevice(device_);
+    DropGraphs();
     cublas_library_->destroy(cublas_);
     cudaStreamDestroy(stream_);
   }
@@ -189,8 +206,22 @@ class CudaEngine : public Engine {
 
   template <typename T>
   const T* MetaAt(size_t offset) const {
-    return reinterpret_cast<const T*>(meta_.as<int32_t>() + offset);
+    return reinterpret_cast<const T*>(meta_words_ + offset);
   }
+
+  // CUDA graphs of decode steps. A step is replayed from a graph when it is decode only (no chunk
+  // completes, one row per item, every item wants its token, every item on FlashInfer's route);
+  // it then runs GraphRows(n) rows, the next power of two, padded (rows that read a separator
+  // at position 0, store no K/V, see no key and whose logits nobody reads), and its FlashInfer
+  // tiles padded to a power of two, so that every launch's shape is the graph's. One graph per
+  // (rows, tiles), captured on first use; all are dropped when a buffer they read moves.
+  int GraphRows(absl::Span<const StepItem> items) const;
+  // Pads this step's metadata to `rows`, appends it, and replays (or captures) its graph.
+  absl::Status RunGraph(KvPool& pool, int rows);
+  void DropGraphs();
+  // Appends the decoder's per-row sections and the routes' metadata to host_meta_ (rows: the
+  // decoder rows the step runs).
+  void AppendDecoderMeta(int rows);
 
   ModelConfig config_;
   int device_;
@@ -228,6 +259,24 @@ class CudaEngine : public Engine {
   } fi_{};
   int compressor_rows_ = 0;
   std::vector<GemmShape>* gemm_log_ = nullptr;
+  // The step's decoder inputs, cache slots and logits rows (the plan's rows; padded for graphs).
+  std::vector<RowSource> decoder_sources_;
+  std::vector<KvSlot> slots_;
+  std::vector<int32_t> logit_row_list_;
+  int decoder_rows_ = 0;                 // rows the decoder runs: the plan's, or a graph's
+  int logit_count_ = 0;                  // logits rows computed: want_.size(), or a graph's rows
+  const int32_t* meta_words_ = nullptr;  // meta_, or graph_meta_ for a graph step
+  size_t fi_tile_valid_ = 0, fi_local_valid_ = 0;
+  bool graph_step_ = false;
+  bool use_graphs_ = false;
+  struct DecodeGraph {
+    cudaGraphExec_t exec = nullptr;
+    std::vector<GemmShape> gemms;  // what the captured step logged
+  };
+  std::map<std::pair<int, int>, DecodeGraph> graphs_;  // by (rows, tile blocks)
+  std::vector<const void*> graph_addresses_;           // the buffers the graphs read and write
+  DeviceBuffer graph_meta_;
+  DeviceBuffer cublas_workspace_;  // cuBLAS's, so that captured GEMMs allocate nothing
 
   // Device scratch, grown as steps need.
   DeviceBuffer meta_, x_, cx_, norm_, qkv_, attn_, gate_up_, act_, fx_in_, fx_, logits_;
@@ -305,16 +354,46 @@ void CudaEngine::BuildMeta(absl::Span<const StepItem> items) {
       d_src[t] = {0, r.token};
     }
   }
-  d_src_ = host_meta_.Append(d_src);
-  d_pos_ = host_meta_.Append(plan_.row_positions);
+  decoder_sources_ = std::move(d_src);
 
   want_.clear();
   for (int i = 0; i < static_cast<int>(items.size()); ++i) {
     if (items[i].want_logits) want_.push_back(i);
   }
-  std::vector<int32_t> logit_rows;
-  for (int i : want_) logit_rows.push_back(plan_.logit_row[i]);
-  logit_rows_ = host_meta_.Append(logit_rows);
+  logit_row_list_.clear();
+  for (int i : want_) logit_row_list_.push_back(plan_.logit_row[i]);
+}
+
+void CudaEngine::AppendDecoderMeta(int rows) {
+  // Padding rows (graphs): a separator at position 0, no cache entry, their own logits row.
+  decoder_sources_.resize(rows, RowSource{1, 0});
+  std::vector<int32_t> positions = plan_.row_positions;
+  positions.resize(rows, 0);
+  slots_.resize(rows, KvSlot{-1, 0});
+  for (int t = static_cast<int>(logit_row_list_.size()); t < logit_count_; ++t) {
+    logit_row_list_.push_back(t);
+  }
+  d_src_ = host_meta_.Append(decoder_sources_);
+  d_pos_ = host_meta_.Append(positions);
+  d_slots_ = host_meta_.Append(slots_);
+  logit_rows_ = host_meta_.Append(logit_row_list_);
+  d_split_items_ = host_meta_.Append(routes_.split_items);
+  d_splits_ = host_meta_.Append(routes_.splits);
+  fi_ = {.compressed_indptr = host_meta_.Append(routes_.compressed_indptr),
+         .compressed_pages = 0,
+         .compressed_last_len = host_meta_.Append(routes_.compressed_last_len),
+         .local_indptr = host_meta_.Append(routes_.local_indptr),
+         .local_pages = host_meta_.Append(routes_.local_pages),
+         .local_last_len = host_meta_.Append(routes_.local_last_len),
+         .tile_request = host_meta_.Append(routes_.tile_request),
+         .tile_index = host_meta_.Append(routes_.tile_index),
+         .local_request = host_meta_.Append(routes_.local_request),
+         .tile_keys = host_meta_.Append(std::vector<int32_t>{cuda::kFlashInferTileKeys}),
+         .rows = host_meta_.Append(routes_.flashinfer_rows)};
+  fi_tile_valid_ = host_meta_.AppendBytes(routes_.tile_valid);
+  fi_local_valid_ = host_meta_.AppendBytes(routes_.local_valid);
+  // Last, so that a graph step's other sections keep their offsets however many pages it reads.
+  fi_.compressed_pages = host_meta_.Append(routes_.compressed_pages);
 }
 
 absl::Status CudaEngine::Upload() {
@@ -324,6 +403,7 @@ absl::Status CudaEngine::Upload() {
       cudaMemcpyAsync(meta_.data(), words.data(), words.size() * sizeof(int32_t),
                       cudaMemcpyHostToDevice, stream_),
       "cudaMemcpyAsync (step metadata)");
+  meta_words_ = meta_.as<int32_t>();
   return absl::OkStatus();
 }
 
@@ -426,7 +506,7 @@ absl::Status CudaEngine::RunCompressor() {
 
 absl::Status CudaEngine::RunDecoder(KvPool& pool) {
   const int D = config_.hidden_size;
-  const int T = static_cast<int>(plan_.rows.size());
+  const int T = decoder_rows_;
   const KvGeometry& g = pool.geometry();
   uint16_t* arena = static_cast<uint16_t*>(pool.arena_data());
   float* x = x_.as<float>();
@@ -476,7 +556,7 @@ absl::Status CudaEngine::DecoderAttention(const DeviceBlock& b, int layer, const
   }
   if (!routes_.flashinfer_rows.empty()) {
     const cuda::FlashInferDecodeMeta meta{
-        .decoder_rows = static_cast<int>(plan_.rows.size()),
+        .decoder_rows = decoder_rows_,
         .compressed_indptr = MetaAt<int32_t>(fi_.compressed_indptr),
         .compressed_pages = MetaAt<int32_t>(fi_.compressed_pages),
         .compressed_last_len = MetaAt<int32_t>(fi_.compressed_last_len),
@@ -490,7 +570,9 @@ absl::Status CudaEngine::DecoderAttention(const DeviceBlock& b, int layer, const
         .locals = static_cast<int>(routes_.local_request.size()),
         .tile_keys = MetaAt<int32_t>(fi_.tile_keys),
         .rows = MetaAt<cuda::FlashInferRow>(fi_.rows),
-        .num_rows = static_cast<int>(routes_.flashinfer_rows.size())};
+        .num_rows = static_cast<int>(routes_.flashinfer_rows.size()),
+        .tile_valid = graph_step_ ? MetaAt<bool>(fi_tile_valid_) : nullptr,
+        .local_valid = graph_step_ ? MetaAt<bool>(fi_local_valid_) : nullptr};
     const size_t H = b.heads, tiles = meta.tiles;
     float* scratch = flashinfer_scratch_.as<float>();
     const cuda::FlashInferScratch s{
@@ -508,7 +590,7 @@ absl::Status CudaEngine::DecoderAttention(const DeviceBlock& b, int layer, const
 
 absl::Status CudaEngine::Logits() {
   const int D = config_.hidden_size, V = config_.vocab_size;
-  const int n = static_cast<int>(want_.size());
+  const int n = logit_count_;
   if (n == 0) return absl::OkStatus();
   uint16_t* h = norm_.as<uint16_t>();
   CATSERVE_CUDA_RETURN_IF_ERROR(
@@ -638,56 +720,60 @@ absl::Status CudaEngine::Forward(absl::Span<const StepItem> items, KvPool& pool,
   // Cache slots need the pool's page size; the decode attention's spans, page lists and
   // split-KV plan (the same decomposition the CPU uses, one worker per SM) go up with them.
   const int B = pool.geometry().page_entries;
-  std::vector<KvSlot> slots(plan_.rows.size());
+  slots_.resize(plan_.rows.size());
   for (size_t t = 0; t < plan_.rows.size(); ++t) {
     const StepPlan::Row& r = plan_.rows[t];
     const SequencePages& p = items[r.item].seq->pages;
     const std::vector<int32_t>& region = r.compressed ? p.compressed : p.local;
-    slots[t] = {region[r.entry / B], r.entry % B};
+    slots_[t] = {region[r.entry / B], r.entry % B};
   }
   splits_.Build(plan_, multiprocessors_);
   const cuda::SplitKvMeta attention = cuda::BuildSplitKvMeta(
       plan_, splits_, items, config_.num_heads / config_.num_kv_heads, config_.num_kv_heads);
-  d_slots_ = host_meta_.Append(slots);
   d_attn_ = host_meta_.Append(attention.rows);
   d_pages_ = host_meta_.Append(attention.page_lists);
   partial_slots_ = attention.partial_slots;
   routes_ = cuda::RouteAttention(
       plan_, attention,
       {.flashinfer = use_flashinfer_, .prefill = use_prefill_, .page_entries = B});
-  d_split_items_ = host_meta_.Append(routes_.split_items);
-  d_splits_ = host_meta_.Append(routes_.splits);
   max_item_rows_ = routes_.split_max_item_rows;
   std::vector<cuda::SplitKvItem> prefill_split_items;
   for (int32_t i : routes_.prefill_items) prefill_split_items.push_back(attention.items[i]);
   const std::vector<cuda::PrefillItem> prefill =
       cuda::PrefillItemsFor(prefill_split_items, attention.rows);
   prefill_max_rows_ = 0;
-  for (const cuda::PrefillItem& p : prefill)
+  for (const cuda::PrefillItem& p : prefill) {
     prefill_max_rows_ = std::max(prefill_max_rows_, p.rows);
+  }
   d_prefill_items_ = host_meta_.Append(prefill);
-  fi_ = {.compressed_indptr = host_meta_.Append(routes_.compressed_indptr),
-         .compressed_pages = host_meta_.Append(routes_.compressed_pages),
-         .compressed_last_len = host_meta_.Append(routes_.compressed_last_len),
-         .local_indptr = host_meta_.Append(routes_.local_indptr),
-         .local_pages = host_meta_.Append(routes_.local_pages),
-         .local_last_len = host_meta_.Append(routes_.local_last_len),
-         .tile_request = host_meta_.Append(routes_.tile_request),
-         .tile_index = host_meta_.Append(routes_.tile_index),
-         .local_request = host_meta_.Append(routes_.local_request),
-         .tile_keys = host_meta_.Append(std::vector<int32_t>{cuda::kFlashInferTileKeys}),
-         .rows = host_meta_.Append(routes_.flashinfer_rows)};
+
+  // A decode step that a graph can run is padded to the graph's rows and tile blocks.
+  const int graph_rows = GraphRows(items);
+  graph_step_ = graph_rows > 0;
+  decoder_rows_ = graph_step_ ? graph_rows : static_cast<int>(plan_.rows.size());
+  logit_count_ = graph_step_ ? graph_rows : static_cast<int>(want_.size());
+  if (graph_step_) {
+    // A graph reads only the decoder's sections, at offsets every step of its shape shares.
+    host_meta_.Clear();
+    // A row sees at most max_chunk_size local entries (S and the tokens of an incomplete chunk).
+    const int local_pages_per_row = (config_.max_chunk_size + B - 1) / B;
+    const int tiles = static_cast<int>(routes_.tile_request.size());
+    cuda::PadForGraph(routes_, graph_rows,
+                      static_cast<int>(std::bit_ceil(static_cast<unsigned>(std::max(tiles, 1)))),
+                      graph_rows * local_pages_per_row);
+  }
+  AppendDecoderMeta(decoder_rows_);
 
   // Scratch for the widest of compressor and decoder.
   const ModelConfig& c = config_;
-  const size_t T = plan_.rows.size(), Rc = compressor_rows_;
+  const size_t T = decoder_rows_, Rc = compressor_rows_;
   const size_t chunks = plan_.chunks.size();
   const size_t D = c.hidden_size, Dc = c.compressor_hidden_size;
   const size_t qkv_d = static_cast<size_t>(c.num_heads + 2 * c.num_kv_heads) * c.head_dim();
   const size_t qkv_c = 3 * Dc;
   const size_t inter = std::max(c.decoder_intermediate_size(), c.compressor_intermediate_size());
   const size_t rows = std::max(T, Rc);
-  const size_t want = want_.size();
+  const size_t want = logit_count_;
   CATSERVE_RETURN_IF_ERROR(x_.Reserve(T * D * sizeof(float)));
   CATSERVE_RETURN_IF_ERROR(cx_.Reserve(std::max<size_t>(Rc, 1) * Dc * sizeof(float)));
   CATSERVE_RETURN_IF_ERROR(norm_.Reserve(std::max(T * D, Rc * Dc) * kBf16Bytes));
@@ -706,18 +792,90 @@ absl::Status CudaEngine::Forward(absl::Span<const StepItem> items, KvPool& pool,
   CATSERVE_RETURN_IF_ERROR(flashinfer_scratch_.Reserve(
       std::max<size_t>(flashinfer_blocks, 1) * c.num_heads * (1 + c.head_dim()) * sizeof(float)));
 
-  CATSERVE_RETURN_IF_ERROR(Upload());
-  CATSERVE_RETURN_IF_ERROR(RunCompressor());
-  CATSERVE_RETURN_IF_ERROR(RunDecoder(pool));
-  CATSERVE_RETURN_IF_ERROR(Logits());
+  if (graph_step_) {
+    CATSERVE_RETURN_IF_ERROR(RunGraph(pool, graph_rows));
+  } else {
+    CATSERVE_RETURN_IF_ERROR(Upload());
+    CATSERVE_RETURN_IF_ERROR(RunCompressor());
+    CATSERVE_RETURN_IF_ERROR(RunDecoder(pool));
+    CATSERVE_RETURN_IF_ERROR(Logits());
+  }
   if (want_.empty()) {
     CATSERVE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "step");
   }
   if (stats != nullptr) {
-    stats->decoder_positions = static_cast<int>(T);
+    stats->decoder_positions = static_cast<int>(plan_.rows.size());
+    stats->from_graph = graph_step_;
     stats->compressed_chunks = static_cast<int>(chunks);
     stats->compressor_positions = static_cast<int>(Rc);
   }
+  return absl::OkStatus();
+}
+
+int CudaEngine::GraphRows(absl::Span<const StepItem> items) const {
+  if (!use_graphs_ || !plan_.chunks.empty() || plan_.rows.size() != items.size()) return 0;
+  if (!routes_.split_items.empty() || !routes_.prefill_items.empty()) return 0;
+  for (const StepItem& it : items) {
+    if (!it.want_logits || it.num_tokens != 1) return 0;
+  }
+  const unsigned rows = std::bit_ceil(static_cast<unsigned>(items.size()));
+  return rows <= kMaxGraphRows ? static_cast<int>(rows) : 0;
+}
+
+void CudaEngine::DropGraphs() {
+  for (auto& [key, graph] : graphs_) cudaGraphExecDestroy(graph.exec);
+  graphs_.clear();
+}
+
+absl::Status CudaEngine::RunGraph(KvPool& pool, int rows) {
+  // The metadata goes to its own buffer, at the offsets every graph step of these shapes shares
+  // (only the compressed page list, last, varies in length); it grows by doubling.
+  const std::vector<int32_t>& words = host_meta_.words();
+  const size_t bytes = words.size() * sizeof(int32_t);
+  if (graph_meta_.bytes() < bytes) {
+    CATSERVE_RETURN_IF_ERROR(graph_meta_.Reserve(2 * bytes));
+  }
+  CATSERVE_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(graph_meta_.data(), words.data(), bytes, cudaMemcpyHostToDevice, stream_),
+      "cudaMemcpyAsync (graph step metadata)");
+  meta_words_ = graph_meta_.as<int32_t>();
+  // A graph holds the addresses it was captured with: all go when any of them moved.
+  const std::vector<const void*> addresses = {
+      graph_meta_.data(), x_.data(),      norm_.data(),
+      qkv_.data(),        attn_.data(),   gate_up_.data(),
+      act_.data(),        logits_.data(), flashinfer_scratch_.data(),
+      pool.arena_data()};
+  if (addresses != graph_addresses_) {
+    DropGraphs();
+    graph_addresses_ = addresses;
+  }
+  const std::pair<int, int> key{rows, static_cast<int>(routes_.tile_request.size())};
+  auto found = graphs_.find(key);
+  if (found == graphs_.end()) {
+    std::vector<GemmShape> gemms;
+    std::vector<GemmShape>* log = gemm_log_;
+    gemm_log_ = &gemms;
+    CATSERVE_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+                                  "cudaStreamBeginCapture");
+    absl::Status captured = RunDecoder(pool);
+    if (captured.ok()) captured = Logits();
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+    gemm_log_ = log;
+    if (!captured.ok() || ended != cudaSuccess) {
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      CATSERVE_RETURN_IF_ERROR(captured);
+      return cuda::CudaStatus(ended, "cudaStreamEndCapture");
+    }
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    CATSERVE_CUDA_RETURN_IF_ERROR(instantiated, "cudaGraphInstantiate");
+    found = graphs_.emplace(key, DecodeGraph{exec, std::move(gemms)}).first;
+  }
+  CATSERVE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(found->second.exec, stream_), "cudaGraphLaunch");
+  if (gemm_log_ != nullptr) *gemm_log_ = found->second.gemms;
   return absl::OkStatus();
 }
 
@@ -777,17 +935,27 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(const ModelConfig& conf
   CATSERVE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
                                 "cudaStreamCreate");
   cublasHandle_t cublas = nullptr;
-  absl::Status s = CublasStatus(**library, (*library)->create(&cublas), "cublasCreate");
+  // cuBLAS's workspace is ours (the size NVIDIA advises for Hopper), so that GEMMs captured into
+  // a CUDA graph allocate nothing.
+  DeviceBuffer workspace;
+  absl::Status s = workspace.Reserve(kCublasWorkspaceBytes);
+  if (s.ok()) s = CublasStatus(**library, (*library)->create(&cublas), "cublasCreate");
   if (s.ok())
     s = CublasStatus(**library, (*library)->set_stream(cublas, stream), "cublasSetStream");
+  if (s.ok()) {
+    s = CublasStatus(**library,
+                     (*library)->set_workspace(cublas, workspace.data(), kCublasWorkspaceBytes),
+                     "cublasSetWorkspace");
+  }
   if (!s.ok()) {
     if (cublas != nullptr) (*library)->destroy(cublas);
     cudaStreamDestroy(stream);
     return s;
   }
-  return std::unique_ptr<Engine>(new CudaEngine(
-      config, device, stream, *library, cublas, *std::move(w), std::move(dcos), std::move(dsin),
-      std::move(ccos), std::move(csin), multiprocessors, options.cuda_attention));
+  return std::unique_ptr<Engine>(
+      new CudaEngine(config, device, stream, *library, cublas, *std::move(w), std::move(dcos),
+                     std::move(dsin), std::move(ccos), std::move(csin), multiprocessors,
+                     options.cuda_attention, options.cuda_graphs, std::move(workspace)));
 }
 
 }  // namespace catserve::engine

@@ -173,6 +173,7 @@ cudaError_t FlashInferDecode(const float* qkv, int heads, int kv_heads, int head
   compressed.kv_tile_indices = const_cast<int32_t*>(meta.tile_index);
   compressed.padded_batch_size = meta.tiles;
   compressed.partition_kv = true;
+  compressed.block_valid_mask = const_cast<bool*>(meta.tile_valid);
   if (cudaError_t e = Launch(head_dim, group, compressed, meta.tiles, kv_heads, stream);
       e != cudaSuccess) {
     return e;
@@ -185,6 +186,7 @@ cudaError_t FlashInferDecode(const float* qkv, int heads, int kv_heads, int head
   local.kv_tile_indices = const_cast<int32_t*>(meta.local_request);
   local.padded_batch_size = meta.locals;
   local.partition_kv = false;
+  local.block_valid_mask = const_cast<bool*>(meta.local_valid);
   if (cudaError_t e = Launch(head_dim, group, local, meta.locals, kv_heads, stream);
       e != cudaSuccess) {
     return e;

@@ -59,6 +59,10 @@ struct FlashInferDecodeMeta {
   const int32_t* tile_keys;  // one value: kFlashInferTileKeys
   const FlashInferRow* rows;
   int num_rows;
+  // Null, or per block whether it runs (a step replayed from a CUDA graph launches a fixed grid
+  // whose unused blocks return at once); bytes of 0 or 1.
+  const bool* tile_valid = nullptr;
+  const bool* local_valid = nullptr;
 };
 
 // fp32 scratch: per block and q head, an output (head_dim values) and a log2-sum-exp.

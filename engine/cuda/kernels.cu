@@ -150,7 +150,7 @@ __global__ void __launch_bounds__(kQkvWarps* kWarp)
       }
     }
   }
-  if (kv.slots != nullptr && !is_q) {
+  if (kv.slots != nullptr && !is_q && kv.slots[r].page >= 0) {
     const KvSlot at = kv.slots[r];
     const int which = is_k ? 0 : 1;
     const int kvh = h - heads - which * kv_heads;

@@ -35,7 +35,8 @@ cudaError_t GatherRows(const RowSource* sources, int rows, int width, const uint
 cudaError_t RmsNormToBf16(const float* x, const int32_t* row_map, int rows, int dim, const float* w,
                           float eps, uint16_t* out, cudaStream_t stream);
 
-// Per decoder row: the page and slot its K/V entry goes to.
+// Per decoder row: the page and slot its K/V entry goes to; page -1 for a row that has none (a
+// padding row of a step replayed from a CUDA graph), whose k and v are not stored.
 struct KvSlot {
   int32_t page;
   int32_t slot;

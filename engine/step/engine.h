@@ -30,6 +30,9 @@ struct EngineOptions {
   int sampling_threads = 1;
   Device device = Device::kCpu;
   CudaAttention cuda_attention = CudaAttention::kAuto;
+  // CUDA only: replay decode steps from CUDA graphs, one per (rows, tiles) shape (cuda_engine.cc,
+  // GraphRows); only where FlashInfer's decode takes the model's heads.
+  bool cuda_graphs = true;
   // CPU only, for testing the CUDA backend: round weights, every GEMM input and every cached K/V
   // to bf16 where the CUDA backend stores bf16, so the CPU computes what the GPU should (it implies
   // kv_dtype bf16).
@@ -88,6 +91,8 @@ struct StepStats {
   // CUDA engine only (0 elsewhere): bytes the step copied from the device to the host (tokens,
   // log-probability rows, or every logits row for StepLogits).
   size_t device_to_host_bytes = 0;
+  // CUDA engine only: whether the step was replayed from a CUDA graph (EngineOptions::cuda_graphs).
+  bool from_graph = false;
 };
 
 // The incremental, batched CAT decoding (docs/CAT_MODEL.md) behind one interface, whatever the

@@ -78,7 +78,7 @@ class AttentionRoutesTest : public ::testing::Test {
   // The rows FlashInfer attends, from the routes alone: its blocks, then the merge.
   std::vector<float> Emulate(const AttentionRoutes& r) {
     const int H = case_.shape.heads, D = case_.shape.head_dim;
-    std::vector<float> out(case_.plan.rows.size() * H * D, NAN);
+    std::vector<float> out(r.compressed_last_len.size() * H * D, NAN);
     for (const FlashInferRow& row : r.flashinfer_rows) {
       const int t = row.row;
       const int kc = LengthOf(r.compressed_indptr, r.compressed_last_len, t);
@@ -110,8 +110,10 @@ class AttentionRoutesTest : public ::testing::Test {
           den += w;
           for (int d = 0; d < D; ++d) acc[d] += w * outs[b][d];
         }
+        // A row with no block (a graph's padding) is merged from nothing: zeros, as on the GPU.
         for (int d = 0; d < D; ++d) {
-          out[(static_cast<size_t>(t) * H + h) * D + d] = static_cast<float>(acc[d] / den);
+          out[(static_cast<size_t>(t) * H + h) * D + d] =
+              outs.empty() ? 0.0f : static_cast<float>(acc[d] / den);
         }
       }
     }
@@ -227,6 +229,46 @@ TEST_F(AttentionRoutesTest, FlashInferViewsTilesAndMergeComputeTheCpusAttention)
       EXPECT_EQ(attended, static_cast<int>(r.flashinfer_rows.size()));
       EXPECT_EQ(attended, want_rows);
     }
+  }
+}
+
+TEST_F(AttentionRoutesTest, PaddedForAGraphTheStepsRowsComputeTheSame) {
+  ASSERT_NO_FATAL_FAILURE(Build(Case::kLongest));
+  const AttentionRoutes r = RouteAttention(
+      case_.plan, meta_, {.flashinfer = true, .prefill = false, .page_entries = kPageEntries});
+  AttentionRoutes padded = r;
+  const int rows = static_cast<int>(case_.plan.rows.size());
+  const int tiles = static_cast<int>(r.tile_request.size());
+  const int local_pages = static_cast<int>(r.local_pages.size());
+  PadForGraph(padded, 16, 2 * tiles, local_pages + 40);
+  // Every list but the compressed pages has the graph's length.
+  ASSERT_EQ(padded.compressed_indptr.size(), 17u);
+  ASSERT_EQ(padded.local_indptr.size(), 17u);
+  ASSERT_EQ(padded.compressed_last_len.size(), 16u);
+  ASSERT_EQ(padded.local_last_len.size(), 16u);
+  ASSERT_EQ(padded.flashinfer_rows.size(), 16u);
+  ASSERT_EQ(padded.tile_request.size(), static_cast<size_t>(2 * tiles));
+  ASSERT_EQ(padded.tile_valid.size(), static_cast<size_t>(2 * tiles));
+  ASSERT_EQ(padded.local_request.size(), 16u);
+  ASSERT_EQ(padded.local_valid.size(), 16u);
+  ASSERT_EQ(padded.local_pages.size(), static_cast<size_t>(local_pages + 40));
+  EXPECT_EQ(padded.compressed_pages, r.compressed_pages);
+  // The step's blocks run, the padding's do not, and every block names a request of the graph.
+  for (int k = 0; k < 2 * tiles; ++k) {
+    EXPECT_EQ(padded.tile_valid[k], k < tiles ? 1 : 0) << k;
+    EXPECT_LT(padded.tile_request[k], 16);
+  }
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(padded.local_valid[j], j < static_cast<int>(r.local_request.size()) ? 1 : 0) << j;
+    EXPECT_LT(padded.local_request[j], 16);
+  }
+  const std::vector<float> want = Emulate(r), got = Emulate(padded);
+  const size_t width = case_.shape.heads * case_.shape.head_dim;
+  for (size_t i = 0; i < rows * width; ++i) ASSERT_EQ(got[i], want[i]) << i;
+  for (size_t i = rows * width; i < 16 * width; ++i) ASSERT_EQ(got[i], 0.0f) << i;
+  for (int t = rows; t < 16; ++t) {
+    EXPECT_EQ(LengthOf(padded.compressed_indptr, padded.compressed_last_len, t), 0);
+    EXPECT_EQ(LengthOf(padded.local_indptr, padded.local_last_len, t), 0);
   }
 }
 
