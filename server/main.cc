@@ -31,6 +31,9 @@ ABSL_FLAG(std::string, cuda_attention, "auto",
           "--device=cuda: the decoder attention's kernels: auto (FlashInfer's paged decode and "
           "the tensor-core prefill where they take the model's heads, catserve's split-KV kernel "
           "otherwise) or split_kv (catserve's split-KV kernel for every sequence)");
+ABSL_FLAG(std::string, cuda_graphs, "on",
+          "--device=cuda: replay decode steps from CUDA graphs (on; where FlashInfer's decode "
+          "takes the model's heads) or launch every kernel of every step (off)");
 ABSL_FLAG(int, threads, 0, "Compute threads; 0 = one per core");
 ABSL_FLAG(int, sampling_threads, 0,
           "Host threads the CPU engine draws each step's tokens on (--device=cuda draws on the "
@@ -109,11 +112,16 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
       ParseCudaAttentionFlag(absl::GetFlag(FLAGS_cuda_attention));
   if (!cuda_attention.ok()) return cuda_attention.status();
   o.cuda_attention = *cuda_attention;
+  absl::StatusOr<bool> cuda_graphs =
+      ParseOnOffFlag("cuda_graphs", absl::GetFlag(FLAGS_cuda_graphs));
+  if (!cuda_graphs.ok()) return cuda_graphs.status();
+  o.cuda_graphs = *cuda_graphs;
   o.threads = absl::GetFlag(FLAGS_threads);
   o.sampling_threads = absl::GetFlag(FLAGS_sampling_threads);
   o.kv_pool_mb = absl::GetFlag(FLAGS_kv_pool_mb);
   o.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
-  absl::StatusOr<bool> prefix_cache = ParsePrefixCacheFlag(absl::GetFlag(FLAGS_prefix_cache));
+  absl::StatusOr<bool> prefix_cache =
+      ParseOnOffFlag("prefix_cache", absl::GetFlag(FLAGS_prefix_cache));
   if (!prefix_cache.ok()) return prefix_cache.status();
   o.prefix_cache = *prefix_cache;
   absl::StatusOr<engine::KvDtype> kv_dtype = ParseKvDtypeFlag(absl::GetFlag(FLAGS_kv_dtype));

@@ -103,11 +103,11 @@ static std::vector<Range> NumericFlagRanges(const ServerOptions& o) {
   };
 }
 
-absl::StatusOr<bool> ParsePrefixCacheFlag(absl::string_view text) {
+absl::StatusOr<bool> ParseOnOffFlag(absl::string_view flag, absl::string_view text) {
   if (text == "on") return true;
   if (text == "off") return false;
   return absl::InvalidArgumentError(
-      absl::StrCat("--prefix_cache=", text, " is invalid: expected on or off"));
+      absl::StrCat("--", flag, "=", text, " is invalid: expected on or off"));
 }
 
 absl::StatusOr<engine::CudaAttention> ParseCudaAttentionFlag(absl::string_view text) {

@@ -32,6 +32,7 @@ struct ServerOptions {
   engine::KvDtype kv_dtype = engine::KvDtype::kBf16;  // KV storage (--kv_dtype); cuda: bf16 only
   // --cuda_attention: the decoder attention's kernels on the GPU (EngineOptions::cuda_attention)
   engine::CudaAttention cuda_attention = engine::CudaAttention::kAuto;
+  bool cuda_graphs = true;  // --cuda_graphs: decode steps replayed from CUDA graphs
   int kv_pool_mb = 512;
   double gpu_memory_fraction =
       0;  // --device=cuda: pool = this share of free memory; 0 = kv_pool_mb
@@ -74,8 +75,9 @@ absl::StatusOr<engine::WeightCheck> ParseWeightCheck(absl::string_view text);
 // --device=cuda, the addresses' shape. The message names the flag to fix.
 absl::Status ValidateServerOptions(const ServerOptions& options);
 
-// Parses --prefix_cache: "on" or "off"; INVALID_ARGUMENT naming the flag otherwise.
-absl::StatusOr<bool> ParsePrefixCacheFlag(absl::string_view text);
+// Parses an on/off flag (--prefix_cache, --cuda_graphs) named `flag`: "on" or "off";
+// INVALID_ARGUMENT naming the flag otherwise.
+absl::StatusOr<bool> ParseOnOffFlag(absl::string_view flag, absl::string_view text);
 
 // Parses --cuda_attention: "auto" or "split_kv"; INVALID_ARGUMENT naming the flag otherwise.
 absl::StatusOr<engine::CudaAttention> ParseCudaAttentionFlag(absl::string_view text);

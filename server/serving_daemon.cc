@@ -103,6 +103,7 @@ absl::Status ServingDaemon::LoadModel() {
                                        .device = options_.device == "cuda" ? engine::Device::kCuda
                                                                            : engine::Device::kCpu,
                                        .cuda_attention = options_.cuda_attention,
+                                       .cuda_graphs = options_.cuda_graphs,
                                        .check_weights = options_.check_weights,
                                        .kv_dtype = options_.kv_dtype});
   if (!engine.ok()) {

@@ -66,6 +66,16 @@ TEST(ServerOptionsTest, GpuMemoryFractionNeedsCudaAndAShare) {
                                                  : absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(ServerOptionsTest, ParsesOnOffFlags) {
+  EXPECT_TRUE(ServerOptions().cuda_graphs);
+  EXPECT_TRUE(ServerOptions().prefix_cache);
+  EXPECT_TRUE(*ParseOnOffFlag("cuda_graphs", "on"));
+  EXPECT_FALSE(*ParseOnOffFlag("cuda_graphs", "off"));
+  const absl::Status bad = ParseOnOffFlag("prefix_cache", "yes").status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.message(), "--prefix_cache=yes is invalid: expected on or off");
+}
+
 TEST(ServerOptionsTest, ParsesCudaAttention) {
   EXPECT_EQ(ServerOptions().cuda_attention, engine::CudaAttention::kAuto);
   EXPECT_EQ(*ParseCudaAttentionFlag("auto"), engine::CudaAttention::kAuto);

@@ -94,6 +94,8 @@ Tuning flags kept in the ConfigMap, as an ordered list of [flag, configmap key, 
 - [pressure_policy, pressure-policy, {{ $s.pressurePolicy | quote }}]
 - [check_weights, check-weights, {{ toString $s.checkWeights | quote }}]
 - [gpu_memory_fraction, gpu-memory-fraction, {{ toString .Values.gpu.memoryFraction | quote }}]
+- [cuda_attention, cuda-attention, {{ .Values.gpu.attention | quote }}]
+- [cuda_graphs, cuda-graphs, {{ .Values.gpu.graphs | quote }}]
 {{- end }}
 
 {{/* Environment variable name that carries a ConfigMap key in config.mode=env. */}}
