@@ -71,7 +71,7 @@ case "$part" in
     # The attention routes' kernels (FlashInfer's decode, the tensor-core prefill) and the fused
     # qkv post-processing with its cache store.
     step memcheck_routes 150 $(cs memcheck \
-      '*FlashInferDecode*:*PrefillAttentionCase*:*PrefillAttentionLarge*:*FusedQkv*:*FusedSilu*:*WideHeads*Auto*')
+      '*FlashInferDecode*:*PrefillAttentionCase*:*PrefillAttentionLarge*:*FusedQkv*:*FusedSilu*:*WideHeads*Auto*:*CudaGraph*')
     step racecheck 120 $(cs racecheck '*Incremental*Gqa*:*DeviceSampler*Seeded*:*SplitKv*')
     step racecheck_routes 150 $(cs racecheck \
       '*FlashInferDecode*:*PrefillAttentionCase*:*PrefillAttentionLarge*:*FusedQkv*')
@@ -136,10 +136,13 @@ case "$part" in
       --pool_sequences=32 --pool_chunk_size=8 --prompt_tokens=3500 --max_tokens=64 --repeat=1
     ;;
   decode)
-    # Every decode cell of the target grid, both attention settings alternated in one call.
-    for attention in auto split_kv auto split_kv; do
-      step "cuda_step_bench_decode_$attention" 150 cuda_step_bench --attention=$attention \
-        --contexts=1024,2048,4096 --batches=1,16,64,256 --chunks=4,8,16 --prefill=4096 --cycles=1
+    # Every decode cell of the target grid: FlashInfer with graphs, without, and catserve's own
+    # kernel, alternated twice in one call.
+    for setting in auto:on auto:off split_kv:off auto:on auto:off split_kv:off; do
+      attention=${setting%:*} graphs=${setting#*:}
+      step "cuda_step_bench_decode_${attention}_graphs_$graphs" 150 cuda_step_bench \
+        --attention=$attention --graphs=$graphs --contexts=1024,2048,4096 --batches=1,16,64,256 \
+        --chunks=4,8,16 --prefill=4096 --cycles=1
     done
     ;;
   *)
