@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstdio>
 #include <cstring>
 #include <map>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -792,9 +794,20 @@ absl::Status CudaEngine::Forward(absl::Span<const StepItem> items, KvPool& pool,
   CATSERVE_RETURN_IF_ERROR(flashinfer_scratch_.Reserve(
       std::max<size_t>(flashinfer_blocks, 1) * c.num_heads * (1 + c.head_dim()) * sizeof(float)));
 
+  bool replayed = false;
   if (graph_step_) {
-    CATSERVE_RETURN_IF_ERROR(RunGraph(pool, graph_rows));
-  } else {
+    const absl::Status graph = RunGraph(pool, graph_rows);
+    replayed = graph.ok();
+    if (!replayed) {
+      // The step is launched instead (its padded metadata means the same), and graphs stay off
+      // for this engine: a graph that cannot be captured is not worth failing steps for.
+      std::fprintf(stderr, "CUDA graphs turned off: %s\n", std::string(graph.message()).c_str());
+      use_graphs_ = false;
+      DropGraphs();
+      cudaGetLastError();
+    }
+  }
+  if (!replayed) {
     CATSERVE_RETURN_IF_ERROR(Upload());
     CATSERVE_RETURN_IF_ERROR(RunCompressor());
     CATSERVE_RETURN_IF_ERROR(RunDecoder(pool));
@@ -805,7 +818,7 @@ absl::Status CudaEngine::Forward(absl::Span<const StepItem> items, KvPool& pool,
   }
   if (stats != nullptr) {
     stats->decoder_positions = static_cast<int>(plan_.rows.size());
-    stats->from_graph = graph_step_;
+    stats->from_graph = replayed;
     stats->compressed_chunks = static_cast<int>(chunks);
     stats->compressor_positions = static_cast<int>(Rc);
   }
