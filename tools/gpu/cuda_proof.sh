@@ -136,6 +136,7 @@ case "$part" in
       --pool_sequences=32 --pool_chunk_size=8 --prompt_tokens=3500 --max_tokens=64 --repeat=1
     ;;
   decode)
+    step cuda_attention_bench 120 cuda_attention_bench --batches=16,64,256 --keys=1024,4096
     # Every decode cell of the target grid: FlashInfer with graphs, without, and catserve's own
     # kernel, alternated twice in one call.
     for setting in auto:on auto:off split_kv:off auto:on auto:off split_kv:off; do

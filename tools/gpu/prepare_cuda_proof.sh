@@ -26,7 +26,7 @@ fi
 exclude=$(git rev-parse --git-path info/exclude)
 grep -qx '/.gpu-bundle/' "$exclude" 2>/dev/null || echo '/.gpu-bundle/' >> "$exclude"
 
-GPU_BUNDLE_EXTRA="server/catserve tests/server/server_tests" bash "$bundler" "$build" .gpu-bundle
+GPU_BUNDLE_EXTRA="server/catserve tests/server/server_tests benchmarks/cuda_attention_bench" bash "$bundler" "$build" .gpu-bundle
 
 python3 - "$root/proto" .gpu-bundle/stubs <<'PY'
 import pathlib, sys
