@@ -142,7 +142,15 @@ double MeasureBandwidth() {
   void *a, *b;
   CHECK_CUDA(cudaMalloc(&a, bytes));
   CHECK_CUDA(cudaMalloc(&b, bytes));
-  CHECK_CUDA(cudaMemset(a, 1, bytes));
+  // Random bytes, not a constant (the copy should see what real data costs).
+  std::vector<uint32_t> pattern((size_t{32} << 20) / sizeof(uint32_t));
+  std::mt19937 rng(3);
+  for (uint32_t& w : pattern) w = rng();
+  const size_t piece = pattern.size() * sizeof(uint32_t);
+  for (size_t at = 0; at < bytes; at += piece) {
+    CHECK_CUDA(cudaMemcpy(static_cast<char*>(a) + at, pattern.data(), std::min(piece, bytes - at),
+                          cudaMemcpyHostToDevice));
+  }
   cudaEvent_t start, stop;
   CHECK_CUDA(cudaEventCreate(&start));
   CHECK_CUDA(cudaEventCreate(&stop));

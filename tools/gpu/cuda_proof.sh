@@ -27,8 +27,10 @@
 #       prompts on a 4K-context random model of the paper's shape, the pool holding a third of
 #       the offered sequences at chunk 8 (tokens/s and p99 TTFT of each policy).
 #   bash .gpu-bundle/run.sh $OUT bash .gpu-bundle/cuda_proof.sh $OUT decode
-#       cuda_step_bench's decode grid (context 1024-4096, batch 1-256, chunk 4-16) and 4K prefill,
-#       --attention=auto and split_kv alternated twice: each cell's step time against its floor.
+#       cuda_attention_bench (the decode attention alone against the measured copy bandwidth),
+#       then cuda_step_bench's decode grid (context 1024-4096, batch 1-256, chunk 4-16) and 4K
+#       prefill with FlashInfer and graphs, FlashInfer without graphs, and the split-KV kernel,
+#       alternated twice: each cell's step time against its floor.
 #
 # Prints one line per step (exit status, seconds) and the end of its log; every log goes into
 # RESULTS_DIR/cuda_proof_PART.tar.gz. Exits 0 only when every step passed.
