@@ -366,7 +366,8 @@ class Bench {
       set_list.push_back(std::move(set));
     }
     CheckOk(partials_.Reserve(partial_slots * (2 + D) * sizeof(float)), "partials");
-    CheckOk(fi_scratch_.Reserve(fi_blocks * H * (D + 1) * sizeof(float)), "FlashInfer scratch");
+    CheckOk(fi_scratch_.Reserve(cuda::FlashInferScratchFloats(fi_blocks, 0, H, D) * sizeof(float)),
+            "FlashInfer scratch");
     const size_t out_values = static_cast<size_t>(cell.decoder_rows) * H * D;
     CheckOk(out_.Reserve(out_values * sizeof(uint16_t)), "output");
 
@@ -398,13 +399,8 @@ class Bench {
                                          .tile_keys = keys_dev_.as<int32_t>(),
                                          .rows = s.fi_rows.as<cuda::FlashInferRow>(),
                                          .num_rows = static_cast<int>(r.flashinfer_rows.size())};
-      const size_t tiles = m.tiles;
-      float* f = fi_scratch_.as<float>();
-      const cuda::FlashInferScratch sc{
-          .tile_out = f,
-          .tile_lse = f + tiles * H * D,
-          .local_out = f + tiles * H * (D + 1),
-          .local_lse = f + tiles * H * (D + 1) + static_cast<size_t>(m.locals) * H * D};
+      const cuda::FlashInferScratch sc =
+          cuda::FlashInferScratchAt(fi_scratch_.as<float>(), m.tiles, m.locals, H, D);
       return cuda::FlashInferDecode(s.qkv.as<float>(), H, KVH, D, m, o_.layers - 1, o_.page_entries,
                                     geometry_.values_per_page(), arena_.as<uint16_t>(), sc,
                                     out_.as<uint16_t>(), stream_);

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -217,9 +218,16 @@ class CudaEngine : public Engine {
   // at position 0, store no K/V, see no key and whose logits nobody reads), and its FlashInfer
   // tiles padded to a power of two, so that every launch's shape is the graph's. One graph per
   // (rows, tiles), captured on first use; all are dropped when a buffer they read moves.
-  int GraphRows(absl::Span<const StepItem> items) const;
-  // Pads this step's metadata to `rows`, appends it, and replays (or captures) its graph.
-  absl::Status RunGraph(KvPool& pool, int rows);
+  int GraphRows(absl::Span<const StepItem> items, int page_entries) const;
+  // The most local pages a decoder row reads: it sees at most max_chunk_size local entries (S and
+  // the tokens of an incomplete chunk).
+  int LocalPagesPerRow(int page_entries) const {
+    return (config_.max_chunk_size + page_entries - 1) / page_entries;
+  }
+  // Runs a padded step of `rows` rows from its graph: true when replayed; false when the step was
+  // launched instead, the first time its shape comes (so that no kernel is first loaded inside a
+  // capture), after which the graph is captured and replayed.
+  absl::StatusOr<bool> RunGraph(KvPool& pool, int rows);
   void DropGraphs();
   // Appends the decoder's per-row sections and the routes' metadata to host_meta_ (rows: the
   // decoder rows the step runs).
@@ -276,7 +284,15 @@ class CudaEngine : public Engine {
     std::vector<GemmShape> gemms;  // what the captured step logged
   };
   std::map<std::pair<int, int>, DecodeGraph> graphs_;  // by (rows, tile blocks)
-  std::vector<const void*> graph_addresses_;           // the buffers the graphs read and write
+  // What the graphs were captured over: the buffers they read and write and the pool's pages.
+  struct GraphInputs {
+    std::vector<const void*> addresses;
+    int page_entries = 0;
+    size_t values_per_page = 0;
+    bool operator==(const GraphInputs&) const = default;
+  };
+  GraphInputs graph_inputs_;
+  std::set<std::pair<int, int>> graph_shapes_seen_;
   DeviceBuffer graph_meta_;
   DeviceBuffer cublas_workspace_;  // cuBLAS's, so that captured GEMMs allocate nothing
 
@@ -575,13 +591,8 @@ absl::Status CudaEngine::DecoderAttention(const DeviceBlock& b, int layer, const
         .num_rows = static_cast<int>(routes_.flashinfer_rows.size()),
         .tile_valid = graph_step_ ? MetaAt<bool>(fi_tile_valid_) : nullptr,
         .local_valid = graph_step_ ? MetaAt<bool>(fi_local_valid_) : nullptr};
-    const size_t H = b.heads, tiles = meta.tiles;
-    float* scratch = flashinfer_scratch_.as<float>();
-    const cuda::FlashInferScratch s{
-        .tile_out = scratch,
-        .tile_lse = scratch + tiles * H * b.head_dim,
-        .local_out = scratch + tiles * H * (b.head_dim + 1),
-        .local_lse = scratch + tiles * H * (b.head_dim + 1) + meta.locals * H * b.head_dim};
+    const cuda::FlashInferScratch s = cuda::FlashInferScratchAt(
+        flashinfer_scratch_.as<float>(), meta.tiles, meta.locals, b.heads, b.head_dim);
     CATSERVE_CUDA_RETURN_IF_ERROR(
         cuda::FlashInferDecode(qkv, b.heads, b.kv_heads, b.head_dim, meta, layer, g.page_entries,
                                g.values_per_page(), arena, s, out, stream_),
@@ -750,19 +761,17 @@ absl::Status CudaEngine::Forward(absl::Span<const StepItem> items, KvPool& pool,
   d_prefill_items_ = host_meta_.Append(prefill);
 
   // A decode step that a graph can run is padded to the graph's rows and tile blocks.
-  const int graph_rows = GraphRows(items);
+  const int graph_rows = GraphRows(items, B);
   graph_step_ = graph_rows > 0;
   decoder_rows_ = graph_step_ ? graph_rows : static_cast<int>(plan_.rows.size());
   logit_count_ = graph_step_ ? graph_rows : static_cast<int>(want_.size());
   if (graph_step_) {
     // A graph reads only the decoder's sections, at offsets every step of its shape shares.
     host_meta_.Clear();
-    // A row sees at most max_chunk_size local entries (S and the tokens of an incomplete chunk).
-    const int local_pages_per_row = (config_.max_chunk_size + B - 1) / B;
     const int tiles = static_cast<int>(routes_.tile_request.size());
     cuda::PadForGraph(routes_, graph_rows,
                       static_cast<int>(std::bit_ceil(static_cast<unsigned>(std::max(tiles, 1)))),
-                      graph_rows * local_pages_per_row);
+                      graph_rows * LocalPagesPerRow(B));
   }
   AppendDecoderMeta(decoder_rows_);
 
@@ -790,24 +799,30 @@ absl::Status CudaEngine::Forward(absl::Span<const StepItem> items, KvPool& pool,
       logits_.Reserve(std::max<size_t>(want, 1) * c.vocab_size * sizeof(float)));
   CATSERVE_RETURN_IF_ERROR(
       partials_.Reserve(std::max<size_t>(partial_slots_, 1) * (2 + c.head_dim()) * sizeof(float)));
-  const size_t flashinfer_blocks = routes_.tile_request.size() + routes_.local_request.size();
   CATSERVE_RETURN_IF_ERROR(flashinfer_scratch_.Reserve(
-      std::max<size_t>(flashinfer_blocks, 1) * c.num_heads * (1 + c.head_dim()) * sizeof(float)));
+      std::max<size_t>(
+          cuda::FlashInferScratchFloats(routes_.tile_request.size(), routes_.local_request.size(),
+                                        c.num_heads, c.head_dim()),
+          1) *
+      sizeof(float)));
 
-  bool replayed = false;
+  bool replayed = false, ran = false;
   if (graph_step_) {
-    const absl::Status graph = RunGraph(pool, graph_rows);
-    replayed = graph.ok();
-    if (!replayed) {
+    const absl::StatusOr<bool> graph = RunGraph(pool, graph_rows);
+    if (graph.ok()) {
+      replayed = *graph;
+      ran = true;
+    } else {
       // The step is launched instead (its padded metadata means the same), and graphs stay off
       // for this engine: a graph that cannot be captured is not worth failing steps for.
-      std::fprintf(stderr, "CUDA graphs turned off: %s\n", std::string(graph.message()).c_str());
+      std::fprintf(stderr, "CUDA graphs turned off: %s\n",
+                   std::string(graph.status().message()).c_str());
       use_graphs_ = false;
       DropGraphs();
       cudaGetLastError();
     }
   }
-  if (!replayed) {
+  if (!ran) {
     CATSERVE_RETURN_IF_ERROR(Upload());
     CATSERVE_RETURN_IF_ERROR(RunCompressor());
     CATSERVE_RETURN_IF_ERROR(RunDecoder(pool));
@@ -825,14 +840,18 @@ absl::Status CudaEngine::Forward(absl::Span<const StepItem> items, KvPool& pool,
   return absl::OkStatus();
 }
 
-int CudaEngine::GraphRows(absl::Span<const StepItem> items) const {
+int CudaEngine::GraphRows(absl::Span<const StepItem> items, int page_entries) const {
   if (!use_graphs_ || !plan_.chunks.empty() || plan_.rows.size() != items.size()) return 0;
   if (!routes_.split_items.empty() || !routes_.prefill_items.empty()) return 0;
   for (const StepItem& it : items) {
     if (!it.want_logits || it.num_tokens != 1) return 0;
   }
   const unsigned rows = std::bit_ceil(static_cast<unsigned>(items.size()));
-  return rows <= kMaxGraphRows ? static_cast<int>(rows) : 0;
+  if (rows > kMaxGraphRows) return 0;
+  // PadForGraph's bound on the local page list (it holds by the model's shape; checked all the
+  // same, as a list longer than the bound would be cut).
+  if (routes_.local_pages.size() > rows * LocalPagesPerRow(page_entries)) return 0;
+  return static_cast<int>(rows);
 }
 
 void CudaEngine::DropGraphs() {
@@ -840,7 +859,7 @@ void CudaEngine::DropGraphs() {
   graphs_.clear();
 }
 
-absl::Status CudaEngine::RunGraph(KvPool& pool, int rows) {
+absl::StatusOr<bool> CudaEngine::RunGraph(KvPool& pool, int rows) {
   // The metadata goes to its own buffer, at the offsets every graph step of these shapes shares
   // (only the compressed page list, last, varies in length); it grows by doubling.
   const std::vector<int32_t>& words = host_meta_.words();
@@ -852,18 +871,24 @@ absl::Status CudaEngine::RunGraph(KvPool& pool, int rows) {
       cudaMemcpyAsync(graph_meta_.data(), words.data(), bytes, cudaMemcpyHostToDevice, stream_),
       "cudaMemcpyAsync (graph step metadata)");
   meta_words_ = graph_meta_.as<int32_t>();
-  // A graph holds the addresses it was captured with: all go when any of them moved.
-  const std::vector<const void*> addresses = {
-      graph_meta_.data(), x_.data(),      norm_.data(),
-      qkv_.data(),        attn_.data(),   gate_up_.data(),
-      act_.data(),        logits_.data(), flashinfer_scratch_.data(),
-      pool.arena_data()};
-  if (addresses != graph_addresses_) {
+  // A graph holds the addresses and page geometry it was captured with: all go when any changed.
+  const KvGeometry& g = pool.geometry();
+  GraphInputs inputs{.addresses = {graph_meta_.data(), x_.data(), norm_.data(), qkv_.data(),
+                                   attn_.data(), gate_up_.data(), act_.data(), logits_.data(),
+                                   flashinfer_scratch_.data(), pool.arena_data()},
+                     .page_entries = g.page_entries,
+                     .values_per_page = g.values_per_page()};
+  if (!(inputs == graph_inputs_)) {
     DropGraphs();
-    graph_addresses_ = addresses;
+    graph_inputs_ = std::move(inputs);
   }
   const std::pair<int, int> key{rows, static_cast<int>(routes_.tile_request.size())};
   auto found = graphs_.find(key);
+  if (found == graphs_.end() && graph_shapes_seen_.insert(key).second) {
+    CATSERVE_RETURN_IF_ERROR(RunDecoder(pool));
+    CATSERVE_RETURN_IF_ERROR(Logits());
+    return false;
+  }
   if (found == graphs_.end()) {
     std::vector<GemmShape> gemms;
     std::vector<GemmShape>* log = gemm_log_;
@@ -889,7 +914,7 @@ absl::Status CudaEngine::RunGraph(KvPool& pool, int rows) {
   }
   CATSERVE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(found->second.exec, stream_), "cudaGraphLaunch");
   if (gemm_log_ != nullptr) *gemm_log_ = found->second.gemms;
-  return absl::OkStatus();
+  return true;
 }
 
 absl::Status CheckShapes(const ModelConfig& c) {

@@ -74,11 +74,10 @@ cudaError_t LaunchDecode(const Params& params, int blocks, int kv_heads, cudaStr
   auto kernel = flashinfer::BatchDecodeWithPagedKVCacheKernel<flashinfer::PosEncodingMode::kNone,
                                                               kStages, kTilePerBdx, kVec, kBdx,
                                                               kBdy, kBdz, Variant, Params>;
-  if (cudaError_t e =
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-      e != cudaSuccess) {
-    return e;
-  }
+  // The shared-memory limit is the kernel's, set once (device 0 is the only one the engine uses).
+  static const cudaError_t limit =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  if (limit != cudaSuccess) return limit;
   kernel<<<dim3(blocks, kv_heads), dim3(kBdx, kBdy, kBdz), kSmem, stream>>>(params);
   return cudaGetLastError();
 }
@@ -151,6 +150,10 @@ cudaError_t FlashInferDecode(const float* qkv, int heads, int kv_heads, int head
                              FlashInferScratch scratch, uint16_t* out, cudaStream_t stream) {
   const int group = heads / kv_heads;
   if (!FlashInferDecodeSupports(head_dim, group)) return cudaErrorNotSupported;
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (!aligned(qkv) || !aligned(scratch.tile_out) || !aligned(scratch.local_out)) {
+    return cudaErrorInvalidValue;
+  }
   if (meta.num_rows == 0) return cudaSuccess;
 #if CATSERVE_HAVE_FLASHINFER
   const int stride = (heads + 2 * kv_heads) * head_dim;  // a qkv row

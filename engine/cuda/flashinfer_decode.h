@@ -65,7 +65,8 @@ struct FlashInferDecodeMeta {
   const bool* local_valid = nullptr;
 };
 
-// fp32 scratch: per block and q head, an output (head_dim values) and a log2-sum-exp.
+// fp32 scratch: per block and q head, an output (head_dim values) and a log2-sum-exp. FlashInfer
+// stores outputs 16 bytes at a time: both output arrays must be 16-byte aligned.
 struct FlashInferScratch {
   float* tile_out;   // [tiles, heads, head_dim]
   float* tile_lse;   // [tiles, heads]
@@ -73,9 +74,26 @@ struct FlashInferScratch {
   float* local_lse;  // [locals, heads]
 };
 
+// The floats of scratch `tiles` compressed and `locals` local blocks need.
+inline size_t FlashInferScratchFloats(size_t tiles, size_t locals, int heads, int head_dim) {
+  return (tiles + locals) * heads * (head_dim + 1);
+}
+// The scratch laid out in `base` (16-byte aligned, FlashInferScratchFloats long): both outputs
+// first, whose sizes are multiples of 4 floats for the head sizes FlashInfer takes, so both stay
+// aligned, then the log2-sum-exps.
+inline FlashInferScratch FlashInferScratchAt(float* base, size_t tiles, size_t locals, int heads,
+                                             int head_dim) {
+  const size_t out = static_cast<size_t>(heads) * head_dim, lse = heads;
+  return {.tile_out = base,
+          .tile_lse = base + (tiles + locals) * out,
+          .local_out = base + tiles * out,
+          .local_lse = base + (tiles + locals) * out + tiles * lse};
+}
+
 // Attention of meta.rows at `layer` into out [decoder rows, heads * head_dim] bf16 (other rows
 // untouched). cudaErrorNotSupported when FlashInferDecodeSupports(head_dim, heads / kv_heads) is
-// false.
+// false; cudaErrorInvalidValue, enqueuing nothing, when qkv or an output array of `scratch` is not
+// 16-byte aligned.
 cudaError_t FlashInferDecode(const float* qkv, int heads, int kv_heads, int head_dim,
                              const FlashInferDecodeMeta& meta, int layer, int page_entries,
                              size_t values_per_page, const uint16_t* arena,

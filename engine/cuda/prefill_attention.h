@@ -98,8 +98,9 @@ inline int PrefillQueryTile(int max_item_rows, int heads, int kv_heads) {
 //
 // Takes head_dim a multiple of 16 up to kMaxHeadDim, groups (heads / kv_heads) 1..kMaxGroup,
 // values_per_page a multiple of 8, 16-byte aligned qkv and arena and a 4-byte aligned out; returns
-// cudaErrorInvalidValue for anything else (callers fall back to SplitKvAttention), enqueuing
-// nothing.
+// cudaErrorInvalidValue for anything else, enqueuing nothing (the engine routes an item here only
+// when PrefillAttentionSupports takes the model's heads; its buffers meet the rest by
+// construction).
 cudaError_t PrefillAttention(const float* qkv, int heads, int kv_heads, int head_dim,
                              const AttentionRow* rows_meta, const PrefillItem* items, int num_items,
                              int max_item_rows, const int32_t* page_lists, int layer,

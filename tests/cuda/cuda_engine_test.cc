@@ -21,6 +21,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/cpu/cpu_engine.h"
+#include "engine/cuda/flashinfer_decode.h"
 #include "engine/generate.h"
 #include "engine/load_engine.h"
 #include "engine/model/safetensors.h"
@@ -263,13 +264,20 @@ INSTANTIATE_TEST_SUITE_P(Models, CudaWideHeadsTest,
                                                                                    : "SplitKv");
                          });
 
-// Decode steps replayed from CUDA graphs against the same steps run launch by launch: five
-// sequences at chunk 8 (so most steps complete no chunk, and five rows pad to a graph of eight)
-// decode in lock step on two engines over the same weights, graphs on and off. Rows differ only
-// by the GEMMs' algorithm for 8 rows instead of 5; every row must also pass the oracle.
+// Decode steps replayed from CUDA graphs against the same steps run launch by launch: sequences
+// at chunk 8 (most steps complete no chunk) decode on two engines over the same weights, graphs
+// on and off. Five rows pad to a graph of eight; at step 30 one sequence leaves (a graph of
+// four); at step 31 a sequence with a 300-token prompt joins, whose prefill grows the engine's
+// scratch, so the graphs captured before are dropped and captured anew. Rows differ only by the
+// GEMMs' algorithm for the padded row counts; every row must also pass the oracle.
 class CudaGraphTest : public ::testing::Test {
  protected:
-  void SetUp() override { SKIP_WITHOUT_CUDA_DEVICE(); }
+  void SetUp() override {
+    SKIP_WITHOUT_CUDA_DEVICE();
+    if (!cuda::FlashInferDecodeSupports(64, 2)) {
+      GTEST_SKIP() << "graphs need FlashInfer's decode, which this build lacks";
+    }
+  }
 };
 
 TEST_F(CudaGraphTest, DecodeStepsFromGraphsMatchEagerSteps) {
@@ -284,12 +292,15 @@ TEST_F(CudaGraphTest, DecodeStepsFromGraphsMatchEagerSteps) {
   CpuEngine emulated(c, weights, {.threads = 2, .emulate_bf16 = true});
   CpuEngine fp32(c, weights, {.threads = 2});
   Engine* engines[] = {graphs->get(), eager->get(), &emulated, &fp32};
-  const int V = c.vocab_size, kSeqs = 5, kSteps = 60;
+  const int V = c.vocab_size, kSeqs = 6, kSteps = 70, kLeaves = 4, kJoins = 5;
+  const int leave_step = 30, join_step = 31;
   std::mt19937 rng(5);
   std::uniform_int_distribution<int32_t> token(3, V - 1);
+  std::vector<int> prompt(kSeqs);
   std::vector<std::vector<int32_t>> tokens(kSeqs);
   for (int i = 0; i < kSeqs; ++i) {
-    for (int t = 0; t < 40 + 3 * i + kSteps; ++t) tokens[i].push_back(token(rng));
+    prompt[i] = i == kJoins ? 300 : 40 + 3 * i;
+    for (int t = 0; t < prompt[i] + kSteps; ++t) tokens[i].push_back(token(rng));
   }
   Rows rows[4];
   int replayed[4] = {0, 0, 0, 0};
@@ -297,33 +308,39 @@ TEST_F(CudaGraphTest, DecodeStepsFromGraphsMatchEagerSteps) {
     absl::StatusOr<KvPool> pool = engines[e]->CreateKvPool(256, 16);
     ASSERT_TRUE(pool.ok()) << pool.status();
     std::vector<SequenceState> seqs(kSeqs);
+    for (int i = 0; i < kSeqs; ++i) {
+      seqs[i].chunk_size = 8;
+      seqs[i].tokens = tokens[i];
+    }
     for (int step = 0; step <= kSteps; ++step) {
       std::vector<StepItem> items;
       for (int i = 0; i < kSeqs; ++i) {
         SequenceState& s = seqs[i];
-        if (step == 0) {
-          s.chunk_size = 8;
-          s.tokens = tokens[i];
-        }
-        const int n = step == 0 ? 40 + 3 * i : 1;  // the prompt, then a token a step
+        const bool active = i == kJoins ? step >= join_step : i != kLeaves || step < leave_step;
+        if (!active) continue;
+        const int n = s.cached == 0 ? prompt[i] : 1;  // the prompt, then a token a step
         ASSERT_TRUE(ReservePages(*pool, s, s.cached + n));
         items.push_back({&s, n, true});
       }
-      std::vector<float> logits(static_cast<size_t>(kSeqs) * V);
+      std::vector<float> logits(items.size() * V);
       StepStats stats;
       ASSERT_TRUE(engines[e]->StepLogits(items, *pool, absl::MakeSpan(logits), &stats).ok());
       replayed[e] += stats.from_graph ? 1 : 0;
-      for (int i = 0; i < kSeqs; ++i) {
-        rows[e].emplace_back(logits.begin() + static_cast<size_t>(i) * V,
-                             logits.begin() + static_cast<size_t>(i + 1) * V);
+      for (size_t k = 0; k < items.size(); ++k) {
+        rows[e].emplace_back(logits.begin() + k * V, logits.begin() + (k + 1) * V);
       }
       for (SequenceState& s : seqs) TrimPages(*pool, s);
+      if (step == leave_step - 1) pool->ReleaseAll(seqs[kLeaves].pages);
     }
-    for (SequenceState& s : seqs) pool->ReleaseAll(s.pages);
+    for (int i = 0; i < kSeqs; ++i) {
+      if (i != kLeaves) pool->ReleaseAll(seqs[i].pages);
+    }
+    EXPECT_EQ(pool->used_pages(), 0);
   }
-  // Every step but the prefill and those where some sequence completes a chunk.
-  EXPECT_GE(replayed[0], kSteps / 4);
+  // About 3 steps in 8 complete no chunk; each shape's first step is launched, not replayed.
+  EXPECT_GE(replayed[0], kSteps / 5);
   EXPECT_EQ(replayed[1], 0);
+  ASSERT_EQ(rows[0].size(), rows[1].size());
   for (size_t r = 0; r < rows[0].size(); ++r) {
     float scale = 0, diff = 0;
     for (int v = 0; v < V; ++v) {

@@ -71,7 +71,9 @@ class FlashInferDecodeTest : public ::testing::TestWithParam<Case::Shape> {
                 up(lreq, r.local_request) && up(keys, std::vector<int32_t>{kFlashInferTileKeys}) &&
                 up(rows, r.flashinfer_rows));
     const size_t tiles = r.tile_request.size(), locals = r.local_request.size();
-    ASSERT_TRUE(scratch.Reserve(std::max<size_t>(tiles + locals, 1) * H * (D + 1) * 4).ok());
+    ASSERT_TRUE(
+        scratch.Reserve(std::max<size_t>(FlashInferScratchFloats(tiles, locals, H, D), 1) * 4)
+            .ok());
     const size_t values = c.plan.rows.size() * H * D;
     std::vector<uint16_t> bits(values, kPoison);
     ASSERT_TRUE(out.Upload(bits).ok());
@@ -90,11 +92,7 @@ class FlashInferDecodeTest : public ::testing::TestWithParam<Case::Shape> {
                                  .tile_keys = keys.as<int32_t>(),
                                  .rows = rows.as<FlashInferRow>(),
                                  .num_rows = static_cast<int>(r.flashinfer_rows.size())};
-    float* s = scratch.as<float>();
-    const FlashInferScratch sc{.tile_out = s,
-                               .tile_lse = s + tiles * H * D,
-                               .local_out = s + tiles * H * (D + 1),
-                               .local_lse = s + tiles * H * (D + 1) + locals * H * D};
+    const FlashInferScratch sc = FlashInferScratchAt(scratch.as<float>(), tiles, locals, H, D);
     ASSERT_EQ(FlashInferDecode(qkv.as<float>(), H, c.shape.kv_heads, D, m, kLayer, kPageEntries,
                                c.pool->geometry().values_per_page(), arena.as<uint16_t>(), sc,
                                out.as<uint16_t>(), nullptr),
@@ -122,10 +120,12 @@ TEST_P(FlashInferDecodeTest, EveryRowMatchesTheCpuOverSeveralTiles) {
 }
 TEST_P(FlashInferDecodeTest, RowsOfOtherRoutesAreLeftAlone) { Check(Case::kLongest, true); }
 
-// The shapes FlashInfer is built for: head_dim 64 and 128, groups 1, 2, 4 and 8.
+// The shapes FlashInfer is built for: head_dim 64 and 128, groups 1, 2, 4 and 8; with 6 and 2 q
+// heads, tile counts times heads that are not multiples of 4 (the scratch's alignment).
 INSTANTIATE_TEST_SUITE_P(Shapes, FlashInferDecodeTest,
                          ::testing::Values(Case::Shape{4, 4, 64}, Case::Shape{4, 2, 128},
-                                           Case::Shape{8, 2, 64}, Case::Shape{8, 1, 128}),
+                                           Case::Shape{8, 2, 64}, Case::Shape{8, 1, 128},
+                                           Case::Shape{6, 6, 64}, Case::Shape{2, 1, 128}),
                          [](const auto& info) { return Case::Name(info.param); });
 
 }  // namespace
