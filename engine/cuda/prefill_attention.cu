@@ -362,12 +362,11 @@ cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
   constexpr size_t kSmem =
       static_cast<size_t>(16 * kWarps + 4 * kTileK) * (D + 8) * sizeof(uint16_t);
   if (kSmem > 48 * 1024) {
-    if (cudaError_t e = cudaFuncSetAttribute(PrefillAttentionKernel<D, kWarps>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(kSmem));
-        e != cudaSuccess) {
-      return e;
-    }
+    // The kernel's limit, set once (device 0 is the only one the engine uses).
+    static const cudaError_t limit =
+        cudaFuncSetAttribute(PrefillAttentionKernel<D, kWarps>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+    if (limit != cudaSuccess) return limit;
   }
   PrefillAttentionKernel<D, kWarps><<<grid, kWarps * kWarp, kSmem, stream>>>(p);
   return cudaGetLastError();
