@@ -37,8 +37,9 @@
 // L2 cache, several independent sets (their own pages of the arena, their own qkv and metadata) are
 // rotated so that at least 4x the L2 size lies between two reads of one set. The bandwidth ceiling
 // is a 1 GiB device-to-device cudaMemcpy of random data (bytes read + written, median of 10), as
-// cuda_step_bench measures it. Before timing, both kernels run once on set 0 with the output
-// poisoned (bf16 NaN) and must agree (relative L2 difference under 1e-2, no NaN).
+// benchmarks/cuda_bench_common.h measures it for both benches. Before timing, both kernels run once
+// on set 0 with the output poisoned (bf16 NaN) and must agree (relative L2 difference under 1e-2,
+// no NaN).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -54,6 +55,7 @@
 #include <vector>
 
 #include "benchmarks/bench_common.h"
+#include "benchmarks/cuda_bench_common.h"
 #include "engine/cuda/attention_routes.h"
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/flashinfer_decode.h"
@@ -69,14 +71,6 @@ namespace catserve::engine {
 namespace {
 
 using cuda::DeviceBuffer;
-
-#define CHECK_CUDA(expr)                                                      \
-  do {                                                                        \
-    if (cudaError_t _e = (expr); _e != cudaSuccess) {                         \
-      std::fprintf(stderr, "%s failed: %s\n", #expr, cudaGetErrorString(_e)); \
-      std::exit(1);                                                           \
-    }                                                                         \
-  } while (false)
 
 void CheckOk(const absl::Status& s, const char* what) {
   if (!s.ok()) {
@@ -160,32 +154,6 @@ void FillRandom(char* dst, size_t begin, size_t end) {
                           cudaMemcpyDeviceToDevice));
   }
   CHECK_CUDA(cudaDeviceSynchronize());
-}
-
-// Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written (median).
-double MeasureBandwidth() {
-  const size_t bytes = size_t{1} << 30;
-  DeviceBuffer a, b;
-  CheckOk(a.Reserve(bytes), "copy source");
-  CheckOk(b.Reserve(bytes), "copy destination");
-  FillRandom(a.as<char>(), 0, bytes);
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  std::vector<float> ms;
-  for (int i = 0; i < 13; ++i) {
-    CHECK_CUDA(cudaEventRecord(start));
-    CHECK_CUDA(cudaMemcpy(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice));
-    CHECK_CUDA(cudaEventRecord(stop));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    float t;
-    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
-    if (i >= 3) ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return 2.0 * bytes / (ms[ms.size() / 2] * 1e-3);
 }
 
 // The bench's arena, owned by a DeviceBuffer: the pool only plans pages over it.
@@ -511,7 +479,7 @@ int Main(int argc, char** argv) {
   }
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  const double bandwidth = MeasureBandwidth();
+  const double bandwidth = bench::MeasureCopyBandwidth();
   Bench bench(o, prop, bandwidth);
   std::printf(
       "Decode attention alone on %s (%d SMs, L2 %.0f MB): heads %d, kv heads %d, head_dim %d, "

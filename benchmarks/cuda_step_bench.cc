@@ -50,19 +50,12 @@
 #include <vector>
 
 #include "benchmarks/bench_common.h"
+#include "benchmarks/cuda_bench_common.h"
 #include "engine/cuda/cuda_engine.h"
 #include "tests/support/random_model.h"
 
 namespace catserve::engine {
 namespace {
-
-#define CHECK_CUDA(expr)                                                      \
-  do {                                                                        \
-    if (cudaError_t _e = (expr); _e != cudaSuccess) {                         \
-      std::fprintf(stderr, "%s failed: %s\n", #expr, cudaGetErrorString(_e)); \
-      std::exit(1);                                                           \
-    }                                                                         \
-  } while (false)
 
 struct Options {
   std::vector<int> contexts = {2048, 4096};
@@ -137,41 +130,6 @@ ModelConfig PaperConfig(int max_positions) {
 }
 
 // Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written (median).
-double MeasureBandwidth() {
-  const size_t bytes = size_t{1} << 30;
-  void *a, *b;
-  CHECK_CUDA(cudaMalloc(&a, bytes));
-  CHECK_CUDA(cudaMalloc(&b, bytes));
-  // Random bytes, not a constant (the copy should see what real data costs).
-  std::vector<uint32_t> pattern((size_t{32} << 20) / sizeof(uint32_t));
-  std::mt19937 rng(3);
-  for (uint32_t& w : pattern) w = rng();
-  const size_t piece = pattern.size() * sizeof(uint32_t);
-  for (size_t at = 0; at < bytes; at += piece) {
-    CHECK_CUDA(cudaMemcpy(static_cast<char*>(a) + at, pattern.data(), std::min(piece, bytes - at),
-                          cudaMemcpyHostToDevice));
-  }
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  std::vector<float> ms;
-  for (int i = 0; i < 13; ++i) {
-    CHECK_CUDA(cudaEventRecord(start));
-    CHECK_CUDA(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
-    CHECK_CUDA(cudaEventRecord(stop));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    float t;
-    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
-    if (i >= 3) ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  cudaFree(a);
-  cudaFree(b);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return 2.0 * bytes / (ms[ms.size() / 2] * 1e-3);
-}
-
 // bf16 cuBLAS GEMM rate on random data (FLOP/s, median), the matrix ceiling of this device.
 double MeasureMatrixRate() {
   const int n = 8192;
@@ -475,7 +433,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(engine.status().message()).c_str());
     return 1;
   }
-  const double bandwidth = MeasureBandwidth();
+  const double bandwidth = bench::MeasureCopyBandwidth();
   const double rate = MeasureMatrixRate();
   const int page_entries = 16;
   const KvGeometry g = (*engine)->kv_geometry(page_entries);
