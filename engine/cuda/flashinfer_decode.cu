@@ -157,40 +157,37 @@ cudaError_t FlashInferDecode(const float* qkv, int heads, int kv_heads, int head
   if (meta.num_rows == 0) return cudaSuccess;
 #if CATSERVE_HAVE_FLASHINFER
   const int stride = (heads + 2 * kv_heads) * head_dim;  // a qkv row
-  auto params_for = [&](const int32_t* indptr, const int32_t* pages, const int32_t* last_len) {
+  // One launch over a paged view: `blocks` blocks, block b attending request requests[b] (tile
+  // tiles[b] of it when partitioned), its output and log2-sum-exp at row b of o and lse.
+  auto launch = [&](const int32_t* indptr, const int32_t* pages, const int32_t* last_len,
+                    bool partitioned, const int32_t* requests, const int32_t* tiles, int blocks,
+                    const bool* valid, float* o, float* lse) {
     Params p(const_cast<float*>(qkv), /*q_rope_offset=*/nullptr,
              PagedView(kv_heads, head_dim, meta.decoder_rows, indptr, pages, last_len, layer,
                        page_entries, values_per_page, arena),
-             /*o=*/nullptr, /*lse=*/nullptr, /*maybe_alibi_slopes=*/nullptr, heads, stride,
-             head_dim, /*window_left=*/-1, /*logits_soft_cap=*/0.0f,
+             o, lse, /*maybe_alibi_slopes=*/nullptr, heads, stride, head_dim, /*window_left=*/-1,
+             /*logits_soft_cap=*/0.0f,
              /*sm_scale=*/1.0f / std::sqrt(static_cast<float>(head_dim)), /*rope_scale=*/1.0f,
              /*rope_theta=*/1e4f);
     p.kv_chunk_size_ptr = const_cast<int32_t*>(meta.tile_keys);
-    return p;
+    p.request_indices = const_cast<int32_t*>(requests);
+    p.kv_tile_indices = const_cast<int32_t*>(tiles);
+    p.padded_batch_size = blocks;
+    p.partition_kv = partitioned;
+    p.block_valid_mask = const_cast<bool*>(valid);
+    return Launch(head_dim, group, p, blocks, kv_heads, stream);
   };
-  Params compressed =
-      params_for(meta.compressed_indptr, meta.compressed_pages, meta.compressed_last_len);
-  compressed.o = scratch.tile_out;
-  compressed.lse = scratch.tile_lse;
-  compressed.request_indices = const_cast<int32_t*>(meta.tile_request);
-  compressed.kv_tile_indices = const_cast<int32_t*>(meta.tile_index);
-  compressed.padded_batch_size = meta.tiles;
-  compressed.partition_kv = true;
-  compressed.block_valid_mask = const_cast<bool*>(meta.tile_valid);
-  if (cudaError_t e = Launch(head_dim, group, compressed, meta.tiles, kv_heads, stream);
+  if (cudaError_t e =
+          launch(meta.compressed_indptr, meta.compressed_pages, meta.compressed_last_len,
+                 /*partitioned=*/true, meta.tile_request, meta.tile_index, meta.tiles,
+                 meta.tile_valid, scratch.tile_out, scratch.tile_lse);
       e != cudaSuccess) {
     return e;
   }
-  Params local = params_for(meta.local_indptr, meta.local_pages, meta.local_last_len);
-  local.o = scratch.local_out;
-  local.lse = scratch.local_lse;
-  local.request_indices = const_cast<int32_t*>(meta.local_request);
   // Unpartitioned, a block reads its tile index but starts at key 0 whatever it says.
-  local.kv_tile_indices = const_cast<int32_t*>(meta.local_request);
-  local.padded_batch_size = meta.locals;
-  local.partition_kv = false;
-  local.block_valid_mask = const_cast<bool*>(meta.local_valid);
-  if (cudaError_t e = Launch(head_dim, group, local, meta.locals, kv_heads, stream);
+  if (cudaError_t e = launch(meta.local_indptr, meta.local_pages, meta.local_last_len,
+                             /*partitioned=*/false, meta.local_request, meta.local_request,
+                             meta.locals, meta.local_valid, scratch.local_out, scratch.local_lse);
       e != cudaSuccess) {
     return e;
   }
