@@ -191,6 +191,13 @@ TEST(CudaConvertedModelTest, RefusesCompressorGqaWithAStatus) {
       << engine.status();
 }
 
+// The logits of RunInterleaved's rows, in its order.
+Rows InterleavedLogits(const std::vector<::catserve::testing::LogitsRow>& rows) {
+  Rows out;
+  for (const auto& r : rows) out.push_back(r.logits);
+  return out;
+}
+
 class CudaIncrementalTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override { SKIP_WITHOUT_CUDA_DEVICE(); }
@@ -203,15 +210,10 @@ TEST_P(CudaIncrementalTest, MatchesCpuUnderRaggedBatchesOfMixedChunkSizes) {
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   CpuEngine emulated(c, weights, {.threads = 2, .emulate_bf16 = true});
   CpuEngine fp32(c, weights, {.threads = 2});
-  auto logits = [](const std::vector<::catserve::testing::LogitsRow>& rows) {
-    Rows out;
-    for (const auto& r : rows) out.push_back(r.logits);
-    return out;
-  };
   const auto cases = ::catserve::testing::MixedCases();
-  const Rows want = logits(::catserve::testing::RunInterleaved(fp32, cases, 11));
-  const Rows emu = logits(::catserve::testing::RunInterleaved(emulated, cases, 11));
-  const Rows got = logits(::catserve::testing::RunInterleaved(**gpu, cases, 11));
+  const Rows want = InterleavedLogits(::catserve::testing::RunInterleaved(fp32, cases, 11));
+  const Rows emu = InterleavedLogits(::catserve::testing::RunInterleaved(emulated, cases, 11));
+  const Rows got = InterleavedLogits(::catserve::testing::RunInterleaved(**gpu, cases, 11));
   ASSERT_EQ(want.size(), static_cast<size_t>(::catserve::testing::ExpectedRows(cases)));
   EXPECT_TRUE(MatchesFp32LikeBf16(want, emu, got));
 }
@@ -238,18 +240,13 @@ TEST_P(CudaWideHeadsTest, MatchesCpuUnderRaggedBatchesOfMixedChunkSizes) {
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   CpuEngine emulated(c, weights, {.threads = 2, .emulate_bf16 = true});
   CpuEngine fp32(c, weights, {.threads = 2});
-  auto logits = [](const std::vector<::catserve::testing::LogitsRow>& rows) {
-    Rows out;
-    for (const auto& r : rows) out.push_back(r.logits);
-    return out;
-  };
   std::vector<::catserve::testing::InterleavedCase> cases = ::catserve::testing::MixedCases();
   cases.push_back({1, 300, 600, 0, 300});
   cases.push_back({2, 560, 600, 2, 600});
   cases.push_back({4, 17, 400, 1, 17});
-  const Rows want = logits(::catserve::testing::RunInterleaved(fp32, cases, 17));
-  const Rows emu = logits(::catserve::testing::RunInterleaved(emulated, cases, 17));
-  const Rows got = logits(::catserve::testing::RunInterleaved(**gpu, cases, 17));
+  const Rows want = InterleavedLogits(::catserve::testing::RunInterleaved(fp32, cases, 17));
+  const Rows emu = InterleavedLogits(::catserve::testing::RunInterleaved(emulated, cases, 17));
+  const Rows got = InterleavedLogits(::catserve::testing::RunInterleaved(**gpu, cases, 17));
   ASSERT_EQ(want.size(), static_cast<size_t>(::catserve::testing::ExpectedRows(cases)));
   EXPECT_TRUE(MatchesFp32LikeBf16(want, emu, got));
 }
