@@ -217,7 +217,8 @@ class CudaEngine : public Engine {
   // it then runs GraphRows(n) rows, the next power of two, padded (rows that read a separator
   // at position 0, store no K/V, see no key and whose logits nobody reads), and its FlashInfer
   // tiles padded to a power of two, so that every launch's shape is the graph's. One graph per
-  // (rows, tiles), captured on first use; all are dropped when a buffer they read moves.
+  // (rows, tiles), captured the second time that shape comes (RunGraph); all are dropped when a
+  // buffer they read moves or the pool's page geometry changes.
   int GraphRows(absl::Span<const StepItem> items, int page_entries) const;
   // The most local pages a decoder row reads: it sees at most max_chunk_size local entries (S and
   // the tokens of an incomplete chunk).
